@@ -1,0 +1,1 @@
+"""Accounts: the people whose data Glucoshare holds (patients) and, later, the people who sign in."""

@@ -1,0 +1,90 @@
+"""Validated inputs and outputs of the accounts domain."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+DisplayUnits = Literal["mg/dL", "mmol/L"]
+
+# A pragmatic address check: one @, no spaces, a dot in the domain. Deliverability is proven by the
+# verification e-mail (accounts issue), not by a regular expression.
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def normalise_email(value: str) -> str:
+    """Trim and lower-case an e-mail address; raise ``ValueError`` when it is not one."""
+    email = value.strip().lower()
+    if len(email) > 254 or not _EMAIL.match(email):
+        msg = "not a valid e-mail address"
+        raise ValueError(msg)
+    return email
+
+
+def check_timezone(value: str) -> str:
+    """Return ``value`` when it names an IANA time zone; raise ``ValueError`` otherwise."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        msg = f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+        raise ValueError(msg) from exc
+    return value
+
+
+class PatientCreate(BaseModel):
+    """What is needed to add a patient."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    email: str
+    name: str
+    birthdate: dt.date | None = None
+    timezone: str = "UTC"
+    display_units: DisplayUnits = "mg/dL"
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalise_email(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or len(value) > 200:
+            msg = "a name of 1 to 200 characters is required"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @field_validator("birthdate")
+    @classmethod
+    def _birthdate(cls, value: dt.date | None) -> dt.date | None:
+        if value is None:
+            return None
+        today = dt.datetime.now(dt.UTC).date()
+        if value > today or value.year < today.year - 130:
+            msg = "birth date must be in the past 130 years"
+            raise ValueError(msg)
+        return value
+
+
+class PatientOut(BaseModel):
+    """A patient as the command line and the API show it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str
+    name: str
+    birthdate: dt.date | None
+    timezone: str
+    display_units: DisplayUnits
+    created_at: dt.datetime

@@ -1,0 +1,61 @@
+"""Patients: add, find and list. Services flush but never commit."""
+
+from __future__ import annotations
+
+import pydantic
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.errors import InvalidPatientError, PatientExistsError, PatientNotFoundError
+from glucoshare.accounts.models import Patient
+from glucoshare.accounts.schemas import PatientCreate
+
+
+def _first_error(exc: pydantic.ValidationError) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
+
+
+def validate_patient(**fields: object) -> PatientCreate:
+    """Validate raw fields into a :class:`PatientCreate`, raising :class:`InvalidPatientError`."""
+    try:
+        return PatientCreate.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        raise InvalidPatientError(_first_error(exc)) from exc
+
+
+def add_patient(session: Session, data: PatientCreate) -> Patient:
+    """Add a patient; e-mail addresses are unique (case-insensitive)."""
+    exists = session.scalar(select(Patient.id).where(Patient.email == data.email))
+    if exists is not None:
+        msg = "a patient with this e-mail address already exists"
+        raise PatientExistsError(msg)
+    patient = Patient(
+        email=data.email,
+        name=data.name,
+        birthdate=data.birthdate,
+        timezone=data.timezone,
+        display_units=data.display_units,
+    )
+    session.add(patient)
+    session.flush()
+    return patient
+
+
+def get_patient(session: Session, ref: str) -> Patient:
+    """Find a patient by e-mail address (any case) or by id."""
+    key = ref.strip()
+    patient = session.scalar(select(Patient).where(Patient.email == key.lower()))
+    if patient is None:
+        patient = session.get(Patient, key)
+    if patient is None:
+        msg = "no patient with this e-mail address or id"
+        raise PatientNotFoundError(msg)
+    return patient
+
+
+def list_patients(session: Session) -> list[Patient]:
+    """Every patient, ordered by e-mail address."""
+    return list(session.scalars(select(Patient).order_by(Patient.email)))

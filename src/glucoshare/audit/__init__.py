@@ -1,0 +1,1 @@
+"""Audit: an append-only, hash-chained trail of every read and change of health data."""

@@ -1,0 +1,15 @@
+"""Audit event tags, named ``scope:resource:action``."""
+
+import enum
+
+
+class AuditTag(enum.StrEnum):
+    """What happened. Every value is documented in docs/audit.md (a test keeps them in step)."""
+
+    PATIENT_CREATE = "accounts:patient:create"
+    PATIENT_LIST = "accounts:patient:list"
+    UPLOAD_CREATE = "ingest:upload:create"
+    UPLOAD_LIST = "records:upload:list"
+    UPLOAD_DELETE = "records:upload:delete"
+    RECORDS_READ = "records:data:read"
+    RECORDS_EXPORT = "records:data:export"

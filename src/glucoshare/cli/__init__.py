@@ -1,0 +1,28 @@
+"""The ``glucoshare`` command line: thin Typer commands over the services (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import typer
+
+from glucoshare.cli import audit, db, demo, export, patients, uploads
+from glucoshare.cli.imports import import_command
+
+app = typer.Typer(
+    name="glucoshare",
+    help="Glucoshare: diabetes device data from any device, in one place.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(patients.app, name="patients")
+app.add_typer(uploads.app, name="uploads")
+app.add_typer(audit.app, name="audit")
+app.command("import")(import_command)
+app.command("export")(export.export_command)
+app.command("demo")(demo.demo_command)
+
+
+def main() -> None:
+    """Entry point of the ``glucoshare`` script."""
+    app()

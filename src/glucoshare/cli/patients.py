@@ -1,0 +1,60 @@
+"""``glucoshare patients add|list``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from glucoshare.accounts.schemas import PatientOut
+from glucoshare.accounts.service import add_patient, list_patients, validate_patient
+from glucoshare.audit.service import record_event
+from glucoshare.audit.tags import AuditTag
+from glucoshare.cli.runtime import actor, handle_errors, print_json, stdout, unit_of_work
+
+app = typer.Typer(help="Add and list patients.", no_args_is_help=True)
+
+
+@app.command("add")
+@handle_errors
+def add(
+    email: Annotated[str, typer.Option(help="The patient's e-mail address (their identifier).")],
+    name: Annotated[str, typer.Option(help="Full name.")],
+    birthdate: Annotated[str | None, typer.Option(help="Birth date, YYYY-MM-DD.")] = None,
+    timezone: Annotated[str, typer.Option(help="IANA time zone of the patient's devices.")] = "UTC",
+    units: Annotated[str, typer.Option(help="Display units: mg/dL or mmol/L.")] = "mg/dL",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Add a patient."""
+    data = validate_patient(
+        email=email, name=name, birthdate=birthdate, timezone=timezone, display_units=units
+    )
+    with unit_of_work() as session:
+        patient = add_patient(session, data)
+        record_event(
+            session, actor=actor(), action=AuditTag.PATIENT_CREATE, patient_id=patient.id, target=patient.id
+        )
+        out = PatientOut.model_validate(patient)
+    if as_json:
+        print_json(out)
+    else:
+        stdout.print(f"added patient {out.email} ({out.id})")
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """List every patient."""
+    with unit_of_work() as session:
+        patients = [PatientOut.model_validate(p) for p in list_patients(session)]
+        record_event(session, actor=actor(), action=AuditTag.PATIENT_LIST, details={"count": len(patients)})
+    if as_json:
+        print_json({"patients": patients})
+        return
+    table = Table("id", "e-mail", "name", "time zone", "units")
+    for p in patients:
+        table.add_row(p.id, p.email, p.name, p.timezone, p.display_units)
+    stdout.print(table)

@@ -1,0 +1,99 @@
+"""What every command shares: settings, the database, output in text or JSON, and exit codes.
+
+CONTRACT.md: exit code 0 on success; 2 for bad input or a request that cannot be carried out, with
+one line on stderr; 1 for an internal error. ``--json`` prints exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from glucoshare.config import Settings, get_settings
+from glucoshare.db.migrate import upgrade
+from glucoshare.db.session import create_db_engine, session_scope
+from glucoshare.errors import GlucoshareError, InternalError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+
+
+def settings() -> Settings:
+    """The settings in force (read from the environment on first use)."""
+    return get_settings()
+
+
+@functools.cache
+def engine() -> Engine:
+    """The database engine, with the schema brought up to date."""
+    db = create_db_engine(settings().effective_database_url)
+    upgrade(db)
+    return db
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """One transaction: everything the command does is stored, or nothing."""
+    with session_scope(engine()) as session:
+        yield session
+
+
+def actor() -> str:
+    """Who runs the command, for the audit trail."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def print_json(document: Any) -> None:
+    """Print exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(_jsonable(document), ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def fail(error: GlucoshareError) -> NoReturn:
+    """Print one line on stderr and exit with the error's code."""
+    stderr.print(f"error: {error.message}", markup=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn Glucoshare errors into exit code 2 (or 1) with one line on stderr; never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except GlucoshareError as exc:
+            fail(exc)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - last line of defence: exit 1, no data in the message
+            fail(InternalError(f"internal error ({type(exc).__name__}); nothing was stored"))
+
+    return wrapper

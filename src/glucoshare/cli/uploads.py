@@ -1,0 +1,76 @@
+"""``glucoshare uploads list|delete``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from glucoshare.accounts.service import get_patient
+from glucoshare.audit.service import record_event
+from glucoshare.audit.tags import AuditTag
+from glucoshare.cli.runtime import actor, handle_errors, print_json, stdout, unit_of_work
+from glucoshare.records.service import delete_upload, list_uploads
+
+app = typer.Typer(help="List and delete uploads.", no_args_is_help=True)
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    patient: Annotated[str, typer.Option(help="The patient's e-mail address or id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """List a patient's uploads, oldest first."""
+    with unit_of_work() as session:
+        person = get_patient(session, patient)
+        uploads = list_uploads(session, person.id)
+        record_event(
+            session,
+            actor=actor(),
+            action=AuditTag.UPLOAD_LIST,
+            patient_id=person.id,
+            details={"count": len(uploads)},
+        )
+    if as_json:
+        print_json({"uploads": uploads})
+        return
+    table = Table("id", "file", "format", "device", "new", "duplicates", "first", "last", "imported")
+    for u in uploads:
+        device = f"{u.device.manufacturer} {u.device.model}" if u.device else "-"
+        table.add_row(
+            u.id,
+            u.file,
+            u.format,
+            device,
+            str(u.new),
+            str(u.duplicates),
+            u.first or "-",
+            u.last or "-",
+            u.created_at.isoformat(timespec="seconds"),
+        )
+    stdout.print(table)
+
+
+@app.command("delete")
+@handle_errors
+def delete(
+    upload_id: Annotated[str, typer.Argument(help="Id of the upload to delete.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Delete one upload and exactly the records it stored."""
+    with unit_of_work() as session:
+        upload, removed = delete_upload(session, upload_id)
+        record_event(
+            session,
+            actor=actor(),
+            action=AuditTag.UPLOAD_DELETE,
+            patient_id=upload.patient_id,
+            target=upload.id,
+            details={"records_deleted": removed},
+        )
+    if as_json:
+        print_json({"deleted": upload.id, "records_deleted": removed})
+    else:
+        stdout.print(f"deleted upload {upload.id} and its {removed} records")

@@ -1,0 +1,9 @@
+"""Import every table module so that ``Base.metadata`` knows the whole schema (for Alembic)."""
+
+from glucoshare.accounts import models as accounts_models
+from glucoshare.audit import models as audit_models
+from glucoshare.db.base import Base
+from glucoshare.devices import models as devices_models
+from glucoshare.records import models as records_models
+
+__all__ = ["Base", "accounts_models", "audit_models", "devices_models", "records_models"]

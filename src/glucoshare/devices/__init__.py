@@ -1,0 +1,1 @@
+"""Devices: one row per physical device (pump, CGM system, meter, app installation)."""

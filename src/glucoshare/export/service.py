@@ -1,0 +1,117 @@
+"""Write everything a patient has (or one period of it) as canonical CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from sqlalchemy.orm import Session
+
+from glucoshare import __version__
+from glucoshare.accounts.models import Patient
+from glucoshare.accounts.schemas import PatientOut
+from glucoshare.devices.schemas import DeviceOut
+from glucoshare.devices.service import list_devices
+from glucoshare.errors import InputError
+from glucoshare.export.rows import EXPORT_FIELDS, record_row
+from glucoshare.export.safety import safe_cell
+from glucoshare.records.service import iter_records, list_uploads
+
+ExportFormat = Literal["csv", "json"]
+
+
+class ExportTargetError(InputError):
+    """The export cannot be written where asked."""
+
+    code = "export_target"
+
+
+def _csv_cell(value: Any) -> str | int | float:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, dict | list):
+        return safe_cell(json.dumps(value, ensure_ascii=False, sort_keys=True))
+    return safe_cell(str(value))
+
+
+def _write_csv(handle: IO[str], rows: Iterator[dict[str, Any]]) -> int:
+    writer = csv.writer(handle, lineterminator="\r\n")
+    writer.writerow(EXPORT_FIELDS)
+    count = 0
+    for row in rows:
+        writer.writerow([_csv_cell(row[field]) for field in EXPORT_FIELDS])
+        count += 1
+    return count
+
+
+def _write_json(handle: IO[str], header: dict[str, Any], rows: Iterator[dict[str, Any]]) -> int:
+    body = json.dumps(header, ensure_ascii=False, indent=1)
+    handle.write(body[:-2] + ',\n "records": [')
+    count = 0
+    for row in rows:
+        handle.write(
+            ("\n  " if count == 0 else ",\n  ") + json.dumps(row, ensure_ascii=False, sort_keys=True)
+        )
+        count += 1
+    handle.write("\n ]\n}\n")
+    return count
+
+
+def export_patient(
+    session: Session,
+    *,
+    patient: Patient,
+    fmt: ExportFormat,
+    out: Path,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> int:
+    """Write the patient's records to ``out`` atomically; return how many were written."""
+    rows = (record_row(r, d) for r, d in iter_records(session, patient.id, start_ms=start_ms, end_ms=end_ms))
+    target = out.resolve()
+    if target.is_dir():
+        msg = f"{out}: is a directory; give a file name"
+        raise ExportTargetError(msg)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".export-")
+    except OSError as exc:
+        msg = f"{out}: cannot write there ({exc.strerror or type(exc).__name__})"
+        raise ExportTargetError(msg) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            if fmt == "csv":
+                count = _write_csv(handle, rows)
+            else:
+                header = {
+                    "format": "glucoshare-export",
+                    "version": 1,
+                    "generator": f"glucoshare {__version__}",
+                    "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    "patient": PatientOut.model_validate(patient).model_dump(mode="json"),
+                    "devices": [
+                        DeviceOut.model_validate(d).model_dump(mode="json")
+                        for d in list_devices(session, patient.id)
+                    ],
+                    "uploads": [
+                        u.model_dump(mode="json", exclude={"rejected", "warnings"})
+                        for u in list_uploads(session, patient.id)
+                    ],
+                }
+                count = _write_json(handle, header, rows)
+        os.chmod(tmp, 0o600)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count

@@ -1,0 +1,1 @@
+"""Ingest: vendor importers as plugins (detect → parse → normalise) and the import service."""

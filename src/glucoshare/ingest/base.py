@@ -1,0 +1,149 @@
+"""The importer plugin contract: detect → parse → normalise to the canonical model.
+
+An importer is a class registered under the ``glucoshare.importers`` entry point. Built-in
+vendors register exactly like third-party ones (see ``pyproject.toml``). An importer
+
+* recognises its format from the **content** (:meth:`Importer.detect`, never the file name),
+* parses the file into :class:`ParsedRecord` objects in canonical units, with UTC instants that it
+  resolves through :meth:`ParseContext.clock` (one :class:`~glucoshare.ingest.localtime.LocalClock`
+  per stream, fed in the device's order),
+* registers every device it sees in :attr:`ParseResult.devices` before yielding a record of it,
+* reports single unreadable rows in :attr:`ParseResult.rejected` with their line numbers, and
+  raises :class:`~glucoshare.ingest.errors.MalformedFileError` when the file as a whole is broken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterator
+from typing import Any, ClassVar, Protocol
+
+from glucoshare.ingest.localtime import LocalClock
+
+DETECT_LINES = 40
+"""How many leading lines of a file :meth:`Importer.detect` sees."""
+
+
+@dataclasses.dataclass(slots=True)
+class DeviceInfo:
+    """A physical device as a file describes it."""
+
+    manufacturer: str
+    model: str
+    serial: str | None
+    identifiers: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+
+
+@dataclasses.dataclass(slots=True)
+class ParsedRecord:
+    """One canonical record read from a file.
+
+    ``device`` is the key of its :class:`DeviceInfo` in :attr:`ParseResult.devices`; ``value`` is in
+    the canonical unit of ``type`` (:mod:`glucoshare.records.vocabulary`); ``identity`` completes
+    the natural key where type, subtype, instant and value do not tell two records apart.
+    """
+
+    type: str
+    subtype: str
+    time_ms: int
+    utc_offset_min: int
+    line: int
+    device: str
+    value: float | None = None
+    orig_value: float | None = None
+    orig_unit: str | None = None
+    duration_ms: int | None = None
+    annotation: str | None = None
+    payload: dict[str, Any] | None = None
+    identity: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A row that could not be read, with the reason (never the row's content)."""
+
+    line: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceText:
+    """A decoded file handed to an importer."""
+
+    name: str
+    text: str
+    encoding: str
+
+    def head(self, lines: int = DETECT_LINES) -> list[str]:
+        """The first ``lines`` lines, without line terminators."""
+        out: list[str] = []
+        start = 0
+        text = self.text
+        while len(out) < lines and start < len(text):
+            end = text.find("\n", start)
+            if end < 0:
+                end = len(text)
+            out.append(text[start:end].rstrip("\r"))
+            start = end + 1
+        return out
+
+
+class ParseContext:
+    """What an importer needs besides the file: the time zone and one clock per stream."""
+
+    def __init__(self, timezone: str) -> None:
+        self.timezone = timezone
+        self.tz = zoneinfo.ZoneInfo(timezone)
+        self._clocks: dict[str, LocalClock] = {}
+
+    def clock(self, stream: str) -> LocalClock:
+        """The clock of one stream (created on first use)."""
+        clock = self._clocks.get(stream)
+        if clock is None:
+            clock = self._clocks[stream] = LocalClock(self.tz)
+        return clock
+
+    @property
+    def skipped_hour_records(self) -> int:
+        """Records whose wall time fell in a skipped (spring-forward) hour."""
+        return sum(c.skipped_hour for c in self._clocks.values())
+
+    @property
+    def repeated_hour_records(self) -> int:
+        """Records whose wall time fell in a repeated (fall-back) hour."""
+        return sum(c.ambiguous for c in self._clocks.values())
+
+
+@dataclasses.dataclass(slots=True)
+class ParseResult:
+    """The outcome of parsing one file. ``records`` is consumed once, lazily."""
+
+    records: Iterator[ParsedRecord]
+    devices: dict[str, DeviceInfo] = dataclasses.field(default_factory=dict)
+    rejected: list[RejectedRow] = dataclasses.field(default_factory=list)
+    primary_device: str | None = None
+
+
+class Importer(Protocol):
+    """A vendor format reader."""
+
+    format: ClassVar[str]
+    """Stable format name used in output (``dexcom_clarity``, ``libreview``, ...)."""
+
+    label: ClassVar[str]
+    """Human name of the format for messages and documentation."""
+
+    def detect(self, head: list[str]) -> bool:
+        """True when the leading lines of a decoded file are this format."""
+        ...
+
+    def parse(self, source: SourceText, ctx: ParseContext) -> ParseResult:
+        """Parse the whole file (lazily) into canonical records."""
+        ...
+
+
+def parse_iso_local(value: str) -> dt.datetime:
+    """Parse ``YYYY-MM-DDThh:mm:ss`` (or with a space) as a naive wall time."""
+    return dt.datetime.fromisoformat(value)

@@ -1,0 +1,88 @@
+"""Turn uploaded bytes into text: BOM sniffing, UTF-8, UTF-16 (with or without BOM) and the
+Windows code page Excel writes when it re-saves a CSV; refuse binary files.
+
+Vendor exports are UTF-8 (Dexcom Clarity with a BOM), UTF-16 (older LibreView) or, after Excel
+re-saved them on Windows, cp1252 (see research/formats.md §0 rule 6).
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import re
+
+from glucoshare.ingest.errors import BinaryFileError, EmptyFileError, EncodingError
+
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_SNIFF_BYTES = 4096
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DecodedText:
+    """Decoded file content and the encoding it was read with."""
+
+    text: str
+    encoding: str
+
+
+def _looks_like_utf16(data: bytes) -> str | None:
+    """Guess UTF-16 without a BOM from the NUL bytes that ASCII text leaves in every other byte."""
+    sample = data[:_SNIFF_BYTES]
+    if len(sample) < 4:
+        return None
+    even_nuls = sample[0::2].count(0)
+    odd_nuls = sample[1::2].count(0)
+    half = len(sample) / 2
+    if odd_nuls > 0.4 * half and even_nuls < 0.05 * half:
+        return "utf-16-le"
+    if even_nuls > 0.4 * half and odd_nuls < 0.05 * half:
+        return "utf-16-be"
+    return None
+
+
+def _first_bad_line(text: str) -> tuple[int, str] | None:
+    match = _CONTROL.search(text)
+    if match is None:
+        return None
+    return text.count("\n", 0, match.start()) + 1, f"control character 0x{ord(match.group()):02X}"
+
+
+def decode_text(data: bytes, file_name: str) -> DecodedText:
+    """Decode ``data`` or raise a specific :class:`~glucoshare.errors.UnreadableFileError`."""
+    if not data.strip():
+        msg = f"{file_name}: the file is empty"
+        raise EmptyFileError(msg)
+    encoding: str
+    body = data
+    if data.startswith(codecs.BOM_UTF8):
+        encoding, body = "utf-8-sig", data[len(codecs.BOM_UTF8) :]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = _looks_like_utf16(data) or "utf-8"
+    if encoding == "utf-8" and b"\x00" in data[:_SNIFF_BYTES]:
+        msg = f"{file_name}: this is a binary file, not a text export"
+        raise BinaryFileError(msg)
+    try:
+        text = body.decode("utf-8" if encoding == "utf-8-sig" else encoding)
+    except UnicodeDecodeError as exc:
+        if encoding != "utf-8":
+            line = body[: exc.start].count(b"\n" if encoding == "utf-8-sig" else b"\n\x00") + 1
+            msg = f"{file_name}: line {line}: invalid {encoding.upper()} text; the file is damaged"
+            raise EncodingError(msg) from exc
+        try:
+            text = body.decode("cp1252")
+        except UnicodeDecodeError:
+            line = body[: exc.start].count(b"\n") + 1
+            msg = (
+                f"{file_name}: line {line}: the file is neither UTF-8 nor Windows-1252 text "
+                f"(byte 0x{body[exc.start]:02X}); export it again or save it as UTF-8"
+            )
+            raise EncodingError(msg) from exc
+        encoding = "cp1252"
+    text = text.removeprefix("\ufeff")
+    bad = _first_bad_line(text)
+    if bad is not None:
+        msg = f"{file_name}: line {bad[0]}: {bad[1]}; this is a binary file, not a text export"
+        raise BinaryFileError(msg)
+    return DecodedText(text=text, encoding=encoding)

@@ -1,0 +1,114 @@
+"""Map the local wall times of vendor exports to UTC instants, through daylight-saving changes.
+
+Vendor exports (Clarity, LibreView, CareLink, ...) write local wall time without an offset. A
+:class:`LocalClock` resolves one *stream* of records that the importer feeds in the device's own
+chronological order (a device's log order, not a sorted order):
+
+* an ordinary wall time maps to the single instant it names;
+* a wall time in the **repeated hour** after a fall-back change is ambiguous. The clock takes the
+  first occurrence until the stream's wall time steps back by more than :data:`FOLD_STEP_BACK`
+  (the device clock was turned back), and the second occurrence from then on. Where the device
+  also has a monotonic clock (a Dexcom transmitter's seconds since start), the occurrence whose
+  instant keeps that clock's anchor steady wins;
+* a wall time in the **skipped hour** of a spring-forward change cannot be shown by a clock that
+  changed on time; it comes from a device whose clock had not changed yet, so it is read with the
+  offset in force before the change. It is counted in :attr:`LocalClock.skipped_hour`.
+
+Nothing is dropped and two different records never collapse into one instant by this mapping.
+This is Tidepool's "across-the-board time zone" processing plus order-based fold resolution
+(research/tidepool.md §1.4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+_EPOCH = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - naive on purpose: wall-clock arithmetic
+FOLD_STEP_BACK = dt.timedelta(minutes=10)
+_SLOT_END = dt.timedelta(minutes=29, seconds=59, microseconds=999_999)
+_NO_CACHE = (-100_000, -100_000)  # marks a half hour that holds a transition
+
+
+def wall_ms(local: dt.datetime) -> int:
+    """Milliseconds of a naive wall time since the naive epoch (no zone applied)."""
+    delta = local - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+class LocalClock:
+    """Resolves the wall times of one stream of records, fed in device order, to UTC."""
+
+    __slots__ = ("_anchor", "_cache", "_fold", "_prev", "ambiguous", "skipped_hour", "tz")
+
+    def __init__(self, tz: zoneinfo.ZoneInfo) -> None:
+        self.tz = tz
+        self._prev: dt.datetime | None = None
+        self._fold = 0
+        self._anchor: float | None = None
+        self._cache: dict[int, tuple[int, int]] = {}
+        self.skipped_hour = 0
+        self.ambiguous = 0
+
+    def _exact_offsets(self, local: dt.datetime) -> tuple[int, int]:
+        first = local.replace(tzinfo=self.tz, fold=0).utcoffset()
+        second = local.replace(tzinfo=self.tz, fold=1).utcoffset()
+        assert first is not None and second is not None  # noqa: S101 - ZoneInfo always answers
+        return int(first.total_seconds()) // 60, int(second.total_seconds()) // 60
+
+    def _slot_offsets(self, local: dt.datetime, slot: int) -> tuple[int, int]:
+        """UTC offsets in minutes for fold 0 and fold 1 of wall times in one half-hour slot.
+
+        Cached per half hour of wall time when the offsets at the slot's first and last instant
+        agree (no transition inside it); otherwise :data:`_NO_CACHE` and computed per record.
+        """
+        start = local.replace(minute=30 * (local.minute >= 30), second=0, microsecond=0)
+        offsets = self._exact_offsets(start)
+        if self._exact_offsets(start + _SLOT_END) != offsets:
+            offsets = _NO_CACHE
+        self._cache[slot] = offsets
+        return offsets
+
+    def resolve(self, local: dt.datetime, device_clock_s: float | None = None) -> tuple[int, int]:
+        """Return ``(utc_ms, utc_offset_min)`` for the naive wall time ``local``.
+
+        ``device_clock_s`` is an optional monotonic device clock in seconds (for example a Dexcom
+        transmitter time) of the same clock group as the stream.
+        """
+        delta = local - _EPOCH
+        ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+        slot = ms // 1_800_000
+        offsets = self._cache.get(slot)
+        if offsets is None:
+            offsets = self._slot_offsets(local, slot)
+        if offsets == _NO_CACHE:
+            offsets = self._exact_offsets(local)
+        off0, off1 = offsets
+        if off0 == off1:
+            offset = off0
+            self._fold = 0
+            if device_clock_s is not None:
+                self._anchor = (ms - offset * 60_000) / 1000 - device_clock_s
+        elif off0 < off1:
+            # Skipped hour (spring forward): the device clock had not moved yet.
+            offset = off0
+            self.skipped_hour += 1
+            self._fold = 0
+        else:
+            self.ambiguous += 1
+            fold = self._choose_fold(local, ms, off0, off1, device_clock_s)
+            offset = off1 if fold else off0
+            self._fold = fold
+        self._prev = local
+        return ms - offset * 60_000, offset
+
+    def _choose_fold(
+        self, local: dt.datetime, ms: int, off0: int, off1: int, device_clock_s: float | None
+    ) -> int:
+        if device_clock_s is not None and self._anchor is not None:
+            anchor0 = (ms - off0 * 60_000) / 1000 - device_clock_s
+            anchor1 = (ms - off1 * 60_000) / 1000 - device_clock_s
+            return 0 if abs(anchor0 - self._anchor) <= abs(anchor1 - self._anchor) else 1
+        if self._prev is not None and self._prev - local > FOLD_STEP_BACK:
+            return 1
+        return self._fold

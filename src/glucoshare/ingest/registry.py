@@ -1,0 +1,50 @@
+"""Discover importers through the ``glucoshare.importers`` entry point and detect a file's format."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from importlib.metadata import entry_points
+
+from glucoshare.ingest.base import Importer, SourceText
+from glucoshare.ingest.errors import UnknownFormatError
+
+ENTRY_POINT_GROUP = "glucoshare.importers"
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def importers() -> tuple[Importer, ...]:
+    """Every registered importer, ordered by format name."""
+    found: dict[str, Importer] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            importer: Importer = entry.load()()
+        except Exception:  # a broken plugin must not take the other formats down
+            logger.exception("importer plugin %s could not be loaded; it is skipped", entry.name)
+            continue
+        found[importer.format] = importer
+    return tuple(found[name] for name in sorted(found))
+
+
+def get_importer(format_name: str) -> Importer:
+    """The importer of one format by name; ``KeyError`` when none is registered."""
+    for importer in importers():
+        if importer.format == format_name:
+            return importer
+    raise KeyError(format_name)
+
+
+def detect_format(source: SourceText) -> Importer:
+    """Return the importer that recognises ``source`` from its content.
+
+    Raises :class:`UnknownFormatError` naming the formats Glucoshare reads when none does.
+    """
+    head = source.head()
+    for importer in importers():
+        if importer.detect(head):
+            return importer
+    known = ", ".join(f"{i.label} ({i.format})" for i in importers())
+    msg = f"{source.name}: unrecognised format; Glucoshare reads: {known}"
+    raise UnknownFormatError(msg)

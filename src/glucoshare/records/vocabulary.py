@@ -7,6 +7,7 @@ type                      subtypes                               ``value`` (cano
 ========================  =====================================  ==================================
 ``cbg``                   ``sensor`` (regular series), ``scan``  glucose, mg/dL
 ``smbg``                  ``meter``, ``manual``, ``calibration`` glucose, mg/dL
+``bloodKetone``           (none)                                 β-hydroxybutyrate, mmol/L
 ``basal``                 ``scheduled``, ``temp``, ``suspend``,  rate, U/h
                           ``automated``
 ``bolus``                 ``normal``, ``extended``, ``dual``,    delivered insulin, U
@@ -37,6 +38,7 @@ class RecordType(enum.StrEnum):
 
     CBG = "cbg"
     SMBG = "smbg"
+    BLOOD_KETONE = "bloodKetone"
     BASAL = "basal"
     BOLUS = "bolus"
     WIZARD = "wizard"
@@ -68,6 +70,7 @@ DEVICE_EVENT_SUBTYPES: Final = frozenset(
 SUBTYPES: Final[dict[str, frozenset[str]]] = {
     RecordType.CBG: frozenset({"sensor", "scan"}),
     RecordType.SMBG: frozenset({"meter", "manual", "calibration"}),
+    RecordType.BLOOD_KETONE: frozenset({""}),
     RecordType.BASAL: frozenset({"scheduled", "temp", "suspend", "automated"}),
     RecordType.BOLUS: frozenset({"normal", "extended", "dual", "automated"}),
     RecordType.WIZARD: frozenset({""}),
@@ -83,6 +86,7 @@ SUBTYPES: Final[dict[str, frozenset[str]]] = {
 VALUE_UNITS: Final[dict[str, str | None]] = {
     RecordType.CBG: "mg/dL",
     RecordType.SMBG: "mg/dL",
+    RecordType.BLOOD_KETONE: "mmol/L",
     RecordType.BASAL: "U/h",
     RecordType.BOLUS: "U",
     RecordType.WIZARD: "g",

@@ -39,8 +39,9 @@ def _local_ms(day: dt.date, minute: float, tz: zoneinfo.ZoneInfo) -> int:
 
 
 class _Builder:
-    def __init__(self, profile: PatientProfile, start: dt.date, days: int) -> None:
+    def __init__(self, profile: PatientProfile, start: dt.date, days: int, interval_s: int | None) -> None:
         self.profile = profile
+        self.interval_s = interval_s or CGM_INTERVAL_S[profile.cgm]
         self.tz = zoneinfo.ZoneInfo(profile.timezone)
         self.rng = np.random.default_rng(profile.seed)
         self.start = start
@@ -216,7 +217,7 @@ class _Builder:
         list[str],
     ]:
         rng, kind = self.rng, self.profile.cgm
-        interval_s = CGM_INTERVAL_S[kind]
+        interval_s = self.interval_s
         session_ms = _SESSION_DAYS[kind] * 86_400_000
         warmup_ms = _WARMUP_MIN[kind] * MINUTE_MS
         times: list[npt.NDArray[np.int64]] = []
@@ -269,15 +270,19 @@ def _g6_transmitter(rng: np.random.Generator) -> str:
     return "8" + "".join(rng.choice(alphabet, 5))
 
 
-def simulate(profile: PatientProfile, *, start: dt.date, days: int) -> Timeline:
+def simulate(
+    profile: PatientProfile, *, start: dt.date, days: int, cgm_interval_s: int | None = None
+) -> Timeline:
     """Simulate ``days`` local days of ``profile`` starting at local midnight of ``start``.
 
-    Deterministic for a given profile (its ``seed``), start and length.
+    ``cgm_interval_s`` overrides the sensor's sampling interval (for example 60 s to make the
+    one-minute files of the benchmarks). Deterministic for a given profile (its ``seed``), start,
+    length and interval.
     """
     if days < 1:
         msg = "days must be at least 1"
         raise ValueError(msg)
-    builder = _Builder(profile, start, days)
+    builder = _Builder(profile, start, days, cgm_interval_s)
     builder.therapy()
     truth = builder.glucose()
     cgm_ms, cgm_mgdl, sessions, clocks, transmitters = builder.sensor(truth)

@@ -10,8 +10,9 @@ from rich.table import Table
 from glucoshare.accounts.service import get_patient
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.cli.runtime import actor, handle_errors, print_json, stdout, unit_of_work
-from glucoshare.records.service import delete_upload, list_uploads
+from glucoshare.cli.runtime import actor, handle_errors, print_json, settings, stdout, unit_of_work
+from glucoshare.ingest.service import remove_upload
+from glucoshare.records.service import list_uploads
 
 app = typer.Typer(help="List and delete uploads.", no_args_is_help=True)
 
@@ -61,16 +62,19 @@ def delete(
 ) -> None:
     """Delete one upload and exactly the records it stored."""
     with unit_of_work() as session:
-        upload, removed = delete_upload(session, upload_id)
-        record_event(
-            session,
-            actor=actor(),
-            action=AuditTag.UPLOAD_DELETE,
-            patient_id=upload.patient_id,
-            target=upload.id,
-            details={"records_deleted": removed},
-        )
+        removal = remove_upload(session, settings=settings(), upload_id=upload_id, actor=actor())
     if as_json:
-        print_json({"deleted": upload.id, "records_deleted": removed})
+        print_json(
+            {
+                "deleted": removal.upload_id,
+                "records_deleted": removal.records_deleted,
+                "records_restored": removal.records_restored,
+            }
+        )
     else:
-        stdout.print(f"deleted upload {upload.id} and its {removed} records")
+        restored = (
+            f"; {removal.records_restored} records that other uploads also hold were kept"
+            if removal.records_restored
+            else ""
+        )
+        stdout.print(f"deleted upload {removal.upload_id} and its {removal.records_deleted} records{restored}")

@@ -39,12 +39,20 @@ def create_db_engine(url: str) -> Engine:
 
 @contextlib.contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commit when the block succeeds, roll back when it raises."""
+    """One unit of work: commit when the block succeeds, roll back when it raises.
+
+    Services that touch files as well as rows register callables in ``session.info``:
+    ``"rollback_hooks"`` undo a file written for a transaction that then failed, and
+    ``"commit_hooks"`` do what may only happen once the rows are committed (removing a file).
+    """
     factory = sessionmaker(bind=engine, expire_on_commit=False)
     session = factory()
     try:
         yield session
         session.commit()
+        session.info.pop("rollback_hooks", None)
+        for hook in session.info.pop("commit_hooks", []):
+            hook()
     except BaseException:
         session.rollback()
         for hook in session.info.pop("rollback_hooks", []):

@@ -17,7 +17,9 @@ class Device(Base):
 
     __tablename__ = "devices"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    """Internal key that records refer to (compact); ``id`` is the public identifier."""
+    id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     manufacturer: Mapped[str] = mapped_column(String(100))
     model: Mapped[str] = mapped_column(String(100))
@@ -39,7 +41,7 @@ class DeviceIdentifier(Base):
     __table_args__ = (UniqueConstraint("kind", "value"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    device_seq: Mapped[int] = mapped_column(ForeignKey("devices.seq", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     value: Mapped[str] = mapped_column(String(100))
 

@@ -57,7 +57,7 @@ def resolve_device(
             select(DeviceIdentifier).where(DeviceIdentifier.kind == kind, DeviceIdentifier.value == value)
         )
         if owner is None:
-            session.add(DeviceIdentifier(device_id=device.id, kind=kind, value=value))
+            session.add(DeviceIdentifier(device_seq=device.seq, kind=kind, value=value))
         elif owner.device.patient_id != patient_id:
             msg = f"{kind} {value} belongs to another patient's device"
             raise DeviceOwnedByAnotherPatientError(msg)

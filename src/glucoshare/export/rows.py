@@ -39,8 +39,8 @@ def local_time(time_ms: int, offset_min: int) -> str:
     return wall.isoformat(timespec=spec)
 
 
-def record_row(record: Record, device: Device) -> dict[str, Any]:
-    """The export fields of one record (``payload`` stays a mapping)."""
+def record_row(record: Record, device: Device, upload_id: str | None) -> dict[str, Any]:
+    """The export fields of one record (``payload`` stays a mapping); ``upload_id`` is public."""
     return {
         "id": record.id,
         "type": record.type,
@@ -58,6 +58,6 @@ def record_row(record: Record, device: Device) -> dict[str, Any]:
         "device_manufacturer": device.manufacturer,
         "device_model": device.model,
         "device_serial": device.serial,
-        "upload_id": record.upload_id,
+        "upload_id": upload_id,
         "source_line": record.source_line,
     }

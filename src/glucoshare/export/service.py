@@ -21,7 +21,7 @@ from glucoshare.devices.service import list_devices
 from glucoshare.errors import InputError
 from glucoshare.export.rows import EXPORT_FIELDS, record_row
 from glucoshare.export.safety import safe_cell
-from glucoshare.records.service import iter_records, list_uploads
+from glucoshare.records.service import iter_records, list_uploads, upload_public_ids
 
 ExportFormat = Literal["csv", "json"]
 
@@ -77,7 +77,11 @@ def export_patient(
     end_ms: int | None = None,
 ) -> int:
     """Write the patient's records to ``out`` atomically; return how many were written."""
-    rows = (record_row(r, d) for r, d in iter_records(session, patient.id, start_ms=start_ms, end_ms=end_ms))
+    uploads = upload_public_ids(session, patient.id)
+    rows = (
+        record_row(r, d, uploads.get(r.upload_seq))
+        for r, d in iter_records(session, patient.id, start_ms=start_ms, end_ms=end_ms)
+    )
     target = out.resolve()
     if target.is_dir():
         msg = f"{out}: is a directory; give a file name"

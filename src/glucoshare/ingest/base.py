@@ -10,6 +10,9 @@ vendors register exactly like third-party ones (see ``pyproject.toml``). An impo
 * registers every device it sees in :attr:`ParseResult.devices` before yielding a record of it,
 * reports single unreadable rows in :attr:`ParseResult.rejected` with their line numbers, and
   raises :class:`~glucoshare.ingest.errors.MalformedFileError` when the file as a whole is broken.
+
+An importer may set the class attribute ``final_newline = True`` when every file of its format ends
+with a line break; a file that does not is then refused as truncated.
 """
 
 from __future__ import annotations

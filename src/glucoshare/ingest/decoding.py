@@ -68,7 +68,8 @@ def decode_text(data: bytes, file_name: str) -> DecodedText:
     except UnicodeDecodeError as exc:
         if encoding != "utf-8":
             line = body[: exc.start].count(b"\n" if encoding == "utf-8-sig" else b"\n\x00") + 1
-            msg = f"{file_name}: line {line}: invalid {encoding.upper()} text; the file is damaged"
+            label = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
+            msg = f"{file_name}: line {line}: invalid {label} text; the file is damaged"
             raise EncodingError(msg) from exc
         try:
             text = body.decode("cp1252")

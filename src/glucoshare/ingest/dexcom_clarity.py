@@ -10,7 +10,7 @@ ragged (13 fields). Preamble rows (name, device, alert settings) come first with
 Mapping: ``EGV`` → ``cbg`` (``Low``/``High`` → 40/400 mg/dL with an out-of-range annotation),
 ``Calibration`` → ``smbg`` calibration, ``Insulin`` → ``insulin`` (rapid/long), ``Carbs`` →
 ``food``, ``Exercise`` → ``physicalActivity``, ``Health`` → ``note``, ``Alert`` rows → one
-``cgmSettings`` record at the file's last instant. Transmitter ids are kept as device identifiers,
+``cgmSettings`` record at the instant of the file's last timed row (the settings as exported). Transmitter ids are kept as device identifiers,
 so a file carrying another patient's transmitter is refused; transmitter time resolves the
 repeated hour at a daylight-saving change.
 """
@@ -33,6 +33,7 @@ from glucoshare.ingest.base import (
     SourceText,
 )
 from glucoshare.ingest.errors import MalformedFileError
+from glucoshare.ingest.localtime import LocalClock
 from glucoshare.ingest.numbers import parse_duration_ms, parse_number
 from glucoshare.ingest.timestamps import parse_iso_wall_time
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
@@ -159,6 +160,7 @@ class DexcomClarityImporter:
 
     format: ClassVar[str] = "dexcom_clarity"
     label: ClassVar[str] = "Dexcom Clarity CSV export"
+    final_newline: ClassVar[bool] = True
 
     def detect(self, head: list[str]) -> bool:
         """True when the first line is a Clarity header."""
@@ -197,30 +199,99 @@ class DexcomClarityImporter:
         device = result.devices[_DEVICE_KEY]
         reject = result.rejected.append
         alerts: dict[str, dict[str, float | str]] = {}
-        last: tuple[int, int, int] | None = None  # (utc_ms, offset, line) of the latest timed row
+        last: tuple[int, int, int] | None = None  # (utc_ms, offset, line) of the file's last timed row
+        events: dict[str, str | None] = {}  # raw event text -> canonical event name
+        clocks: dict[tuple[str, str], LocalClock] = {}
+        transmitters = device.identifiers
+        seen_transmitter = ""
+        fromisoformat = dt.datetime.fromisoformat
         reader = csv.reader(io.StringIO(source.text), delimiter=delimiter)
         next(reader)  # header
         for row in reader:
-            line = reader.line_num
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) < 14:  # noqa: PLR2004 - ragged rows: pad the missing trailing fields
+            if len(row) < 14:  # noqa: PLR2004 - blank lines and ragged rows
+                if not any(cell.strip() for cell in row):
+                    continue
                 row = row + [""] * (14 - len(row))  # noqa: PLW2901
-            event = _EVENT_NAMES.get(_fold(row[_EVENT]))
-            stamp = row[_TIMESTAMP].strip()
+            line = reader.line_num
+            event_text = row[_EVENT]
+            if event_text in events:
+                event = events[event_text]
+            else:
+                event = events[event_text] = _EVENT_NAMES.get(_fold(event_text))
+            stamp = row[_TIMESTAMP]
+            if event == "egv" and stamp:
+                # Fast path: nine rows in ten are CGM readings.
+                try:
+                    local = fromisoformat(stamp)
+                except ValueError:
+                    try:
+                        local = parse_iso_wall_time(stamp)
+                    except ValueError:
+                        reject(RejectedRow(line, "timestamp is not YYYY-MM-DDThh:mm:ss"))
+                        continue
+                transmitter = row[_TX_ID]
+                clock_key = (row[_SOURCE_DEVICE], transmitter)
+                clock = clocks.get(clock_key)
+                if clock is None:
+                    clock = clocks[clock_key] = ctx.clock(f"egv|{clock_key[0].strip()}|{transmitter.strip()}")
+                tx_time = row[_TX_TIME]
+                time_ms, offset = clock.resolve(local, float(tx_time) if tx_time.isdigit() else None)
+                text = row[_GLUCOSE]
+                try:
+                    original = float(text) if not decimal_comma else parse_number(text, decimal_comma=True)
+                except ValueError:
+                    word = _OUT_OF_RANGE.get(_fold(text))
+                    if word is None:
+                        reject(
+                            RejectedRow(
+                                line,
+                                "EGV row without a glucose value"
+                                if not text.strip()
+                                else "glucose value is not a number",
+                            )
+                        )
+                        continue
+                    value = SENSOR_LOW_MGDL if word == "low" else SENSOR_HIGH_MGDL
+                    record = ParsedRecord(
+                        "cbg",
+                        "sensor",
+                        time_ms,
+                        offset,
+                        line,
+                        _DEVICE_KEY,
+                        value,
+                        None,
+                        unit,
+                        annotation=word,
+                    )
+                else:
+                    if not original > 0:
+                        reject(RejectedRow(line, "glucose value is not positive"))
+                        continue
+                    record = ParsedRecord(
+                        "cbg", "sensor", time_ms, offset, line, _DEVICE_KEY, original * factor, original, unit
+                    )
+                if transmitter != seen_transmitter:
+                    seen_transmitter = transmitter
+                    if transmitter.strip():
+                        transmitters.add(("dexcom_transmitter", transmitter.strip().upper()))
+                    if device.model == "CGM":
+                        device.model = _model_from(row[_SOURCE_DEVICE]) or device.model
+                last = (time_ms, offset, line)
+                yield record
+                continue
+            stamp = stamp.strip()
             if not stamp:
-                if event == "device":
+                if event in ("device", "sensor"):
                     model = _model_from(row[_DEVICE_INFO]) or _model_from(row[_SOURCE_DEVICE])
-                    if model is not None and device.model == "CGM":
-                        device.model = model
-                elif event == "sensor":
-                    model = _model_from(row[_DEVICE_INFO]) or _model_from(row[_SOURCE_DEVICE])
-                    if model is not None:
+                    if model is not None and (event == "sensor" or device.model == "CGM"):
                         device.model = model
                 elif event == "alert":
                     alerts[row[_SUBTYPE].strip() or "alert"] = self._alert(row, factor, decimal_comma)
                 elif event is None:
                     reject(RejectedRow(line, "row without a timestamp and of an unknown event type"))
+                elif event != "name":
+                    reject(RejectedRow(line, "row without a timestamp"))
                 continue
             try:
                 local = parse_iso_wall_time(stamp)
@@ -232,23 +303,20 @@ class DexcomClarityImporter:
                 continue
             source_device = row[_SOURCE_DEVICE].strip()
             try:
-                record = self._record(
+                maybe = self._event_record(
                     event, row, local, line, ctx, source_device, factor, unit, decimal_comma
                 )
             except ValueError as exc:
                 reject(RejectedRow(line, str(exc)))
                 continue
-            if record is None:
+            if maybe is None:
                 continue
-            if event in ("egv", "calibration"):
+            if event == "calibration":
                 transmitter = row[_TX_ID].strip()
                 if transmitter:
-                    device.identifiers.add(("dexcom_transmitter", transmitter.upper()))
-                if device.model == "CGM":
-                    device.model = _model_from(source_device) or device.model
-            if last is None or record.time_ms >= last[0]:
-                last = (record.time_ms, record.utc_offset_min, line)
-            yield record
+                    transmitters.add(("dexcom_transmitter", transmitter.upper()))
+            last = (maybe.time_ms, maybe.utc_offset_min, line)
+            yield maybe
         if alerts and last is not None:
             yield ParsedRecord(
                 type="cgmSettings",
@@ -276,7 +344,7 @@ class DexcomClarityImporter:
         return alert
 
     @staticmethod
-    def _record(
+    def _event_record(
         event: str,
         row: list[str],
         local: dt.datetime,
@@ -287,33 +355,7 @@ class DexcomClarityImporter:
         unit: str,
         decimal_comma: bool,
     ) -> ParsedRecord | None:
-        if event == "egv":
-            transmitter = row[_TX_ID].strip()
-            clock_text = row[_TX_TIME].strip()
-            clock = ctx.clock(f"egv|{source_device}|{transmitter}")
-            device_clock = float(clock_text) if clock_text.isdigit() else None
-            time_ms, offset = clock.resolve(local, device_clock)
-            text = row[_GLUCOSE].strip()
-            word = _OUT_OF_RANGE.get(_fold(text))
-            if word is not None:
-                value = SENSOR_LOW_MGDL if word == "low" else SENSOR_HIGH_MGDL
-                return ParsedRecord(
-                    "cbg", "sensor", time_ms, offset, line, _DEVICE_KEY, value, None, unit, annotation=word
-                )
-            if not text:
-                msg = "EGV row without a glucose value"
-                raise ValueError(msg)
-            try:
-                original = parse_number(text, decimal_comma=decimal_comma)
-            except ValueError:
-                msg = "glucose value is not a number"
-                raise ValueError(msg) from None
-            if original <= 0:
-                msg = "glucose value is not positive"
-                raise ValueError(msg)
-            return ParsedRecord(
-                "cbg", "sensor", time_ms, offset, line, _DEVICE_KEY, original * factor, original, unit
-            )
+        """A record of a timed row other than a CGM reading (``None`` for rows without data)."""
         time_ms, offset = ctx.clock(f"events|{source_device}").resolve(local)
         if event == "calibration":
             try:

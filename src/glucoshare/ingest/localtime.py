@@ -12,7 +12,10 @@ chronological order (a device's log order, not a sorted order):
   instant keeps that clock's anchor steady wins;
 * a wall time in the **skipped hour** of a spring-forward change cannot be shown by a clock that
   changed on time; it comes from a device whose clock had not changed yet, so it is read with the
-  offset in force before the change. It is counted in :attr:`LocalClock.skipped_hour`.
+  offset in force before the change, and the stream keeps that offset for as long as the new one
+  would make its instants run backwards (the device clock still lags). When the device clock is
+  put forward, its wall time jumps and the stream returns to the zone's offset. Such records are
+  counted in :attr:`LocalClock.skipped_hour`.
 
 Nothing is dropped and two different records never collapse into one instant by this mapping.
 This is Tidepool's "across-the-board time zone" processing plus order-based fold resolution
@@ -39,13 +42,15 @@ def wall_ms(local: dt.datetime) -> int:
 class LocalClock:
     """Resolves the wall times of one stream of records, fed in device order, to UTC."""
 
-    __slots__ = ("_anchor", "_cache", "_fold", "_prev", "ambiguous", "skipped_hour", "tz")
+    __slots__ = ("_anchor", "_cache", "_fold", "_lag", "_prev", "_prev_ms", "ambiguous", "skipped_hour", "tz")
 
     def __init__(self, tz: zoneinfo.ZoneInfo) -> None:
         self.tz = tz
         self._prev: dt.datetime | None = None
         self._fold = 0
         self._anchor: float | None = None
+        self._lag: int | None = None  # offset of a device clock not yet put forward
+        self._prev_ms: int | None = None  # instant of the previous record
         self._cache: dict[int, tuple[int, int]] = {}
         self.skipped_hour = 0
         self.ambiguous = 0
@@ -87,6 +92,8 @@ class LocalClock:
         if off0 == off1:
             offset = off0
             self._fold = 0
+            if self._lag is not None:
+                offset = self._lagging_offset(local, ms, offset)
             if device_clock_s is not None:
                 self._anchor = (ms - offset * 60_000) / 1000 - device_clock_s
         elif off0 < off1:
@@ -94,13 +101,29 @@ class LocalClock:
             offset = off0
             self.skipped_hour += 1
             self._fold = 0
+            self._lag = off0
         else:
             self.ambiguous += 1
             fold = self._choose_fold(local, ms, off0, off1, device_clock_s)
             offset = off1 if fold else off0
             self._fold = fold
         self._prev = local
-        return ms - offset * 60_000, offset
+        instant = ms - offset * 60_000
+        self._prev_ms = instant
+        return instant, offset
+
+    def _lagging_offset(self, local: dt.datetime, ms: int, offset: int) -> int:
+        """After a skipped-hour record: keep the old offset while the zone's would run backwards."""
+        lag = self._lag
+        assert lag is not None  # noqa: S101 - only called while lagging
+        if self._prev is None or self._prev_ms is None or local <= self._prev:
+            self._lag = None
+            return offset
+        if ms - offset * 60_000 <= self._prev_ms < ms - lag * 60_000:
+            self.skipped_hour += 1
+            return lag
+        self._lag = None
+        return offset
 
     def _choose_fold(
         self, local: dt.datetime, ms: int, off0: int, off1: int, device_clock_s: float | None

@@ -9,13 +9,17 @@ a row that can be shown again.
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient
@@ -25,7 +29,7 @@ from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
 from glucoshare.devices.models import Device
 from glucoshare.devices.service import resolve_device
-from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, RejectedRow, SourceText
+from glucoshare.ingest.base import ParseContext, ParseResult, RejectedRow, SourceText
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.errors import (
     FileTooLargeError,
@@ -33,11 +37,19 @@ from glucoshare.ingest.errors import (
     MalformedFileError,
     NoRecordsError,
 )
-from glucoshare.ingest.registry import detect_format
+from glucoshare.ingest.registry import detect_format, get_importer
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.records.models import Upload
 from glucoshare.records.schemas import UploadOut
-from glucoshare.records.service import RecordWriter, count_upload_records, dedup_key, upload_out
+from glucoshare.records.service import (
+    BATCH_SIZE,
+    RecordWriter,
+    dedup_key,
+    delete_upload,
+    upload_out,
+    uploads_overlapping,
+)
+from glucoshare.records.vocabulary import RecordType
 
 EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 """Records before this instant come from a device whose clock was never set; they are rejected."""
@@ -56,9 +68,14 @@ def _too_many_rejected(rejected: int, total: int) -> bool:
     return rejected > max(10, total // 10)
 
 
+def _raw_path(settings: Settings, sha256: str) -> Path:
+    """Where the raw bytes of an upload are kept (content addressed)."""
+    return settings.raw_files_dir / sha256[:2] / sha256
+
+
 def _store_raw(settings: Settings, sha256: str, data: bytes, session: Session) -> None:
     """Keep the raw bytes, content addressed; remove them again if the transaction rolls back."""
-    target = settings.raw_files_dir / sha256[:2] / sha256
+    target = _raw_path(settings, sha256)
     if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +88,13 @@ def _store_raw(settings: Settings, sha256: str, data: bytes, session: Session) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    def forget() -> None:
+        target.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            target.parent.rmdir()  # only succeeds when no other raw file shares the folder
+
     hooks: list[Callable[[], None]] = session.info.setdefault("rollback_hooks", [])
-    hooks.append(lambda: target.unlink(missing_ok=True))
+    hooks.append(forget)
 
 
 class _UploadBuilder:
@@ -89,8 +111,9 @@ class _UploadBuilder:
         self.rejected: list[RejectedRow] = []
         self.first_ms: int | None = None
         self.last_ms: int | None = None
+        self.new = 0
 
-    def _device_id(self, key: str) -> str:
+    def _device_seq(self, key: str) -> int:
         device = self.devices.get(key)
         if device is None:
             info = self.result.devices[key]
@@ -102,61 +125,75 @@ class _UploadBuilder:
                 serial=info.serial,
             )
             self.devices[key] = device
-        return device.id
+        return device.seq
 
     def consume(self, progress: ProgressCallback | None) -> None:
+        """Store every record of the parse (the hot loop of an import); count and bound-check."""
         now = dt.datetime.now(dt.UTC)
         min_ms = int(EARLIEST_PLAUSIBLE.timestamp() * 1000)
         max_ms = int((now + FUTURE_TOLERANCE).timestamp() * 1000)
         writer = RecordWriter(self.session)
-        patient_id, upload_id = self.patient.id, self.upload.id
+        upload_seq = self.upload.seq
         counts, device_counts = self.counts, self.device_counts
         first, last = self.first_ms, self.last_ms
-        seen = 0
-        device_ids: dict[str, str] = {}
-        record: ParsedRecord
+        rejected = self.rejected.append
+        device_seqs: dict[str, int] = {}
+        batch: list[tuple[Any, ...]] = []
+        append = batch.append
+        cbg = RecordType.CBG.value
         for record in self.result.records:
-            seen += 1
-            if progress is not None and seen % 10_000 == 0:
-                progress(10_000)
             time_ms = record.time_ms
             if time_ms > max_ms:
-                self.rejected.append(RejectedRow(record.line, "date is in the future"))
+                rejected(RejectedRow(record.line, "date is in the future"))
                 continue
             if time_ms < min_ms:
-                self.rejected.append(RejectedRow(record.line, "date before 2000 (device clock not set?)"))
+                rejected(RejectedRow(record.line, "date before 2000 (device clock not set?)"))
                 continue
-            device_id = device_ids.get(record.device)
-            if device_id is None:
-                device_id = device_ids[record.device] = self._device_id(record.device)
-            counts[record.type] += 1
-            device_counts[record.device] += 1
+            device_key = record.device
+            device_seq = device_seqs.get(device_key)
+            if device_seq is None:
+                device_seq = device_seqs[device_key] = self._device_seq(device_key)
+            kind, subtype, value = record.type, record.subtype, record.value
+            counts[kind] += 1
+            device_counts[device_key] += 1
             if first is None or time_ms < first:
                 first = time_ms
             if last is None or time_ms > last:
                 last = time_ms
-            writer.add(
+            append(
                 (
-                    patient_id,
-                    device_id,
-                    upload_id,
-                    record.type,
-                    record.subtype,
+                    device_seq,
+                    upload_seq,
+                    kind,
+                    subtype,
                     time_ms,
                     record.utc_offset_min,
-                    record.value,
+                    value,
                     record.orig_value,
                     record.orig_unit,
                     record.duration_ms,
                     record.annotation,
                     record.payload,
                     record.line,
-                    dedup_key(record.type, record.subtype, record.value, record.identity),
+                    subtype if kind == cbg else dedup_key(kind, subtype, value, record.identity),
                 )
             )
-        writer.flush()
+            if len(batch) >= BATCH_SIZE:
+                self.new += writer.write(batch)
+                if progress is not None:
+                    progress(len(batch))
+                batch.clear()
+        self.new += writer.write(batch)
         if progress is not None:
-            progress(seen % 10_000)
+            progress(len(batch))
+        upload = self.upload
+        for record_id in (writer.first_id, writer.last_id):
+            if record_id is None:
+                continue
+            if upload.first_record_id is None or record_id < upload.first_record_id:
+                upload.first_record_id = record_id
+            if upload.last_record_id is None or record_id > upload.last_record_id:
+                upload.last_record_id = record_id
         self.first_ms, self.last_ms = first, last
         self.rejected = sorted(self.result.rejected + self.rejected, key=lambda r: r.line)
 
@@ -178,10 +215,14 @@ class _UploadBuilder:
         return self.devices.get(primary) if primary is not None else None
 
 
-def _check_outcome(source: SourceText, builder: _UploadBuilder) -> None:
+def _check_outcome(source: SourceText, builder: _UploadBuilder, *, final_newline: bool) -> None:
     records = sum(builder.counts.values())
     rejected = builder.rejected
     name = source.name
+    if final_newline and not source.text.endswith(("\n", "\r")):
+        last_line = source.text.count("\n") + 1
+        msg = f"{name}: line {last_line}: the file ends in the middle of a row (truncated?)"
+        raise MalformedFileError(msg)
     if rejected:
         last_line = source.text.count("\n") + (0 if source.text.endswith("\n") else 1)
         worst = rejected[-1]
@@ -255,11 +296,11 @@ def import_file(
     session.flush()
     builder = _UploadBuilder(session, patient, upload, result)
     builder.consume(progress)
-    _check_outcome(source, builder)
+    _check_outcome(source, builder, final_newline=getattr(importer, "final_newline", False))
     primary = builder.claim_devices()
     total = sum(builder.counts.values())
-    new = count_upload_records(session, upload.id)
-    upload.device_id = primary.id if primary is not None else None
+    new = builder.new
+    upload.device_seq = primary.seq if primary is not None else None
     upload.counts = {key: builder.counts[key] for key in sorted(builder.counts)}
     upload.new_count = new
     upload.duplicate_count = total - new
@@ -315,3 +356,49 @@ def import_files(
         )
         for incoming in files
     ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UploadRemoval:
+    """What removing an upload did."""
+
+    upload_id: str
+    patient_id: str
+    records_deleted: int
+    records_restored: int
+
+
+def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor: str) -> UploadRemoval:
+    """Delete one upload and exactly the records it stored, then restore from the patient's other
+    uploads (re-read from their kept raw files) any record they also contained, so that nothing
+    another upload brought is lost. The raw file goes once no upload refers to it any more.
+    """
+    upload, removed = delete_upload(session, upload_id)
+    patient = session.get(Patient, upload.patient_id)
+    restored = 0
+    if patient is not None and removed and upload.first_ms is not None and upload.last_ms is not None:
+        for other in uploads_overlapping(session, patient.id, upload.first_ms, upload.last_ms):
+            path = _raw_path(settings, other.sha256)
+            if not path.exists():
+                continue
+            data = path.read_bytes()
+            decoded = decode_text(data, other.file_name)
+            source = SourceText(name=other.file_name, text=decoded.text, encoding=decoded.encoding)
+            result = get_importer(other.format).parse(source, ParseContext(other.timezone))
+            builder = _UploadBuilder(session, patient, other, result)
+            builder.consume(None)
+            restored += builder.new
+    still_used = session.scalar(select(Upload.id).where(Upload.sha256 == upload.sha256).limit(1))
+    if still_used is None:
+        raw = _raw_path(settings, upload.sha256)
+        hooks: list[Callable[[], None]] = session.info.setdefault("commit_hooks", [])
+        hooks.append(lambda: raw.unlink(missing_ok=True))
+    record_event(
+        session,
+        actor=actor,
+        action=AuditTag.UPLOAD_DELETE,
+        patient_id=upload.patient_id,
+        target=upload.id,
+        details={"records_deleted": removed, "records_restored": restored},
+    )
+    return UploadRemoval(upload.id, upload.patient_id, removed, restored)

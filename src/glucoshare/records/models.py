@@ -10,7 +10,6 @@ from sqlalchemy import (
     BigInteger,
     Float,
     ForeignKey,
-    Index,
     Integer,
     SmallInteger,
     String,
@@ -32,9 +31,11 @@ class Upload(Base):
 
     __tablename__ = "uploads"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    """Internal key that records refer to (compact); ``id`` is the public identifier."""
+    id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
-    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    device_seq: Mapped[int | None] = mapped_column(ForeignKey("devices.seq", ondelete="SET NULL"))
     file_name: Mapped[str] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
@@ -50,6 +51,11 @@ class Upload(Base):
     rejected: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     first_ms: Mapped[int | None] = mapped_column(BigInteger)
     last_ms: Mapped[int | None] = mapped_column(BigInteger)
+    first_record_id: Mapped[int | None] = mapped_column(BigInteger)
+    """Lowest ``records.id`` this upload stored: with ``last_record_id`` it bounds the upload's
+    records, so finding them needs no index on ``records.upload_seq`` (one less index to update
+    on every inserted record)."""
+    last_record_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Record(Base):
@@ -58,20 +64,23 @@ class Record(Base):
     ``time_ms`` is the UTC instant in epoch milliseconds and ``utc_offset_min`` the source's offset,
     so the source's wall time is exactly ``time_ms + utc_offset_min * 60000`` (Tidepool's
     ``deviceTime = time + timezoneOffset``). Glucose is in mg/dL; ``orig_value``/``orig_unit`` keep
-    what the file said. ``upload_id`` and ``source_line`` point at the raw row in the stored file.
-    ``dedup_key`` completes the natural identity (device, type, instant, dedup key).
+    what the file said. ``upload_seq`` and ``source_line`` point at the raw row in the stored file.
+
+    A record belongs to its device, and a device to one patient, so the patient is found through
+    the device (assigning a device to a patient moves its records with it). The one index is the
+    natural identity (device, type, instant, ``dedup_key``); it also serves every per-patient
+    query, which reads the patient's few devices by type and time range.
     """
 
     __tablename__ = "records"
-    __table_args__ = (
-        UniqueConstraint("device_id", "type", "time_ms", "dedup_key", name="uq_records_identity"),
-        Index("ix_records_patient_type_time", "patient_id", "type", "time_ms"),
-    )
+    __table_args__ = (UniqueConstraint("device_seq", "type", "time_ms", "dedup_key", name="uq_records_identity"),)
 
     id: Mapped[int] = mapped_column(RecordId, primary_key=True, autoincrement=True)
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
-    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
-    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
+    device_seq: Mapped[int] = mapped_column(ForeignKey("devices.seq", ondelete="CASCADE"))
+    upload_seq: Mapped[int] = mapped_column(Integer)
+    """The upload that stored the record: ``uploads.seq``. Not a foreign key on purpose: a key
+    would make deleting an upload scan every record (there is no index on this column, see
+    :attr:`Upload.first_record_id`); the services delete an upload's records with it."""
     type: Mapped[str] = mapped_column(String(20))
     subtype: Mapped[str] = mapped_column(String(20))
     time_ms: Mapped[int] = mapped_column(BigInteger)

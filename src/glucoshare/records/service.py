@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from glucoshare.devices.models import Device
@@ -18,12 +19,13 @@ from glucoshare.records.schemas import RejectedRowOut, UploadOut, iso_utc
 from glucoshare.records.vocabulary import RecordType
 
 BATCH_SIZE = 5000
+"""Rows per round trip of :class:`RecordWriter`."""
+_SQLITE_ROWS_PER_STATEMENT = 250  # 250 rows x 14 values stays far below SQLite's 32766 variables
 _MAX_KEY = 120
 
 RECORD_COLUMNS = (
-    "patient_id",
-    "device_id",
-    "upload_id",
+    "device_seq",
+    "upload_seq",
     "type",
     "subtype",
     "time_ms",
@@ -37,6 +39,7 @@ RECORD_COLUMNS = (
     "source_line",
     "dedup_key",
 )
+_PAYLOAD_AT = RECORD_COLUMNS.index("payload")
 
 
 def dedup_key(record_type: str, subtype: str, value: float | None, identity: str) -> str:
@@ -59,38 +62,101 @@ def dedup_key(record_type: str, subtype: str, value: float | None, identity: str
 class RecordWriter:
     """Insert records in batches; a record whose natural identity is already stored is skipped.
 
-    Rows are tuples in :data:`RECORD_COLUMNS` order. Works inside the caller's transaction.
+    Rows are tuples in :data:`RECORD_COLUMNS` order (``payload`` a mapping or ``None``), written in
+    batches of :data:`BATCH_SIZE` by the caller. Works inside
+    the caller's transaction, on its DBAPI connection: ``executemany`` with ``INSERT ... ON CONFLICT
+    DO NOTHING`` on SQLite; ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON
+    CONFLICT DO NOTHING`` per batch on PostgreSQL. This is the hot path of every import, so it
+    skips the ORM's per-row processing.
     """
 
     def __init__(self, session: Session) -> None:
-        self._session = session
-        self._rows: list[dict[str, Any]] = []
-        dialect = session.get_bind().dialect.name
-        table = Record.__table__
-        if dialect == "postgresql":
-            self._stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
-        elif dialect == "sqlite":
-            self._stmt = sqlite.insert(table).on_conflict_do_nothing()
+        self._connection = session.connection()
+        self._dialect = self._connection.dialect.name
+        columns = ", ".join(RECORD_COLUMNS)
+        if self._dialect == "sqlite":
+            row = "(" + ", ".join("?" for _ in RECORD_COLUMNS) + ")"
+            self._sql = f"INSERT INTO records ({columns}) VALUES {row} ON CONFLICT DO NOTHING"  # noqa: S608
+            self._multi_sql = (
+                f"INSERT INTO records ({columns}) VALUES "  # noqa: S608
+                + ", ".join([row] * _SQLITE_ROWS_PER_STATEMENT)
+                + " ON CONFLICT DO NOTHING"
+            )
+        elif self._dialect == "postgresql":
+            self._connection.exec_driver_sql(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS records_incoming "
+                "(LIKE records INCLUDING DEFAULTS) ON COMMIT DROP"
+            )
+            self._connection.exec_driver_sql("ALTER TABLE records_incoming ALTER COLUMN id DROP NOT NULL")
+            self._copy = f"COPY records_incoming ({columns}) FROM STDIN"
+            self._sql = (
+                f"WITH inserted AS (INSERT INTO records ({columns}) "  # noqa: S608
+                f"SELECT {columns} FROM records_incoming ON CONFLICT DO NOTHING RETURNING id) "
+                "SELECT count(*), min(id), max(id) FROM inserted"
+            )
         else:  # pragma: no cover - only the two engines are supported
-            msg = f"unsupported database {dialect}"
+            msg = f"unsupported database {self._dialect}"
             raise RuntimeError(msg)
 
-    def add(self, row: Sequence[Any]) -> None:
-        """Queue one row (a tuple in :data:`RECORD_COLUMNS` order)."""
-        self._rows.append(dict(zip(RECORD_COLUMNS, row, strict=True)))
-        if len(self._rows) >= BATCH_SIZE:
-            self.flush()
+        self.first_id: int | None = None
+        self.last_id: int | None = None
 
-    def flush(self) -> None:
-        """Write the queued rows."""
-        if self._rows:
-            self._session.execute(self._stmt, self._rows)
-            self._rows = []
+    def _note_ids(self, first: int | None, last: int | None) -> None:
+        if first is not None and (self.first_id is None or first < self.first_id):
+            self.first_id = first
+        if last is not None and (self.last_id is None or last > self.last_id):
+            self.last_id = last
 
+    def write(self, batch: Sequence[tuple[Any, ...]]) -> int:
+        """Write rows (tuples in :data:`RECORD_COLUMNS` order); return how many were new.
 
-def count_upload_records(session: Session, upload_id: str) -> int:
-    """How many stored records came from this upload."""
-    return session.scalar(select(func.count()).select_from(Record).where(Record.upload_id == upload_id)) or 0
+        :attr:`first_id` and :attr:`last_id` follow the lowest and highest record id written.
+        """
+        if not batch:
+            return 0
+        payload_at = _PAYLOAD_AT
+        rows = [
+            row
+            if row[payload_at] is None
+            else (*row[:payload_at], json.dumps(row[payload_at]), *row[payload_at + 1 :])
+            for row in batch
+        ]
+        dbapi = self._connection.connection.dbapi_connection
+        if dbapi is None:  # pragma: no cover - the session's connection is always open here
+            msg = "no database connection"
+            raise RuntimeError(msg)
+        cursor = dbapi.cursor()
+        try:
+            if self._dialect == "sqlite":
+                return self._write_sqlite(dbapi, cursor, rows)
+            with cursor.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(self._sql)
+            inserted, first, last = cursor.fetchone()
+            cursor.execute("TRUNCATE records_incoming")
+            self._note_ids(first, last)
+            return int(inserted)
+        finally:
+            cursor.close()
+
+    def _write_sqlite(self, dbapi: Any, cursor: Any, rows: list[tuple[Any, ...]]) -> int:
+        # SQLite hands out rowids above the current maximum, and this transaction holds the write
+        # lock (the upload row was written first), so the new records are the ids above ``before``.
+        cursor.execute("SELECT coalesce(max(id), 0) FROM records")
+        before = int(cursor.fetchone()[0])
+        changes = dbapi.total_changes
+        per = _SQLITE_ROWS_PER_STATEMENT
+        whole = len(rows) - len(rows) % per
+        for start in range(0, whole, per):
+            cursor.execute(self._multi_sql, list(itertools.chain.from_iterable(rows[start : start + per])))
+        if whole < len(rows):
+            cursor.executemany(self._sql, rows[whole:])
+        inserted = int(dbapi.total_changes - changes)
+        if inserted:
+            cursor.execute("SELECT max(id) FROM records")
+            self._note_ids(before + 1, int(cursor.fetchone()[0]))
+        return inserted
 
 
 def upload_out(upload: Upload, device: Device | None, warnings: Sequence[str] = ()) -> UploadOut:
@@ -121,26 +187,44 @@ def list_uploads(session: Session, patient_id: str) -> list[UploadOut]:
     """The patient's uploads, oldest first."""
     rows = session.execute(
         select(Upload, Device)
-        .outerjoin(Device, Device.id == Upload.device_id)
+        .outerjoin(Device, Device.seq == Upload.device_seq)
         .where(Upload.patient_id == patient_id)
-        .order_by(Upload.created_at, Upload.id)
+        .order_by(Upload.created_at, Upload.seq)
     ).all()
     return [upload_out(upload, device) for upload, device in rows]
 
 
 def get_upload(session: Session, upload_id: str) -> Upload:
     """One upload by id."""
-    upload = session.get(Upload, upload_id.strip())
+    upload = session.scalar(select(Upload).where(Upload.id == upload_id.strip()))
     if upload is None:
         msg = "no upload with this id"
         raise UploadNotFoundError(msg)
     return upload
 
 
+def uploads_overlapping(session: Session, patient_id: str, first_ms: int, last_ms: int) -> list[Upload]:
+    """The patient's uploads whose time span meets ``[first_ms, last_ms]``, oldest first."""
+    return list(
+        session.scalars(
+            select(Upload)
+            .where(Upload.patient_id == patient_id, Upload.first_ms <= last_ms, Upload.last_ms >= first_ms)
+            .order_by(Upload.created_at, Upload.seq)
+        )
+    )
+
+
 def delete_upload(session: Session, upload_id: str) -> tuple[Upload, int]:
     """Delete one upload and exactly the records it stored; return it and how many records went."""
     upload = get_upload(session, upload_id)
-    removed = session.execute(delete(Record).where(Record.upload_id == upload.id)).rowcount
+    removed = 0
+    if upload.first_record_id is not None and upload.last_record_id is not None:
+        removed = session.execute(
+            delete(Record).where(
+                Record.id.between(upload.first_record_id, upload.last_record_id),
+                Record.upload_seq == upload.seq,
+            )
+        ).rowcount
     session.delete(upload)
     session.flush()
     return upload, int(removed or 0)
@@ -150,11 +234,7 @@ def records_query(
     patient_id: str, *, start_ms: int | None = None, end_ms: int | None = None
 ) -> Select[tuple[Record, Device]]:
     """The patient's records with their device, in time order, optionally within [start, end)."""
-    query = (
-        select(Record, Device)
-        .join(Device, Device.id == Record.device_id)
-        .where(Record.patient_id == patient_id)
-    )
+    query = select(Record, Device).join(Device, Device.seq == Record.device_seq).where(Device.patient_id == patient_id)
     if start_ms is not None:
         query = query.where(Record.time_ms >= start_ms)
     if end_ms is not None:
@@ -162,12 +242,16 @@ def records_query(
     return query.order_by(Record.time_ms, Record.type, Record.id)
 
 
+def upload_public_ids(session: Session, patient_id: str) -> dict[int, str]:
+    """Map the internal key of each of the patient's uploads to its public id."""
+    rows = session.execute(select(Upload.seq, Upload.id).where(Upload.patient_id == patient_id))
+    return {seq: public for seq, public in rows}
+
+
 def iter_records(
     session: Session, patient_id: str, *, start_ms: int | None = None, end_ms: int | None = None
 ) -> Iterator[tuple[Record, Device]]:
     """Stream the patient's records with their device, in time order."""
-    result = session.execute(
-        records_query(patient_id, start_ms=start_ms, end_ms=end_ms).execution_options(yield_per=2000)
-    )
-    for record, device in result.tuples():
+    query = records_query(patient_id, start_ms=start_ms, end_ms=end_ms).execution_options(yield_per=2000)
+    for record, device in session.execute(query):
         yield record, device

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from glucoshare.analytics.summary import GlucoseSummary, glucose_summary
+from glucoshare.devices.models import Device
 from glucoshare.records.models import Record, Upload
 from glucoshare.records.vocabulary import RecordType
 
@@ -26,19 +27,21 @@ class PatientOverview:
 
 def patient_overview(session: Session, patient_id: str) -> PatientOverview:
     """Overview of everything stored for one patient (CGM summary over the regular sensor series)."""
-    counts = dict(
-        session.execute(
-            select(Record.type, func.count()).where(Record.patient_id == patient_id).group_by(Record.type)
-        ).tuples()
-    )
+    devices = select(Device.seq).where(Device.patient_id == patient_id).scalar_subquery()
+    counts: dict[str, int] = {
+        kind: count
+        for kind, count in session.execute(
+            select(Record.type, func.count()).where(Record.device_seq.in_(devices)).group_by(Record.type)
+        )
+    }
     first, last = session.execute(
-        select(func.min(Record.time_ms), func.max(Record.time_ms)).where(Record.patient_id == patient_id)
+        select(func.min(Record.time_ms), func.max(Record.time_ms)).where(Record.device_seq.in_(devices))
     ).one()
     uploads = session.scalar(select(func.count()).select_from(Upload).where(Upload.patient_id == patient_id))
     values = np.fromiter(
         session.scalars(
             select(Record.value).where(
-                Record.patient_id == patient_id,
+                Record.device_seq.in_(devices),
                 Record.type == RecordType.CBG,
                 Record.subtype == "sensor",
                 Record.value.is_not(None),

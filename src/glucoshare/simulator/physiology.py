@@ -10,6 +10,7 @@ timeline and are written by each vendor's writer as that vendor writes LO/HI.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import string
 import uuid
@@ -222,6 +223,7 @@ class _Builder:
         warmup_ms = _WARMUP_MIN[kind] * MINUTE_MS
         times: list[npt.NDArray[np.int64]] = []
         sessions: list[npt.NDArray[np.int32]] = []
+        tx_numbers: list[npt.NDArray[np.int32]] = []
         clocks: list[npt.NDArray[np.int64]] = []
         transmitters: list[str] = []
         session_start = self.start_ms - int(rng.uniform(0, session_ms * 0.8))
@@ -250,19 +252,31 @@ class _Builder:
             at = at[keep]
             times.append(at)
             sessions.append(np.full(at.size, number, dtype=np.int32))
+            tx_numbers.append(np.full(at.size, len(transmitters) - 1, dtype=np.int32))
             clocks.append((at - tx_start) // 1000)
             session_start += session_ms + int(rng.uniform(5, 60)) * MINUTE_MS
             number += 1
         cgm_ms = np.concatenate(times) if times else np.empty(0, dtype=np.int64)
         idx = np.clip((cgm_ms - self.start_ms) // MINUTE_MS, 0, self.n - 1)
         values = truth[idx] + rng.normal(0, 3, cgm_ms.size)
-        return (
-            cgm_ms.astype(np.int64),
-            np.round(values, 1),
-            np.concatenate(sessions) if sessions else np.empty(0, dtype=np.int32),
-            np.concatenate(clocks).astype(np.int64) if clocks else np.empty(0, dtype=np.int64),
-            transmitters,
+        return _SensorData(
+            ms=cgm_ms.astype(np.int64),
+            mgdl=np.round(values, 1),
+            session=np.concatenate(sessions) if sessions else np.empty(0, dtype=np.int32),
+            clock_s=np.concatenate(clocks).astype(np.int64) if clocks else np.empty(0, dtype=np.int64),
+            transmitter=np.concatenate(tx_numbers) if tx_numbers else np.empty(0, dtype=np.int32),
+            transmitters=transmitters,
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SensorData:
+    ms: npt.NDArray[np.int64]
+    mgdl: npt.NDArray[np.float64]
+    session: npt.NDArray[np.int32]
+    clock_s: npt.NDArray[np.int64]
+    transmitter: npt.NDArray[np.int32]
+    transmitters: list[str]
 
 
 def _g6_transmitter(rng: np.random.Generator) -> str:
@@ -285,7 +299,7 @@ def simulate(
     builder = _Builder(profile, start, days, cgm_interval_s)
     builder.therapy()
     truth = builder.glucose()
-    cgm_ms, cgm_mgdl, sessions, clocks, transmitters = builder.sensor(truth)
+    sensor = builder.sensor(truth)
     events = []
     for event in sorted(builder.events, key=lambda e: (e.utc_ms, e.kind)):
         if event.kind in ("fingerstick", "wizard"):
@@ -317,11 +331,12 @@ def simulate(
         profile=profile,
         start_ms=builder.start_ms,
         end_ms=builder.end_ms,
-        cgm_ms=cgm_ms,
-        cgm_mgdl=cgm_mgdl,
-        cgm_session=sessions,
-        cgm_clock_s=clocks,
-        transmitters=transmitters,
+        cgm_ms=sensor.ms,
+        cgm_mgdl=sensor.mgdl,
+        cgm_session=sensor.session,
+        cgm_clock_s=sensor.clock_s,
+        cgm_transmitter=sensor.transmitter,
+        transmitters=sensor.transmitters,
         events=events,
         basal_schedule=list(_PUMP_SCHEDULE) if profile.therapy == "pump" else [],
         device_serials=serials,

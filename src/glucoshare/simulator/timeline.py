@@ -79,8 +79,9 @@ class Timeline:
     """Everything that happened to one simulated patient.
 
     ``cgm_ms``/``cgm_mgdl`` are the sensor's readings (true value, not yet clipped to the sensor's
-    range), ``cgm_session`` the sensor session number of each reading and ``cgm_clock_s`` the
-    transmitter clock (seconds since the session's transmitter started).
+    range), ``cgm_session`` the sensor session number of each reading, ``cgm_clock_s`` the
+    transmitter clock (seconds since the reading's transmitter started) and ``cgm_transmitter`` the
+    index of that transmitter in ``transmitters``.
     """
 
     profile: PatientProfile
@@ -90,6 +91,7 @@ class Timeline:
     cgm_mgdl: npt.NDArray[np.float64]
     cgm_session: npt.NDArray[np.int32]
     cgm_clock_s: npt.NDArray[np.int64]
+    cgm_transmitter: npt.NDArray[np.int32]
     transmitters: list[str]
     events: list[Event]
     basal_schedule: list[tuple[int, float]]
@@ -105,6 +107,21 @@ class Timeline:
         """The patient's wall time (naive) at an instant."""
         aware = dt.datetime.fromtimestamp(utc_ms / 1000, tz=self.tz)
         return aware.replace(tzinfo=None)
+
+    def window(self, start_ms: int, end_ms: int) -> Timeline:
+        """The part of this timeline in ``[start_ms, end_ms)``: an export of a shorter date range."""
+        keep = (self.cgm_ms >= start_ms) & (self.cgm_ms < end_ms)
+        return dataclasses.replace(
+            self,
+            start_ms=max(start_ms, self.start_ms),
+            end_ms=min(end_ms, self.end_ms),
+            cgm_ms=self.cgm_ms[keep],
+            cgm_mgdl=self.cgm_mgdl[keep],
+            cgm_session=self.cgm_session[keep],
+            cgm_clock_s=self.cgm_clock_s[keep],
+            cgm_transmitter=self.cgm_transmitter[keep],
+            events=[e for e in self.events if start_ms <= e.utc_ms < end_ms],
+        )
 
     def of_kind(self, *kinds: str) -> list[Event]:
         """The events of the given kinds, in time order."""

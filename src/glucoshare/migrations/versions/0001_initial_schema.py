@@ -52,6 +52,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "devices",
+        sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("patient_id", sa.String(length=32), nullable=False),
         sa.Column("manufacturer", sa.String(length=100), nullable=False),
@@ -60,13 +61,11 @@ def upgrade() -> None:
         sa.Column("device_key", sa.String(length=400), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["patient_id"],
-            ["patients.id"],
-            name=op.f("fk_devices_patient_id_patients"),
-            ondelete="CASCADE",
+            ["patient_id"], ["patients.id"], name=op.f("fk_devices_patient_id_patients"), ondelete="CASCADE"
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_devices")),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_devices")),
         sa.UniqueConstraint("device_key", name=op.f("uq_devices_device_key")),
+        sa.UniqueConstraint("id", name=op.f("uq_devices_id")),
     )
     with op.batch_alter_table("devices", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_devices_patient_id"), ["patient_id"], unique=False)
@@ -74,78 +73,28 @@ def upgrade() -> None:
     op.create_table(
         "device_identifiers",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("device_id", sa.String(length=32), nullable=False),
+        sa.Column("device_seq", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("value", sa.String(length=100), nullable=False),
         sa.ForeignKeyConstraint(
-            ["device_id"],
-            ["devices.id"],
-            name=op.f("fk_device_identifiers_device_id_devices"),
+            ["device_seq"],
+            ["devices.seq"],
+            name=op.f("fk_device_identifiers_device_seq_devices"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_device_identifiers")),
         sa.UniqueConstraint("kind", "value", name=op.f("uq_device_identifiers_kind_value")),
     )
     with op.batch_alter_table("device_identifiers", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_device_identifiers_device_id"), ["device_id"], unique=False)
-
-    op.create_table(
-        "uploads",
-        sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("patient_id", sa.String(length=32), nullable=False),
-        sa.Column("device_id", sa.String(length=32), nullable=True),
-        sa.Column("file_name", sa.String(length=255), nullable=False),
-        sa.Column("sha256", sa.String(length=64), nullable=False),
-        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("format", sa.String(length=40), nullable=False),
-        sa.Column("encoding", sa.String(length=20), nullable=False),
-        sa.Column("timezone", sa.String(length=64), nullable=False),
-        sa.Column("uploaded_by", sa.String(length=254), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column(
-            "counts",
-            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column("new_count", sa.Integer(), nullable=False),
-        sa.Column("duplicate_count", sa.Integer(), nullable=False),
-        sa.Column("rejected_count", sa.Integer(), nullable=False),
-        sa.Column(
-            "rejected",
-            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column("first_ms", sa.BigInteger(), nullable=True),
-        sa.Column("last_ms", sa.BigInteger(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["device_id"],
-            ["devices.id"],
-            name=op.f("fk_uploads_device_id_devices"),
-            ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
-            ["patient_id"],
-            ["patients.id"],
-            name=op.f("fk_uploads_patient_id_patients"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_uploads")),
-    )
-    with op.batch_alter_table("uploads", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_uploads_patient_id"), ["patient_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_uploads_sha256"), ["sha256"], unique=False)
+        batch_op.create_index(batch_op.f("ix_device_identifiers_device_seq"), ["device_seq"], unique=False)
 
     op.create_table(
         "records",
         sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
         ),
-        sa.Column("patient_id", sa.String(length=32), nullable=False),
-        sa.Column("device_id", sa.String(length=32), nullable=False),
-        sa.Column("upload_id", sa.String(length=32), nullable=False),
+        sa.Column("device_seq", sa.Integer(), nullable=False),
+        sa.Column("upload_seq", sa.Integer(), nullable=False),
         sa.Column("type", sa.String(length=20), nullable=False),
         sa.Column("subtype", sa.String(length=20), nullable=False),
         sa.Column("time_ms", sa.BigInteger(), nullable=False),
@@ -155,57 +104,62 @@ def upgrade() -> None:
         sa.Column("orig_unit", sa.String(length=10), nullable=True),
         sa.Column("duration_ms", sa.BigInteger(), nullable=True),
         sa.Column("annotation", sa.String(length=20), nullable=True),
-        sa.Column(
-            "payload",
-            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
         sa.Column("source_line", sa.Integer(), nullable=False),
         sa.Column("dedup_key", sa.String(length=120), nullable=False),
         sa.ForeignKeyConstraint(
-            ["device_id"],
-            ["devices.id"],
-            name=op.f("fk_records_device_id_devices"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["patient_id"],
-            ["patients.id"],
-            name=op.f("fk_records_patient_id_patients"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["upload_id"],
-            ["uploads.id"],
-            name=op.f("fk_records_upload_id_uploads"),
-            ondelete="CASCADE",
+            ["device_seq"], ["devices.seq"], name=op.f("fk_records_device_seq_devices"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_records")),
-        sa.UniqueConstraint("device_id", "type", "time_ms", "dedup_key", name="uq_records_identity"),
+        sa.UniqueConstraint("device_seq", "type", "time_ms", "dedup_key", name="uq_records_identity"),
     )
-    with op.batch_alter_table("records", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_records_patient_type_time",
-            ["patient_id", "type", "time_ms"],
-            unique=False,
-        )
-        batch_op.create_index(batch_op.f("ix_records_upload_id"), ["upload_id"], unique=False)
+    op.create_table(
+        "uploads",
+        sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("patient_id", sa.String(length=32), nullable=False),
+        sa.Column("device_seq", sa.Integer(), nullable=True),
+        sa.Column("file_name", sa.String(length=255), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("format", sa.String(length=40), nullable=False),
+        sa.Column("encoding", sa.String(length=20), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
+        sa.Column("uploaded_by", sa.String(length=254), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("counts", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("new_count", sa.Integer(), nullable=False),
+        sa.Column("duplicate_count", sa.Integer(), nullable=False),
+        sa.Column("rejected_count", sa.Integer(), nullable=False),
+        sa.Column("rejected", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("first_ms", sa.BigInteger(), nullable=True),
+        sa.Column("last_ms", sa.BigInteger(), nullable=True),
+        sa.Column("first_record_id", sa.BigInteger(), nullable=True),
+        sa.Column("last_record_id", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["device_seq"], ["devices.seq"], name=op.f("fk_uploads_device_seq_devices"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["patients.id"], name=op.f("fk_uploads_patient_id_patients"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_uploads")),
+        sa.UniqueConstraint("id", name=op.f("uq_uploads_id")),
+    )
+    with op.batch_alter_table("uploads", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_uploads_patient_id"), ["patient_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_uploads_sha256"), ["sha256"], unique=False)
 
 
 def downgrade() -> None:
     """Revert this revision."""
-    with op.batch_alter_table("records", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_records_upload_id"))
-        batch_op.drop_index("ix_records_patient_type_time")
-
-    op.drop_table("records")
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_uploads_sha256"))
         batch_op.drop_index(batch_op.f("ix_uploads_patient_id"))
 
     op.drop_table("uploads")
+    op.drop_table("records")
     with op.batch_alter_table("device_identifiers", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_device_identifiers_device_id"))
+        batch_op.drop_index(batch_op.f("ix_device_identifiers_device_seq"))
 
     op.drop_table("device_identifiers")
     with op.batch_alter_table("devices", schema=None) as batch_op:

@@ -8,9 +8,6 @@ import datetime as dt
 import io
 from typing import Literal
 
-import numpy as np
-import numpy.typing as npt
-
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 from glucoshare.simulator.timeline import Timeline
 from glucoshare.simulator.writers.base import ExpectedRecord, WrittenExport
@@ -184,12 +181,11 @@ def write_clarity(timeline: Timeline, options: ClarityOptions | None = None) -> 
         preamble.append(["", words["alert"], subtype, "", "", source, glucose, "", "", duration, rate, ""])
     timed: list[tuple[int, dt.datetime, list[str], ExpectedRecord]] = []
     low, high = 40.0, 400.0
-    tx_index = transmitter_indices(timeline)
     for i in range(timeline.cgm_ms.size):
         utc_ms = int(timeline.cgm_ms[i]) // 1000 * 1000
         local = timeline.local(utc_ms)
         mgdl = float(timeline.cgm_mgdl[i])
-        tx = timeline.transmitters[int(tx_index[i])]
+        tx = timeline.transmitters[int(timeline.cgm_transmitter[i])]
         if mgdl < low:
             text, subtype, expected = (
                 words["low"],
@@ -288,8 +284,7 @@ def write_clarity(timeline: Timeline, options: ClarityOptions | None = None) -> 
         index += 1
     expected_records = [item[3] for item in timed]
     if timed:
-        last = timed[-1] if opts.order == "device" else max(timed, key=lambda item: item[0])
-        expected_records.append(ExpectedRecord("cgmSettings", "", last[0], None))
+        expected_records.append(ExpectedRecord("cgmSettings", "", timed[-1][0], None))
     stamp = dt.datetime.fromtimestamp(timeline.end_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d_%H%M%S")
     name = f"Clarity_Export_{last_name(timeline)}_{stamp}.csv"
     return WrittenExport(name, "\ufeff".encode() + out.getvalue().encode("utf-8"), expected_records)
@@ -298,16 +293,3 @@ def write_clarity(timeline: Timeline, options: ClarityOptions | None = None) -> 
 def last_name(timeline: Timeline) -> str:
     """The simulated patient's last name, as vendors put it in file names."""
     return timeline.profile.name.rpartition(" ")[2] or "Patient"
-
-
-def transmitter_indices(timeline: Timeline) -> npt.NDArray[np.int64]:
-    """Index into ``timeline.transmitters`` of each CGM reading.
-
-    A transmitter's clock restarts at zero when a new transmitter starts, so each restart of
-    ``cgm_clock_s`` moves to the next transmitter (G6 transmitters outlive several sensors).
-    """
-    clocks = timeline.cgm_clock_s
-    if clocks.size == 0:
-        return np.empty(0, dtype=np.int64)
-    restarts = np.concatenate([[0], np.cumsum(clocks[1:] < clocks[:-1])]).astype(np.int64)
-    return np.minimum(restarts, len(timeline.transmitters) - 1)

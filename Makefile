@@ -1,0 +1,36 @@
+# Glucoshare developer entry points. `make run` and `make test` are all a new machine needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test lint bench fuzz install clean help
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(INSTALLED) ## create .venv and install Glucoshare with its development tools
+
+run: $(INSTALLED) ## import simulated demo patients into the default SQLite database and show their summaries
+	$(BIN)/glucoshare demo --patients 3
+
+test: $(INSTALLED) ## run the whole test suite (SQLite and, when reachable, PostgreSQL)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+lint: $(INSTALLED) ## ruff, ruff format --check and mypy --strict
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+bench: $(INSTALLED) ## run the benchmarks and write BENCHMARKS.md
+	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md
+
+clean: ## remove the virtual environment and caches (not your data in .glucoshare)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

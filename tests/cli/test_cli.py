@@ -1,0 +1,222 @@
+"""The command line as CONTRACT.md fixes it: commands, one JSON document on stdout, exit codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from glucoshare.cli import app
+from glucoshare.config import Settings
+from glucoshare.simulator import simulate
+from glucoshare.simulator.writers.dexcom_clarity import write_clarity
+from tests.ingest.helpers import profile
+
+runner = CliRunner()
+
+
+def run(*args: str, input_text: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), input=input_text)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def clarity_file(tmp_path: Path) -> Path:
+    timeline = simulate(profile(seed=4), start=dt.date(2025, 3, 1), days=3)
+    export = write_clarity(timeline)
+    path = tmp_path / "misleading-name.txt"
+    path.write_bytes(export.data)
+    return path
+
+
+@pytest.fixture
+def patient(cli_env: Settings) -> str:
+    code, out, err = run("patients", "add", "--email", "Kim@Example.org", "--name", "Kim Lee", "--timezone",
+                         "Europe/Berlin", "--birthdate", "1991-02-03", "--units", "mmol/L", "--json")
+    assert code == 0, err
+    return json.loads(out)["id"]
+
+
+def test_patients_add_and_list(patient: str) -> None:
+    code, out, _ = run("patients", "list", "--json")
+    assert code == 0
+    patients = json.loads(out)["patients"]
+    assert [(p["id"], p["email"], p["display_units"], p["birthdate"]) for p in patients] == [
+        (patient, "kim@example.org", "mmol/L", "1991-02-03")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--email", "not-an-email", "--name", "X"], "email: not a valid e-mail address"),
+        (["--email", "a@b.org", "--name", "X", "--timezone", "Nowhere/Land"], "unknown time zone"),
+        (["--email", "a@b.org", "--name", "X", "--units", "mg"], "display_units"),
+        (["--email", "a@b.org", "--name", "X", "--birthdate", "3000-01-01"], "birth date"),
+    ],
+)
+def test_patients_add_refuses_bad_input(cli_env: Settings, args: list[str], message: str) -> None:
+    code, out, err = run("patients", "add", *args, "--json")
+    assert code == 2
+    assert out == ""
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_duplicate_patient_is_exit_2(patient: str) -> None:
+    code, _, err = run("patients", "add", "--email", "kim@example.org", "--name", "Again")
+    assert code == 2
+    assert "already exists" in err
+
+
+def test_import_json_matches_the_contract(patient: str, clarity_file: Path) -> None:
+    code, out, err = run("import", str(clarity_file), "--patient", "KIM@example.org", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    (upload,) = document["uploads"]
+    for key in ("id", "file", "format", "device", "counts", "new", "duplicates", "first", "last"):
+        assert key in upload
+    assert upload["format"] == "dexcom_clarity"
+    assert upload["file"] == "misleading-name.txt"
+    assert set(upload["device"]) >= {"manufacturer", "model", "serial"}
+    assert upload["new"] == sum(upload["counts"].values())
+    assert upload["duplicates"] == 0
+    assert upload["first"].endswith("Z")
+    code, out, _ = run("import", str(clarity_file), "--patient", patient, "--json")
+    assert code == 0
+    again = json.loads(out)["uploads"][0]
+    assert (again["new"], again["duplicates"]) == (0, upload["new"])
+
+
+def test_uploads_list_and_delete(patient: str, clarity_file: Path) -> None:
+    _, out, _ = run("import", str(clarity_file), "--patient", patient, "--json")
+    upload_id = json.loads(out)["uploads"][0]["id"]
+    code, out, _ = run("uploads", "list", "--patient", patient, "--json")
+    assert code == 0
+    assert [u["id"] for u in json.loads(out)["uploads"]] == [upload_id]
+    code, out, err = run("uploads", "delete", upload_id)
+    assert code == 0, err
+    code, out, _ = run("uploads", "list", "--patient", patient, "--json")
+    assert json.loads(out)["uploads"] == []
+    code, _, err = run("uploads", "delete", upload_id)
+    assert code == 2
+    assert "no upload with this id" in err
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ("none", ["import", "{file}", "--patient", "nobody@example.org"], "no patient with this e-mail"),
+        ("patient", ["import", "{missing}", "--patient", "kim@example.org"], "cannot read the file"),
+        ("patient", ["import", "{empty}", "--patient", "kim@example.org"], "the file is empty"),
+        ("patient", ["import", "{file}", "--patient", "kim@example.org", "--timezone", "X/Y"], "unknown time zone"),
+        ("patient", ["export", "--patient", "kim@example.org", "--format", "csv", "--out", "{dir}"], "is a directory"),
+        ("patient", ["export", "--patient", "kim@example.org", "--format", "csv", "--out", "{out}", "--from",
+                     "2025-13-01"], "--from: '2025-13-01' is not a date"),
+        ("patient", ["uploads", "list", "--patient", "nobody@example.org"], "no patient"),
+    ],
+)
+def test_bad_requests_exit_2_with_one_line(
+    request: pytest.FixtureRequest, cli_env: Settings, tmp_path: Path, clarity_file: Path,
+    setup: str, args: list[str], message: str,
+) -> None:
+    if setup == "patient":
+        request.getfixturevalue("patient")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    paths = {"file": str(clarity_file), "missing": str(tmp_path / "nope.csv"), "empty": str(empty),
+             "dir": str(tmp_path), "out": str(tmp_path / "out.csv")}
+    code, out, err = run(*[a.format(**paths) for a in args])
+    assert code == 2
+    assert message in err
+    assert err.startswith("error: ")
+    assert len(err.strip().splitlines()) == 1
+    assert out == ""
+
+
+def test_import_is_all_or_nothing(patient: str, clarity_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\x00\x01binary")
+    code, _, err = run("import", str(clarity_file), str(bad), "--patient", patient, "--json")
+    assert code == 2
+    assert "bad.csv" in err
+    _, out, _ = run("uploads", "list", "--patient", patient, "--json")
+    assert json.loads(out)["uploads"] == []
+
+
+def test_export_csv_and_json(patient: str, clarity_file: Path, tmp_path: Path) -> None:
+    run("import", str(clarity_file), "--patient", patient)
+    csv_out, json_out = tmp_path / "all.csv", tmp_path / "day.json"
+    code, out, err = run("export", "--patient", patient, "--format", "csv", "--out", str(csv_out), "--json")
+    assert code == 0, err
+    written = json.loads(out)["records"]
+    lines = csv_out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == written + 1
+    assert lines[0].startswith("id,type,subtype,time_utc,local_time")
+    code, out, err = run("export", "--patient", patient, "--format", "json", "--out", str(json_out),
+                         "--from", "2025-03-02", "--to", "2025-03-02")
+    assert code == 0, err
+    document = json.loads(json_out.read_text(encoding="utf-8"))
+    assert document["patient"]["email"] == "kim@example.org"
+    days = {r["local_time"][:10] for r in document["records"]}
+    assert days == {"2025-03-02"}
+    assert all(r["upload_id"] and r["source_line"] > 1 for r in document["records"])
+
+
+def test_audit_verify_detects_tampering(patient: str, clarity_file: Path, cli_env: Settings) -> None:
+    run("import", str(clarity_file), "--patient", patient)
+    code, out, _ = run("audit", "verify", "--json")
+    assert code == 0
+    assert json.loads(out)["intact"] is True
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from glucoshare.db.session import create_db_engine  # noqa: PLC0415
+
+    engine = create_db_engine(cli_env.effective_database_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_events SET actor = 'someone else' WHERE id = (SELECT min(id) FROM audit_events)"))
+    engine.dispose()
+    code, out, err = run("audit", "verify", "--json")
+    assert code == 2
+    assert json.loads(out)["intact"] is False
+    assert "audit chain broken at event" in err
+
+
+def test_db_upgrade(cli_env: Settings) -> None:
+    code, out, _ = run("db", "upgrade")
+    assert code == 0
+    assert "schema up to date" in out
+
+
+def test_every_command_has_help() -> None:
+    for args in (["--help"], ["import", "--help"], ["patients", "add", "--help"], ["uploads", "delete", "--help"],
+                 ["export", "--help"], ["demo", "--help"], ["audit", "verify", "--help"], ["db", "upgrade", "--help"]):
+        code, out, _ = run(*args)
+        assert code == 0
+        assert "Usage" in out
+
+
+def test_installed_entry_point_keeps_stdout_clean(tmp_path: Path, clarity_file: Path) -> None:
+    env = {**os.environ, "GLUCOSHARE_DATA_DIR": str(tmp_path / "data")}
+    env.pop("GLUCOSHARE_DATABASE_URL", None)
+    exe = Path(sys.executable).with_name("glucoshare")
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, check=False, timeout=120)
+
+    added = call("patients", "add", "--email", "e@example.org", "--name", "E", "--json")
+    assert added.returncode == 0, added.stderr
+    imported = call("import", str(clarity_file), "--patient", "e@example.org", "--json")
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["uploads"][0]["new"] > 0
+    missing = call("import", str(clarity_file), "--patient", "x@example.org", "--json")
+    assert missing.returncode == 2
+    assert missing.stdout == ""
+    assert missing.stderr.strip() == "error: no patient with this e-mail address or id"
+    assert (tmp_path / "data" / "glucoshare.db").exists()

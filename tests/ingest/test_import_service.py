@@ -1,0 +1,284 @@
+"""The import service on both databases: all or nothing, deduplication, provenance, bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.models import Patient
+from glucoshare.accounts.service import add_patient, validate_patient
+from glucoshare.audit.service import verify_chain
+from glucoshare.config import Settings
+from glucoshare.db.session import session_scope
+from glucoshare.devices.errors import DeviceOwnedByAnotherPatientError
+from glucoshare.errors import InputError
+from glucoshare.ingest.errors import (
+    BinaryFileError,
+    EmptyFileError,
+    EncodingError,
+    FileTooLargeError,
+    InvalidTimezoneError,
+    MalformedFileError,
+    NoRecordsError,
+    UnknownFormatError,
+)
+from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.service import import_file, import_files, remove_upload
+from glucoshare.records.models import Record, Upload
+from glucoshare.records.service import delete_upload
+from glucoshare.simulator import simulate
+from glucoshare.simulator.timeline import Timeline
+from glucoshare.simulator.writers.dexcom_clarity import write_clarity
+from tests.conftest import table_snapshot
+from tests.ingest.helpers import profile
+
+DAY_MS = 86_400_000
+
+
+@pytest.fixture(scope="module")
+def timeline() -> Timeline:
+    return simulate(profile(seed=21, control=0.3), start=dt.date(2025, 5, 1), days=15)
+
+
+def _clarity(timeline: Timeline) -> IncomingFile:
+    export = write_clarity(timeline)
+    return IncomingFile(export.file_name, export.data)
+
+
+def _patient(session: Session, email: str = "p@example.org") -> Patient:
+    return add_patient(session, validate_patient(email=email, name="P", timezone="Europe/Berlin"))
+
+
+def _import(session: Session, settings: Settings, patient: Patient, incoming: IncomingFile):  # noqa: ANN202
+    return import_file(session, settings=settings, patient=patient, incoming=incoming, timezone=None, actor="test")
+
+
+@pytest.fixture
+def stored(engine: Engine, settings: Settings, timeline: Timeline) -> Patient:
+    """A committed patient with one committed upload: the state a refused import must not change."""
+    with session_scope(engine) as session:
+        patient = _patient(session)
+        _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + 5 * DAY_MS)))
+    return patient
+
+
+def test_import_then_reimport_adds_nothing(session: Session, settings: Settings, timeline: Timeline) -> None:
+    patient = _patient(session)
+    incoming = _clarity(timeline)
+    first = _import(session, settings, patient, incoming)
+    total = sum(first.counts.values())
+    assert first.new == total > 4000
+    assert first.duplicates == 0
+    assert first.format == "dexcom_clarity"
+    assert first.device is not None
+    assert (first.device.manufacturer, first.device.model) == ("Dexcom", "G6")
+    again = _import(session, settings, patient, incoming)
+    assert (again.new, again.duplicates) == (0, total)
+    assert session.scalar(select(func.count()).select_from(Record)) == total
+
+
+def test_overlapping_exports_add_only_what_is_new(session: Session, settings: Settings, timeline: Timeline) -> None:
+    patient = _patient(session)
+    start = timeline.start_ms
+    early = timeline.window(start, start + 10 * DAY_MS)
+    late = timeline.window(start + 5 * DAY_MS, timeline.end_ms)
+    full = write_clarity(timeline)
+    first = _import(session, settings, patient, _clarity(early))
+    second = _import(session, settings, patient, _clarity(late))
+    assert second.duplicates > 0
+    stored = session.scalar(select(func.count()).select_from(Record).where(Record.type != "cgmSettings"))
+    expected = len([e for e in full.expected if e.type != "cgmSettings"])
+    assert stored == expected
+    assert first.new + second.new == stored + 2  # each export also holds one settings snapshot
+
+
+def test_records_keep_provenance(session: Session, settings: Settings, timeline: Timeline) -> None:
+    patient = _patient(session)
+    incoming = _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
+    result = _import(session, settings, patient, incoming)
+    raw = settings.raw_files_dir / result.sha256[:2] / result.sha256
+    assert raw.read_bytes() == incoming.data
+    assert raw.stat().st_mode & 0o777 == 0o600
+    lines = raw.read_bytes().decode("utf-8-sig").splitlines()
+    record = session.scalars(select(Record).where(Record.type == "cbg").order_by(Record.time_ms)).first()
+    assert record is not None
+    assert session.scalar(select(Upload.id).where(Upload.seq == record.upload_seq)) == result.id
+    row = lines[record.source_line - 1].split(",")
+    wall = dt.datetime.fromtimestamp((record.time_ms / 1000) + record.utc_offset_min * 60, tz=dt.UTC)
+    assert row[1] == wall.strftime("%Y-%m-%dT%H:%M:%S")
+    assert float(row[7]) == record.orig_value
+
+
+def test_delete_removes_exactly_that_upload(session: Session, settings: Settings, timeline: Timeline) -> None:
+    patient = _patient(session)
+    a = _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + 3 * DAY_MS)))
+    b = _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms + 5 * DAY_MS, timeline.end_ms)))
+    _, removed = delete_upload(session, a.id)
+    assert removed == a.new
+    remaining = session.scalars(select(Upload.id).where(Upload.seq.in_(select(Record.upload_seq)))).all()
+    assert remaining == [b.id]
+    assert session.scalar(select(func.count()).select_from(Record)) == b.new
+    assert session.scalar(select(Upload).where(Upload.id == a.id)) is None
+
+
+def test_removing_an_upload_keeps_what_other_uploads_hold(
+    engine: Engine, settings: Settings, timeline: Timeline
+) -> None:
+    start = timeline.start_ms
+    with session_scope(engine) as session:
+        patient = _patient(session)
+        full = _import(session, settings, patient, _clarity(timeline))
+        part = _import(session, settings, patient, _clarity(timeline.window(start + 2 * DAY_MS, start + 4 * DAY_MS)))
+        assert part.new == 1  # only its own settings snapshot is new
+    with session_scope(engine) as session:
+        removal = remove_upload(session, settings=settings, upload_id=full.id, actor="test")
+    assert removal.records_deleted == full.new
+    assert removal.records_restored == part.duplicates
+    with session_scope(engine) as session:
+        remaining = session.scalars(select(Upload.id).where(Upload.seq.in_(select(Record.upload_seq)))).all()
+        assert remaining == [part.id]
+        assert session.scalar(select(func.count()).select_from(Record)) == sum(part.counts.values())
+        assert verify_chain(session).intact
+    assert not (settings.raw_files_dir / full.sha256[:2] / full.sha256).exists()
+    assert (settings.raw_files_dir / part.sha256[:2] / part.sha256).exists()
+
+
+def test_audit_records_the_import(session: Session, settings: Settings, timeline: Timeline) -> None:
+    patient = _patient(session)
+    _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS)))
+    report = verify_chain(session)
+    assert report.intact
+    assert report.events == 1
+
+
+def _lines(incoming: IncomingFile) -> list[bytes]:
+    return incoming.data.splitlines(keepends=True)
+
+
+def _bad_inputs(timeline: Timeline) -> dict[str, tuple[bytes, type[InputError], str]]:
+    good = _clarity(timeline.window(timeline.start_ms + 6 * DAY_MS, timeline.start_ms + 7 * DAY_MS))
+    lines = _lines(good)
+    header = lines[0]
+    egv = next(line for line in lines if b",EGV," in line)
+    future = egv.replace(egv.split(b",")[1], b"2099-01-01T10:00:00")
+    not_numeric = [line.replace(b",EGV,,,,Android G6,", b",EGV,,,,Android G6,x") if b",EGV," in line else line
+                   for line in lines]
+    return {
+        "empty": (b"", EmptyFileError, "the file is empty"),
+        "truncated": (b"".join(lines)[:-9], MalformedFileError, "truncated"),
+        "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4, BinaryFileError, "binary file"),
+        "wrong encoding": (header + b"1,2025-05-07T10:00:00,EGV,,,,\x81\x8d,120,,,,,1,8A\n", EncodingError,
+                           "line 2: invalid UTF-8 text; the file is damaged"),
+        "unknown format": (b"date;value\n2025-01-01;5\n", UnknownFormatError, "unrecognised format; Glucoshare reads:"),
+        "only a header": (header, NoRecordsError, "holds no records"),
+        "all in the future": (header + future * 3, MalformedFileError, "date is in the future"),
+        "non-numeric values": (b"".join(not_numeric), MalformedFileError, "glucose value is not a number"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["empty", "truncated", "binary", "wrong encoding", "unknown format", "only a header", "all in the future",
+     "non-numeric values"],
+)
+def test_bad_input_is_refused_and_changes_nothing(
+    case: str, engine: Engine, settings: Settings, stored: Patient, timeline: Timeline
+) -> None:
+    data, error, message = _bad_inputs(timeline)[case]
+    before = table_snapshot(engine)
+    raw_before = sorted(p for p in settings.raw_files_dir.rglob("*"))
+    with pytest.raises(error) as info, session_scope(engine) as session:
+        patient = session.get(Patient, stored.id)
+        assert patient is not None
+        _import(session, settings, patient, IncomingFile("bad.csv", data))
+    assert info.value.message.startswith("bad.csv")
+    assert message in info.value.message
+    assert info.value.exit_code == 2
+    assert table_snapshot(engine) == before
+    assert sorted(p for p in settings.raw_files_dir.rglob("*")) == raw_before
+
+
+def test_oversized_file_is_refused(engine: Engine, settings: Settings, stored: Patient, timeline: Timeline) -> None:
+    small = settings.model_copy(update={"max_upload_bytes": 1000})
+    before = table_snapshot(engine)
+    with pytest.raises(FileTooLargeError, match=r"more than the limit of 0 MB \(GLUCOSHARE_MAX_UPLOAD_BYTES\)"):
+        with session_scope(engine) as session:
+            patient = session.get(Patient, stored.id)
+            assert patient is not None
+            _import(session, small, patient, _clarity(timeline))
+    assert table_snapshot(engine) == before
+
+
+def test_a_later_bad_file_rolls_back_the_whole_command(
+    engine: Engine, settings: Settings, stored: Patient, timeline: Timeline
+) -> None:
+    before = table_snapshot(engine)
+    raw_before = sorted(settings.raw_files_dir.rglob("*"))
+    good = _clarity(timeline.window(timeline.start_ms + 8 * DAY_MS, timeline.end_ms))
+    with pytest.raises(EmptyFileError), session_scope(engine) as session:
+        patient = session.get(Patient, stored.id)
+        assert patient is not None
+        import_files(session, settings=settings, patient=patient, files=[good, IncomingFile("empty.csv", b"")],
+                     timezone=None, actor="test")
+    assert table_snapshot(engine) == before
+    assert sorted(settings.raw_files_dir.rglob("*")) == raw_before
+
+
+def test_another_patients_device_is_refused(engine: Engine, settings: Settings, stored: Patient,
+                                             timeline: Timeline) -> None:
+    before = table_snapshot(engine)
+    with pytest.raises(DeviceOwnedByAnotherPatientError, match="belongs to another patient"), session_scope(engine) as session:
+        other = _patient(session, "other@example.org")
+        _import(session, settings, other, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS)))
+    assert table_snapshot(engine) == before
+
+
+def test_single_bad_rows_are_reported_and_the_rest_is_stored(session: Session, settings: Settings,
+                                                              timeline: Timeline) -> None:
+    patient = _patient(session)
+    good = _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
+    lines = _lines(good)
+    egv_lines = [i for i, line in enumerate(lines) if b",EGV," in line]
+    future_at, bad_at = egv_lines[3], egv_lines[10]
+    lines[future_at] = lines[future_at].replace(lines[future_at].split(b",")[1], b"2099-01-01T10:00:00")
+    lines[bad_at] = lines[bad_at].replace(b",EGV,", b",EGV-ish,")
+    result = _import(session, settings, patient, IncomingFile("some-bad.csv", b"".join(lines)))
+    assert [(r.line, r.reason) for r in result.rejected] == [
+        (future_at + 1, "date is in the future"),
+        (bad_at + 1, "unknown event type"),
+    ]
+    assert result.rejected_count == 2
+    assert result.new == sum(result.counts.values())
+
+
+def test_invalid_timezone(session: Session, settings: Settings, timeline: Timeline) -> None:
+    patient = _patient(session)
+    with pytest.raises(InvalidTimezoneError, match="unknown time zone 'Mars/Olympus'"):
+        import_file(session, settings=settings, patient=patient, incoming=_clarity(timeline), timezone="Mars/Olympus",
+                    actor="test")
+
+
+def test_timezone_option_moves_instants(session: Session, settings: Settings, timeline: Timeline) -> None:
+    patient = _patient(session)
+    incoming = _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
+    berlin = import_file(session, settings=settings, patient=patient, incoming=incoming, timezone=None, actor="t")
+    session.rollback()
+    patient = _patient(session)
+    tokyo = import_file(session, settings=settings, patient=patient, incoming=incoming, timezone="Asia/Tokyo",
+                        actor="t")
+    assert berlin.first is not None
+    assert tokyo.first is not None
+    shift = dt.datetime.fromisoformat(berlin.first) - dt.datetime.fromisoformat(tokyo.first)
+    assert shift == dt.timedelta(hours=7)  # Tokyo is 7 h ahead of Berlin in May
+    assert tokyo.timezone == "Asia/Tokyo"
+
+
+def test_raw_path_is_private(settings: Settings, session: Session, timeline: Timeline) -> None:
+    patient = _patient(session)
+    result = _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS)))
+    raw = Path(settings.raw_files_dir / result.sha256[:2] / result.sha256)
+    assert raw.exists()

@@ -40,7 +40,9 @@ def test_analytics_is_pure_numpy(path: Path) -> None:
 @pytest.mark.parametrize("package", DOMAINS)
 def test_domains_do_not_depend_on_the_interfaces(package: str) -> None:
     for path in _modules(package):
-        bad = {name for name in _imports(path) if name.startswith(("glucoshare.cli", "glucoshare.web", "typer"))}
+        bad = {
+            name for name in _imports(path) if name.startswith(("glucoshare.cli", "glucoshare.web", "typer"))
+        }
         assert not bad, f"{path.relative_to(SRC)} imports {bad}"
 
 

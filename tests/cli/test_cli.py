@@ -37,8 +37,21 @@ def clarity_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def patient(cli_env: Settings) -> str:
-    code, out, err = run("patients", "add", "--email", "Kim@Example.org", "--name", "Kim Lee", "--timezone",
-                         "Europe/Berlin", "--birthdate", "1991-02-03", "--units", "mmol/L", "--json")
+    code, out, err = run(
+        "patients",
+        "add",
+        "--email",
+        "Kim@Example.org",
+        "--name",
+        "Kim Lee",
+        "--timezone",
+        "Europe/Berlin",
+        "--birthdate",
+        "1991-02-03",
+        "--units",
+        "mmol/L",
+        "--json",
+    )
     assert code == 0, err
     return json.loads(out)["id"]
 
@@ -115,23 +128,54 @@ def test_uploads_list_and_delete(patient: str, clarity_file: Path) -> None:
         ("none", ["import", "{file}", "--patient", "nobody@example.org"], "no patient with this e-mail"),
         ("patient", ["import", "{missing}", "--patient", "kim@example.org"], "cannot read the file"),
         ("patient", ["import", "{empty}", "--patient", "kim@example.org"], "the file is empty"),
-        ("patient", ["import", "{file}", "--patient", "kim@example.org", "--timezone", "X/Y"], "unknown time zone"),
-        ("patient", ["export", "--patient", "kim@example.org", "--format", "csv", "--out", "{dir}"], "is a directory"),
-        ("patient", ["export", "--patient", "kim@example.org", "--format", "csv", "--out", "{out}", "--from",
-                     "2025-13-01"], "--from: '2025-13-01' is not a date"),
+        (
+            "patient",
+            ["import", "{file}", "--patient", "kim@example.org", "--timezone", "X/Y"],
+            "unknown time zone",
+        ),
+        (
+            "patient",
+            ["export", "--patient", "kim@example.org", "--format", "csv", "--out", "{dir}"],
+            "is a directory",
+        ),
+        (
+            "patient",
+            [
+                "export",
+                "--patient",
+                "kim@example.org",
+                "--format",
+                "csv",
+                "--out",
+                "{out}",
+                "--from",
+                "2025-13-01",
+            ],
+            "--from: '2025-13-01' is not a date",
+        ),
         ("patient", ["uploads", "list", "--patient", "nobody@example.org"], "no patient"),
     ],
 )
 def test_bad_requests_exit_2_with_one_line(
-    request: pytest.FixtureRequest, cli_env: Settings, tmp_path: Path, clarity_file: Path,
-    setup: str, args: list[str], message: str,
+    request: pytest.FixtureRequest,
+    cli_env: Settings,
+    tmp_path: Path,
+    clarity_file: Path,
+    setup: str,
+    args: list[str],
+    message: str,
 ) -> None:
     if setup == "patient":
         request.getfixturevalue("patient")
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
-    paths = {"file": str(clarity_file), "missing": str(tmp_path / "nope.csv"), "empty": str(empty),
-             "dir": str(tmp_path), "out": str(tmp_path / "out.csv")}
+    paths = {
+        "file": str(clarity_file),
+        "missing": str(tmp_path / "nope.csv"),
+        "empty": str(empty),
+        "dir": str(tmp_path),
+        "out": str(tmp_path / "out.csv"),
+    }
     code, out, err = run(*[a.format(**paths) for a in args])
     assert code == 2
     assert message in err
@@ -159,8 +203,19 @@ def test_export_csv_and_json(patient: str, clarity_file: Path, tmp_path: Path) -
     lines = csv_out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == written + 1
     assert lines[0].startswith("id,type,subtype,time_utc,local_time")
-    code, out, err = run("export", "--patient", patient, "--format", "json", "--out", str(json_out),
-                         "--from", "2025-03-02", "--to", "2025-03-02")
+    code, out, err = run(
+        "export",
+        "--patient",
+        patient,
+        "--format",
+        "json",
+        "--out",
+        str(json_out),
+        "--from",
+        "2025-03-02",
+        "--to",
+        "2025-03-02",
+    )
     assert code == 0, err
     document = json.loads(json_out.read_text(encoding="utf-8"))
     assert document["patient"]["email"] == "kim@example.org"
@@ -180,7 +235,11 @@ def test_audit_verify_detects_tampering(patient: str, clarity_file: Path, cli_en
 
     engine = create_db_engine(cli_env.effective_database_url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE audit_events SET actor = 'someone else' WHERE id = (SELECT min(id) FROM audit_events)"))
+        conn.execute(
+            text(
+                "UPDATE audit_events SET actor = 'someone else' WHERE id = (SELECT min(id) FROM audit_events)"
+            )
+        )
     engine.dispose()
     code, out, err = run("audit", "verify", "--json")
     assert code == 2
@@ -195,8 +254,16 @@ def test_db_upgrade(cli_env: Settings) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for args in (["--help"], ["import", "--help"], ["patients", "add", "--help"], ["uploads", "delete", "--help"],
-                 ["export", "--help"], ["demo", "--help"], ["audit", "verify", "--help"], ["db", "upgrade", "--help"]):
+    for args in (
+        ["--help"],
+        ["import", "--help"],
+        ["patients", "add", "--help"],
+        ["uploads", "delete", "--help"],
+        ["export", "--help"],
+        ["demo", "--help"],
+        ["audit", "verify", "--help"],
+        ["db", "upgrade", "--help"],
+    ):
         code, out, _ = run(*args)
         assert code == 0
         assert "Usage" in out
@@ -208,7 +275,9 @@ def test_installed_entry_point_keeps_stdout_clean(tmp_path: Path, clarity_file: 
     exe = Path(sys.executable).with_name("glucoshare")
 
     def call(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, check=False, timeout=120)
+        return subprocess.run(
+            [str(exe), *args], capture_output=True, text=True, env=env, check=False, timeout=120
+        )
 
     added = call("patients", "add", "--email", "e@example.org", "--name", "E", "--json")
     assert added.returncode == 0, added.stderr

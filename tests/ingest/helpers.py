@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from glucoshare.ingest.base import ParseResult, ParseContext, ParsedRecord, SourceText
+from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.registry import detect_format
 from glucoshare.simulator import PatientProfile
@@ -40,11 +40,13 @@ def parse_export(export: WrittenExport, timezone: str) -> tuple[str, list[Parsed
 
 def parsed_keys(records: list[ParsedRecord]) -> list[Key]:
     return sorted(
-        (r.type, r.subtype, r.time_ms, None if r.value is None else round(r.value, 6), r.annotation) for r in records
+        (r.type, r.subtype, r.time_ms, None if r.value is None else round(r.value, 6), r.annotation)
+        for r in records
     )
 
 
 def expected_keys(expected: list[ExpectedRecord]) -> list[Key]:
     return sorted(
-        (e.type, e.subtype, e.utc_ms, None if e.value is None else round(e.value, 6), e.annotation) for e in expected
+        (e.type, e.subtype, e.utc_ms, None if e.value is None else round(e.value, 6), e.annotation)
+        for e in expected
     )

@@ -31,7 +31,7 @@ def test_encodings(data: bytes, encoding: str) -> None:
 
 @pytest.mark.parametrize("data", [b"", b"   \n\r\n"])
 def test_empty(data: bytes) -> None:
-    with pytest.raises(EmptyFileError, match="f.csv: the file is empty"):
+    with pytest.raises(EmptyFileError, match=r"f\.csv: the file is empty"):
         decode_text(data, "f.csv")
 
 

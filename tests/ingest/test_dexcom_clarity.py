@@ -43,7 +43,8 @@ def test_out_of_range_words_become_limits_with_a_flag() -> None:
     _, records, _ = parse_export(export, "Europe/Berlin")
     lows = [r for r in records if r.annotation == "low"]
     highs = [r for r in records if r.annotation == "high"]
-    assert lows and highs, "the simulation must produce both LO and HI readings"
+    assert lows, "the simulation must produce LO readings"
+    assert highs, "the simulation must produce HI readings"
     assert {r.value for r in lows} == {40.0}
     assert {r.value for r in highs} == {400.0}
 
@@ -51,8 +52,12 @@ def test_out_of_range_words_become_limits_with_a_flag() -> None:
 @pytest.mark.parametrize("order", ["device", "sorted"])
 @pytest.mark.parametrize(
     ("timezone", "start"),
-    [("America/New_York", dt.date(2025, 3, 7)), ("America/New_York", dt.date(2025, 10, 31)),
-     ("Europe/Berlin", dt.date(2025, 3, 28)), ("Europe/Berlin", dt.date(2025, 10, 24))],
+    [
+        ("America/New_York", dt.date(2025, 3, 7)),
+        ("America/New_York", dt.date(2025, 10, 31)),
+        ("Europe/Berlin", dt.date(2025, 3, 28)),
+        ("Europe/Berlin", dt.date(2025, 10, 24)),
+    ],
 )
 def test_daylight_saving_transitions_round_trip(order: str, timezone: str, start: dt.date) -> None:
     timeline = simulate(profile(timezone=timezone, seed=3), start=start, days=4)
@@ -68,10 +73,17 @@ def test_daylight_saving_transitions_round_trip(order: str, timezone: str, start
         assert wall.utcoffset() == dt.timedelta(minutes=r.utc_offset_min)
 
 
-@given(seed=st.integers(0, 10_000), days=st.integers(1, 3), units=st.sampled_from(["mg/dL", "mmol/L"]),
-       language=st.sampled_from(["en", "de", "es"]), control=st.floats(0.0, 1.0))
+@given(
+    seed=st.integers(0, 10_000),
+    days=st.integers(1, 3),
+    units=st.sampled_from(["mg/dL", "mmol/L"]),
+    language=st.sampled_from(["en", "de", "es"]),
+    control=st.floats(0.0, 1.0),
+)
 def test_round_trip_property(seed: int, days: int, units: str, language: str, control: float) -> None:
-    timeline = simulate(profile(seed=seed, control=control, units=units), start=dt.date(2024, 1, 10), days=days)
+    timeline = simulate(
+        profile(seed=seed, control=control, units=units), start=dt.date(2024, 1, 10), days=days
+    )
     export = write_clarity(timeline, ClarityOptions(units=units, language=language))  # type: ignore[arg-type]
     _, records, result = parse_export(export, "Europe/Berlin")
     assert result.rejected == []
@@ -128,15 +140,17 @@ def test_ragged_rows_and_excel_variants_are_accepted() -> None:
 
 
 def test_unknown_glucose_unit_refuses_the_file() -> None:
-    text = HEADER.replace("Glucose Value (mg/dL)", "Glucose Value (mg%)") + "1,2024-01-01T10:00:00,EGV,,,,x,1,,,,,1,8A\n"
+    text = (
+        HEADER.replace("Glucose Value (mg/dL)", "Glucose Value (mg%)")
+        + "1,2024-01-01T10:00:00,EGV,,,,x,1,,,,,1,8A\n"
+    )
     with pytest.raises(MalformedFileError, match="line 1: unknown glucose unit"):
         _parse_text(text)
 
 
 def test_transmitters_become_device_identifiers() -> None:
     text = HEADER + (
-        "1,,Device,,,Dexcom G7,iOS G7,,,,,,,\n"
-        "2,2024-01-01T10:00:00,EGV,,,,iOS G7,120,,,,,100,123456789012\n"
+        "1,,Device,,,Dexcom G7,iOS G7,,,,,,,\n2,2024-01-01T10:00:00,EGV,,,,iOS G7,120,,,,,100,123456789012\n"
     )
     source = SourceText("x.csv", text, "utf-8")
     result = IMPORTER.parse(source, ParseContext("UTC"))
@@ -155,8 +169,14 @@ def test_detection_is_by_content() -> None:
 
 
 SAMPLE_FILES = {
-    "clarity_g6_2019_unquoted.csv": {"cbg": 3913, "insulin": 73, "smbg": 9, "food": 4, "physicalActivity": 3,
-                                     "cgmSettings": 1},
+    "clarity_g6_2019_unquoted.csv": {
+        "cbg": 3913,
+        "insulin": 73,
+        "smbg": 9,
+        "food": 4,
+        "physicalActivity": 3,
+        "cgmSettings": 1,
+    },
     "clarity_g6_2025_quoted_first3000lines.csv": {"cbg": 2944, "insulin": 43, "smbg": 2, "cgmSettings": 1},
 }
 

@@ -53,8 +53,10 @@ def _patient(session: Session, email: str = "p@example.org") -> Patient:
     return add_patient(session, validate_patient(email=email, name="P", timezone="Europe/Berlin"))
 
 
-def _import(session: Session, settings: Settings, patient: Patient, incoming: IncomingFile):  # noqa: ANN202
-    return import_file(session, settings=settings, patient=patient, incoming=incoming, timezone=None, actor="test")
+def _import(session: Session, settings: Settings, patient: Patient, incoming: IncomingFile):
+    return import_file(
+        session, settings=settings, patient=patient, incoming=incoming, timezone=None, actor="test"
+    )
 
 
 @pytest.fixture
@@ -62,7 +64,12 @@ def stored(engine: Engine, settings: Settings, timeline: Timeline) -> Patient:
     """A committed patient with one committed upload: the state a refused import must not change."""
     with session_scope(engine) as session:
         patient = _patient(session)
-        _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + 5 * DAY_MS)))
+        _import(
+            session,
+            settings,
+            patient,
+            _clarity(timeline.window(timeline.start_ms, timeline.start_ms + 5 * DAY_MS)),
+        )
     return patient
 
 
@@ -81,7 +88,9 @@ def test_import_then_reimport_adds_nothing(session: Session, settings: Settings,
     assert session.scalar(select(func.count()).select_from(Record)) == total
 
 
-def test_overlapping_exports_add_only_what_is_new(session: Session, settings: Settings, timeline: Timeline) -> None:
+def test_overlapping_exports_add_only_what_is_new(
+    session: Session, settings: Settings, timeline: Timeline
+) -> None:
     patient = _patient(session)
     start = timeline.start_ms
     early = timeline.window(start, start + 10 * DAY_MS)
@@ -115,8 +124,15 @@ def test_records_keep_provenance(session: Session, settings: Settings, timeline:
 
 def test_delete_removes_exactly_that_upload(session: Session, settings: Settings, timeline: Timeline) -> None:
     patient = _patient(session)
-    a = _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + 3 * DAY_MS)))
-    b = _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms + 5 * DAY_MS, timeline.end_ms)))
+    a = _import(
+        session,
+        settings,
+        patient,
+        _clarity(timeline.window(timeline.start_ms, timeline.start_ms + 3 * DAY_MS)),
+    )
+    b = _import(
+        session, settings, patient, _clarity(timeline.window(timeline.start_ms + 5 * DAY_MS, timeline.end_ms))
+    )
     _, removed = delete_upload(session, a.id)
     assert removed == a.new
     remaining = session.scalars(select(Upload.id).where(Upload.seq.in_(select(Record.upload_seq)))).all()
@@ -132,7 +148,9 @@ def test_removing_an_upload_keeps_what_other_uploads_hold(
     with session_scope(engine) as session:
         patient = _patient(session)
         full = _import(session, settings, patient, _clarity(timeline))
-        part = _import(session, settings, patient, _clarity(timeline.window(start + 2 * DAY_MS, start + 4 * DAY_MS)))
+        part = _import(
+            session, settings, patient, _clarity(timeline.window(start + 2 * DAY_MS, start + 4 * DAY_MS))
+        )
         assert part.new == 1  # only its own settings snapshot is new
     with session_scope(engine) as session:
         removal = remove_upload(session, settings=settings, upload_id=full.id, actor="test")
@@ -149,7 +167,9 @@ def test_removing_an_upload_keeps_what_other_uploads_hold(
 
 def test_audit_records_the_import(session: Session, settings: Settings, timeline: Timeline) -> None:
     patient = _patient(session)
-    _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS)))
+    _import(
+        session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
+    )
     report = verify_chain(session)
     assert report.intact
     assert report.events == 1
@@ -165,15 +185,28 @@ def _bad_inputs(timeline: Timeline) -> dict[str, tuple[bytes, type[InputError], 
     header = lines[0]
     egv = next(line for line in lines if b",EGV," in line)
     future = egv.replace(egv.split(b",")[1], b"2099-01-01T10:00:00")
-    not_numeric = [line.replace(b",EGV,,,,Android G6,", b",EGV,,,,Android G6,x") if b",EGV," in line else line
-                   for line in lines]
+    not_numeric = [
+        line.replace(b",EGV,,,,Android G6,", b",EGV,,,,Android G6,x") if b",EGV," in line else line
+        for line in lines
+    ]
     return {
         "empty": (b"", EmptyFileError, "the file is empty"),
         "truncated": (b"".join(lines)[:-9], MalformedFileError, "truncated"),
-        "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4, BinaryFileError, "binary file"),
-        "wrong encoding": (header + b"1,2025-05-07T10:00:00,EGV,,,,\x81\x8d,120,,,,,1,8A\n", EncodingError,
-                           "line 2: invalid UTF-8 text; the file is damaged"),
-        "unknown format": (b"date;value\n2025-01-01;5\n", UnknownFormatError, "unrecognised format; Glucoshare reads:"),
+        "binary": (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4,
+            BinaryFileError,
+            "binary file",
+        ),
+        "wrong encoding": (
+            header + b"1,2025-05-07T10:00:00,EGV,,,,\x81\x8d,120,,,,,1,8A\n",
+            EncodingError,
+            "line 2: invalid UTF-8 text; the file is damaged",
+        ),
+        "unknown format": (
+            b"date;value\n2025-01-01;5\n",
+            UnknownFormatError,
+            "unrecognised format; Glucoshare reads:",
+        ),
         "only a header": (header, NoRecordsError, "holds no records"),
         "all in the future": (header + future * 3, MalformedFileError, "date is in the future"),
         "non-numeric values": (b"".join(not_numeric), MalformedFileError, "glucose value is not a number"),
@@ -182,8 +215,16 @@ def _bad_inputs(timeline: Timeline) -> dict[str, tuple[bytes, type[InputError], 
 
 @pytest.mark.parametrize(
     "case",
-    ["empty", "truncated", "binary", "wrong encoding", "unknown format", "only a header", "all in the future",
-     "non-numeric values"],
+    [
+        "empty",
+        "truncated",
+        "binary",
+        "wrong encoding",
+        "unknown format",
+        "only a header",
+        "all in the future",
+        "non-numeric values",
+    ],
 )
 def test_bad_input_is_refused_and_changes_nothing(
     case: str, engine: Engine, settings: Settings, stored: Patient, timeline: Timeline
@@ -202,14 +243,20 @@ def test_bad_input_is_refused_and_changes_nothing(
     assert sorted(p for p in settings.raw_files_dir.rglob("*")) == raw_before
 
 
-def test_oversized_file_is_refused(engine: Engine, settings: Settings, stored: Patient, timeline: Timeline) -> None:
+def test_oversized_file_is_refused(
+    engine: Engine, settings: Settings, stored: Patient, timeline: Timeline
+) -> None:
     small = settings.model_copy(update={"max_upload_bytes": 1000})
     before = table_snapshot(engine)
-    with pytest.raises(FileTooLargeError, match=r"more than the limit of 0 MB \(GLUCOSHARE_MAX_UPLOAD_BYTES\)"):
-        with session_scope(engine) as session:
-            patient = session.get(Patient, stored.id)
-            assert patient is not None
-            _import(session, small, patient, _clarity(timeline))
+    with (
+        pytest.raises(
+            FileTooLargeError, match=r"more than the limit of 0 MB \(GLUCOSHARE_MAX_UPLOAD_BYTES\)"
+        ),
+        session_scope(engine) as session,
+    ):
+        patient = session.get(Patient, stored.id)
+        assert patient is not None
+        _import(session, small, patient, _clarity(timeline))
     assert table_snapshot(engine) == before
 
 
@@ -222,23 +269,36 @@ def test_a_later_bad_file_rolls_back_the_whole_command(
     with pytest.raises(EmptyFileError), session_scope(engine) as session:
         patient = session.get(Patient, stored.id)
         assert patient is not None
-        import_files(session, settings=settings, patient=patient, files=[good, IncomingFile("empty.csv", b"")],
-                     timezone=None, actor="test")
+        import_files(
+            session,
+            settings=settings,
+            patient=patient,
+            files=[good, IncomingFile("empty.csv", b"")],
+            timezone=None,
+            actor="test",
+        )
     assert table_snapshot(engine) == before
     assert sorted(settings.raw_files_dir.rglob("*")) == raw_before
 
 
-def test_another_patients_device_is_refused(engine: Engine, settings: Settings, stored: Patient,
-                                             timeline: Timeline) -> None:
+def test_another_patients_device_is_refused(
+    engine: Engine, settings: Settings, stored: Patient, timeline: Timeline
+) -> None:
     before = table_snapshot(engine)
-    with pytest.raises(DeviceOwnedByAnotherPatientError, match="belongs to another patient"), session_scope(engine) as session:
+    with (
+        pytest.raises(DeviceOwnedByAnotherPatientError, match="belongs to another patient"),
+        session_scope(engine) as session,
+    ):
         other = _patient(session, "other@example.org")
-        _import(session, settings, other, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS)))
+        _import(
+            session, settings, other, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
+        )
     assert table_snapshot(engine) == before
 
 
-def test_single_bad_rows_are_reported_and_the_rest_is_stored(session: Session, settings: Settings,
-                                                              timeline: Timeline) -> None:
+def test_single_bad_rows_are_reported_and_the_rest_is_stored(
+    session: Session, settings: Settings, timeline: Timeline
+) -> None:
     patient = _patient(session)
     good = _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
     lines = _lines(good)
@@ -258,18 +318,27 @@ def test_single_bad_rows_are_reported_and_the_rest_is_stored(session: Session, s
 def test_invalid_timezone(session: Session, settings: Settings, timeline: Timeline) -> None:
     patient = _patient(session)
     with pytest.raises(InvalidTimezoneError, match="unknown time zone 'Mars/Olympus'"):
-        import_file(session, settings=settings, patient=patient, incoming=_clarity(timeline), timezone="Mars/Olympus",
-                    actor="test")
+        import_file(
+            session,
+            settings=settings,
+            patient=patient,
+            incoming=_clarity(timeline),
+            timezone="Mars/Olympus",
+            actor="test",
+        )
 
 
 def test_timezone_option_moves_instants(session: Session, settings: Settings, timeline: Timeline) -> None:
     patient = _patient(session)
     incoming = _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
-    berlin = import_file(session, settings=settings, patient=patient, incoming=incoming, timezone=None, actor="t")
+    berlin = import_file(
+        session, settings=settings, patient=patient, incoming=incoming, timezone=None, actor="t"
+    )
     session.rollback()
     patient = _patient(session)
-    tokyo = import_file(session, settings=settings, patient=patient, incoming=incoming, timezone="Asia/Tokyo",
-                        actor="t")
+    tokyo = import_file(
+        session, settings=settings, patient=patient, incoming=incoming, timezone="Asia/Tokyo", actor="t"
+    )
     assert berlin.first is not None
     assert tokyo.first is not None
     shift = dt.datetime.fromisoformat(berlin.first) - dt.datetime.fromisoformat(tokyo.first)
@@ -279,6 +348,8 @@ def test_timezone_option_moves_instants(session: Session, settings: Settings, ti
 
 def test_raw_path_is_private(settings: Settings, session: Session, timeline: Timeline) -> None:
     patient = _patient(session)
-    result = _import(session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS)))
+    result = _import(
+        session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
+    )
     raw = Path(settings.raw_files_dir / result.sha256[:2] / result.sha256)
     assert raw.exists()

@@ -69,9 +69,12 @@ def test_small_backward_jitter_does_not_switch_pass() -> None:
     assert first[1] == second[1] == -240
 
 
-@given(st.datetimes(min_value=dt.datetime(2001, 1, 1), max_value=dt.datetime(2037, 12, 31)).map(
-    lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)),
-       st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]))
+@given(
+    st.datetimes(min_value=dt.datetime(2001, 1, 1), max_value=dt.datetime(2037, 12, 31)).map(
+        lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
+    ),
+    st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]),
+)
 def test_ordinary_times_match_zoneinfo(wall: dt.datetime, name: str) -> None:
     tz = zoneinfo.ZoneInfo(name)
     first = wall.replace(tzinfo=tz, fold=0)

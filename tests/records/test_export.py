@@ -25,7 +25,7 @@ HEADER = (
 )
 
 
-@pytest.mark.parametrize("text", ["=1+1", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\rx", "=HYPERLINK(\"http://x\")"])
+@pytest.mark.parametrize("text", ["=1+1", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\rx", '=HYPERLINK("http://x")'])
 def test_formula_triggers_are_neutralised(text: str) -> None:
     assert safe_cell(text) == "'" + text
 
@@ -40,14 +40,22 @@ def test_local_time_is_wall_time() -> None:
     assert local_time(1_700_000_000_123, -300) == "2023-11-14T17:13:20.123"
 
 
-def test_csv_export_neutralises_hostile_note_text(session: Session, settings: Settings, tmp_path: Path) -> None:
+def test_csv_export_neutralises_hostile_note_text(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
     patient = add_patient(session, validate_patient(email="n@example.org", name="N", timezone="UTC"))
     text = HEADER + (
         "1,2024-01-01T10:00:00,EGV,,,,Android G6,120,,,,,100,8ABCDE\n"
-        '2,2024-01-01T10:01:00,Health,"=cmd|\' /C calc\'!A0",,,Android G6,,,,,,\n'
+        "2,2024-01-01T10:01:00,Health,\"=cmd|' /C calc'!A0\",,,Android G6,,,,,,\n"
     )
-    import_file(session, settings=settings, patient=patient, incoming=IncomingFile("x.csv", text.encode()),
-                timezone=None, actor="t")
+    import_file(
+        session,
+        settings=settings,
+        patient=patient,
+        incoming=IncomingFile("x.csv", text.encode()),
+        timezone=None,
+        actor="t",
+    )
     out = tmp_path / "out.csv"
     count = export_patient(session, patient=patient, fmt="csv", out=out)
     assert count == 2
@@ -61,19 +69,31 @@ def test_csv_export_neutralises_hostile_note_text(session: Session, settings: Se
         for value in row.values():
             assert not value.startswith(("=", "+", "@", "\t", "\r")), value
     reading = next(r for r in rows if r["type"] == "cbg")
-    assert (reading["value"], reading["unit"], reading["local_time"]) == ("120.0", "mg/dL", "2024-01-01T10:00:00")
+    assert (reading["value"], reading["unit"], reading["local_time"]) == (
+        "120.0",
+        "mg/dL",
+        "2024-01-01T10:00:00",
+    )
     assert out.stat().st_mode & 0o777 == 0o600
 
 
 def test_json_export_is_valid_and_complete(session: Session, settings: Settings, tmp_path: Path) -> None:
-    patient = add_patient(session, validate_patient(email="j@example.org", name="J", timezone="Europe/Berlin"))
+    patient = add_patient(
+        session, validate_patient(email="j@example.org", name="J", timezone="Europe/Berlin")
+    )
     text = HEADER + "".join(
         f"{i},2024-01-0{1 + i // 288}T{(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00,EGV,,,,Android G6,{100 + i % 50},,,,,"
         f"{i * 300},8ABCDE\n"
         for i in range(1, 600)
     )
-    import_file(session, settings=settings, patient=patient, incoming=IncomingFile("x.csv", text.encode()),
-                timezone=None, actor="t")
+    import_file(
+        session,
+        settings=settings,
+        patient=patient,
+        incoming=IncomingFile("x.csv", text.encode()),
+        timezone=None,
+        actor="t",
+    )
     out = tmp_path / "out.json"
     count = export_patient(session, patient=patient, fmt="json", out=out)
     document = json.loads(out.read_text(encoding="utf-8"))
@@ -83,4 +103,6 @@ def test_json_export_is_valid_and_complete(session: Session, settings: Settings,
     assert len(document["uploads"]) == 1
     times = [r["time_utc"] for r in document["records"]]
     assert times == sorted(times)
-    assert dt.datetime.fromisoformat(times[0]) == dt.datetime(2023, 12, 31, 23, 5, tzinfo=dt.UTC)  # 00:05 in Berlin
+    assert dt.datetime.fromisoformat(times[0]) == dt.datetime(
+        2023, 12, 31, 23, 5, tzinfo=dt.UTC
+    )  # 00:05 in Berlin

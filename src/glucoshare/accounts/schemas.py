@@ -14,12 +14,14 @@ DisplayUnits = Literal["mg/dL", "mmol/L"]
 # A pragmatic address check: one @, no spaces, a dot in the domain. Deliverability is proven by the
 # verification e-mail (accounts issue), not by a regular expression.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit
+MAX_NAME_LENGTH = 200
 
 
 def normalise_email(value: str) -> str:
     """Trim and lower-case an e-mail address; raise ``ValueError`` when it is not one."""
     email = value.strip().lower()
-    if len(email) > 254 or not _EMAIL.match(email):
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
         msg = "not a valid e-mail address"
         raise ValueError(msg)
     return email
@@ -54,7 +56,7 @@ class PatientCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value or len(value) > 200:
+        if not value or len(value) > MAX_NAME_LENGTH:
             msg = "a name of 1 to 200 characters is required"
             raise ValueError(msg)
         return value

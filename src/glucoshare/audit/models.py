@@ -12,7 +12,9 @@ from glucoshare.db.base import Base, UTCDateTime, utcnow
 
 
 class AuditEvent(Base):
-    """One audited action. ``hash`` = SHA-256 over the previous event's hash and this event's
+    """One audited action.
+
+    ``hash`` = SHA-256 over the previous event's hash and this event's
     fields, so any change, insertion or removal inside the chain is detected by ``audit verify``.
     ``patient_id`` is a plain column (no foreign key): the trail outlives what it describes.
     """

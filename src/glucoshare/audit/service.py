@@ -1,5 +1,6 @@
-"""Record audit events and verify the chain. Services flush but never commit: an event commits
-together with the change it describes.
+"""Record audit events and verify the chain.
+
+Services flush but never commit: an event commits together with the change it describes.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from glucoshare.accounts.service import get_patient
@@ -88,6 +88,10 @@ def import_command(
         ) as bar:
             for incoming in files:
                 task = bar.add_task(incoming.name, total=None)
+
+                def advance(count: int, task: TaskID = task) -> None:
+                    bar.advance(task, count)
+
                 uploads.append(
                     import_file(
                         session,
@@ -96,7 +100,7 @@ def import_command(
                         incoming=incoming,
                         timezone=timezone,
                         actor=actor(),
-                        progress=lambda n, task=task: bar.advance(task, n),
+                        progress=advance,
                     )
                 )
     if as_json:

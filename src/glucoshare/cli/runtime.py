@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -60,7 +60,7 @@ def actor() -> str:
         return "cli"
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: object) -> object:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, list):
@@ -70,7 +70,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def print_json(document: Any) -> None:
+def print_json(document: object) -> None:
     """Print exactly one JSON document on stdout."""
     sys.stdout.write(json.dumps(_jsonable(document), ensure_ascii=False, indent=2) + "\n")
     sys.stdout.flush()

@@ -77,4 +77,6 @@ def delete(
             if removal.records_restored
             else ""
         )
-        stdout.print(f"deleted upload {removal.upload_id} and its {removal.records_deleted} records{restored}")
+        stdout.print(
+            f"deleted upload {removal.upload_id} and its {removal.records_deleted} records{restored}"
+        )

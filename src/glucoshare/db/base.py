@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
@@ -37,7 +36,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return value.replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+    def process_result_value(self, value: object, dialect: Dialect) -> dt.datetime | None:  # noqa: ARG002
         """Return aware UTC datetimes."""
         if value is None:
             return None

@@ -11,8 +11,10 @@ from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
 
 
 class Device(Base):
-    """A physical device. ``device_key`` makes it unique: by serial number where the export gives
-    one, otherwise per patient (a Dexcom Clarity export names the system but no serial).
+    """A physical device.
+
+    ``device_key`` makes it unique: by serial number where the export gives one, otherwise per
+    patient (a Dexcom Clarity export names the system but no serial).
     """
 
     __tablename__ = "devices"
@@ -33,8 +35,10 @@ class Device(Base):
 
 
 class DeviceIdentifier(Base):
-    """A further identifier of a device's parts, such as a Dexcom transmitter id. Each belongs to one
-    device, so a file carrying another patient's transmitter is recognised and refused.
+    """A further identifier of a device's parts, such as a Dexcom transmitter id.
+
+    Each belongs to one device, so a file carrying another patient's transmitter is recognised and
+    refused.
     """
 
     __tablename__ = "device_identifiers"

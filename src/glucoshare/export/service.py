@@ -32,7 +32,7 @@ class ExportTargetError(InputError):
     code = "export_target"
 
 
-def _csv_cell(value: Any) -> str | int | float:
+def _csv_cell(value: object) -> str | int | float:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -113,7 +113,7 @@ def export_patient(
                     ],
                 }
                 count = _write_json(handle, header, rows)
-        os.chmod(tmp, 0o600)
+        Path(tmp).chmod(0o600)
         Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,5 +1,7 @@
-"""Turn uploaded bytes into text: BOM sniffing, UTF-8, UTF-16 (with or without BOM) and the
-Windows code page Excel writes when it re-saves a CSV; refuse binary files.
+"""Turn uploaded bytes into text, and refuse binary files.
+
+BOM sniffing, UTF-8, UTF-16 (with or without BOM) and the Windows code page Excel writes when it
+re-saves a CSV.
 
 Vendor exports are UTF-8 (Dexcom Clarity with a BOM), UTF-16 (older LibreView) or, after Excel
 re-saved them on Windows, cp1252 (see research/formats.md §0 rule 6).
@@ -28,7 +30,7 @@ class DecodedText:
 def _looks_like_utf16(data: bytes) -> str | None:
     """Guess UTF-16 without a BOM from the NUL bytes that ASCII text leaves in every other byte."""
     sample = data[:_SNIFF_BYTES]
-    if len(sample) < 4:
+    if len(sample) < 4:  # noqa: PLR2004 - two UTF-16 code units
         return None
     even_nuls = sample[0::2].count(0)
     odd_nuls = sample[1::2].count(0)

@@ -10,9 +10,9 @@ ragged (13 fields). Preamble rows (name, device, alert settings) come first with
 Mapping: ``EGV`` → ``cbg`` (``Low``/``High`` → 40/400 mg/dL with an out-of-range annotation),
 ``Calibration`` → ``smbg`` calibration, ``Insulin`` → ``insulin`` (rapid/long), ``Carbs`` →
 ``food``, ``Exercise`` → ``physicalActivity``, ``Health`` → ``note``, ``Alert`` rows → one
-``cgmSettings`` record at the instant of the file's last timed row (the settings as exported). Transmitter ids are kept as device identifiers,
-so a file carrying another patient's transmitter is refused; transmitter time resolves the
-repeated hour at a daylight-saving change.
+``cgmSettings`` record at the instant of the file's last timed row (the settings as exported).
+Transmitter ids are kept as device identifiers, so a file carrying another patient's transmitter
+is refused; transmitter time resolves the repeated hour at a daylight-saving change.
 """
 
 from __future__ import annotations
@@ -132,9 +132,12 @@ _INTENSITY = {
 def _sniff_header(line: str) -> tuple[str, list[str]] | None:
     for delimiter in (",", ";"):
         cells = next(csv.reader([line], delimiter=delimiter))
-        if len(cells) >= 13 and _fold(cells[0]) in {"index", "indice"}:  # noqa: PLR2004
-            if any(_fold(cells[1]).startswith(h) for h in _TIMESTAMP_HEADERS):
-                return delimiter, cells
+        if (
+            len(cells) >= 13  # noqa: PLR2004 - 13 or 14 columns
+            and _fold(cells[0]) in {"index", "indice"}
+            and any(_fold(cells[1]).startswith(h) for h in _TIMESTAMP_HEADERS)
+        ):
+            return delimiter, cells
     return None
 
 
@@ -183,12 +186,15 @@ class DexcomClarityImporter:
             raise MalformedFileError(msg)
         device = DeviceInfo(manufacturer="Dexcom", model="CGM", serial=None)
         result = ParseResult(records=iter(()), devices={_DEVICE_KEY: device}, primary_device=_DEVICE_KEY)
-        result.records = self._records(source, ctx, result, delimiter, factor, unit)
+        result.records = self._records(
+            source, ctx=ctx, result=result, delimiter=delimiter, factor=factor, unit=unit
+        )
         return result
 
     def _records(
         self,
         source: SourceText,
+        *,
         ctx: ParseContext,
         result: ParseResult,
         delimiter: str,
@@ -304,7 +310,15 @@ class DexcomClarityImporter:
             source_device = row[_SOURCE_DEVICE].strip()
             try:
                 maybe = self._event_record(
-                    event, row, local, line, ctx, source_device, factor, unit, decimal_comma
+                    event,
+                    row,
+                    local=local,
+                    line=line,
+                    ctx=ctx,
+                    source_device=source_device,
+                    factor=factor,
+                    unit=unit,
+                    decimal_comma=decimal_comma,
                 )
             except ValueError as exc:
                 reject(RejectedRow(line, str(exc)))
@@ -347,6 +361,7 @@ class DexcomClarityImporter:
     def _event_record(
         event: str,
         row: list[str],
+        *,
         local: dt.datetime,
         line: int,
         ctx: ParseContext,

@@ -1,5 +1,7 @@
-"""Errors of the ingest domain. Every message names the file and, where there is one, the line;
-none repeats the content of a row (it may be health data).
+"""Errors of the ingest domain.
+
+Every message names the file and, where there is one, the line; none repeats the content of a row
+(it may be health data).
 """
 
 from glucoshare.errors import InputError, InvalidFileError, UnreadableFileError, UnrecognisedFormatError

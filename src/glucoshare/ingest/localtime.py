@@ -58,7 +58,8 @@ class LocalClock:
     def _exact_offsets(self, local: dt.datetime) -> tuple[int, int]:
         first = local.replace(tzinfo=self.tz, fold=0).utcoffset()
         second = local.replace(tzinfo=self.tz, fold=1).utcoffset()
-        assert first is not None and second is not None  # noqa: S101 - ZoneInfo always answers
+        assert first is not None  # noqa: S101 - ZoneInfo always answers
+        assert second is not None  # noqa: S101
         return int(first.total_seconds()) // 60, int(second.total_seconds()) // 60
 
     def _slot_offsets(self, local: dt.datetime, slot: int) -> tuple[int, int]:
@@ -67,7 +68,8 @@ class LocalClock:
         Cached per half hour of wall time when the offsets at the slot's first and last instant
         agree (no transition inside it); otherwise :data:`_NO_CACHE` and computed per record.
         """
-        start = local.replace(minute=30 * (local.minute >= 30), second=0, microsecond=0)
+        half = 30
+        start = local.replace(minute=half * (local.minute >= half), second=0, microsecond=0)
         offsets = self._exact_offsets(start)
         if self._exact_offsets(start + _SLOT_END) != offsets:
             offsets = _NO_CACHE

@@ -83,11 +83,12 @@ def _store_raw(settings: Settings, sha256: str, data: bytes, session: Session) -
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, 0o600)
+        Path(tmp).chmod(0o600)
         Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
     def forget() -> None:
         target.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -369,9 +370,10 @@ class UploadRemoval:
 
 
 def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor: str) -> UploadRemoval:
-    """Delete one upload and exactly the records it stored, then restore from the patient's other
-    uploads (re-read from their kept raw files) any record they also contained, so that nothing
-    another upload brought is lost. The raw file goes once no upload refers to it any more.
+    """Delete one upload and exactly the records it stored, losing nothing another upload brought.
+
+    Records the patient's other uploads also contained are restored from those uploads' kept raw
+    files. The raw file goes once no upload refers to it any more.
     """
     upload, removed = delete_upload(session, upload_id)
     patient = session.get(Patient, upload.patient_id)

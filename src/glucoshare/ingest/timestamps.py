@@ -11,8 +11,9 @@ _ISO_LOOSE = re.compile(
 
 
 def parse_iso_wall_time(value: str) -> dt.datetime:
-    """Parse ``YYYY-MM-DDThh:mm:ss`` and the variants Excel writes when it re-saves a file
-    (space instead of ``T``, one-digit hour, no seconds). Raises ``ValueError``.
+    """Parse ``YYYY-MM-DDThh:mm:ss`` and the variants Excel writes when it re-saves a file.
+
+    Accepts a space instead of ``T``, a one-digit hour and no seconds. Raises ``ValueError``.
     """
     try:
         parsed = dt.datetime.fromisoformat(value)

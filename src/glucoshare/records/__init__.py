@@ -1,1 +1,1 @@
-"""Records: the canonical timeline (every reading, dose, meal and device event) and the uploads it came from."""
+"""Records: the canonical timeline (readings, doses, meals, device events) and its uploads."""

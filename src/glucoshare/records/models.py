@@ -73,7 +73,9 @@ class Record(Base):
     """
 
     __tablename__ = "records"
-    __table_args__ = (UniqueConstraint("device_seq", "type", "time_ms", "dedup_key", name="uq_records_identity"),)
+    __table_args__ = (
+        UniqueConstraint("device_seq", "type", "time_ms", "dedup_key", name="uq_records_identity"),
+    )
 
     id: Mapped[int] = mapped_column(RecordId, primary_key=True, autoincrement=True)
     device_seq: Mapped[int] = mapped_column(ForeignKey("devices.seq", ondelete="CASCADE"))

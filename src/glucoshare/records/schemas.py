@@ -46,3 +46,28 @@ def iso_utc(time_ms: int | None) -> str | None:
     instant = dt.datetime.fromtimestamp(time_ms / 1000, tz=dt.UTC)
     spec = "milliseconds" if time_ms % 1000 else "seconds"
     return instant.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+class CgmSummaryOut(BaseModel):
+    """The CGM summary of a patient's regular sensor series (glucose mg/dL, percentages 0–100)."""
+
+    readings: int
+    mean_mgdl: float | None
+    sd_mgdl: float | None
+    cv_pct: float | None
+    gmi_pct: float | None
+    time_very_low_pct: float | None
+    time_low_pct: float | None
+    time_in_range_pct: float | None
+    time_high_pct: float | None
+    time_very_high_pct: float | None
+
+
+class PatientOverviewOut(BaseModel):
+    """Everything stored for a patient, in brief."""
+
+    uploads: int
+    counts: dict[str, int]
+    first: str | None
+    last: str | None
+    cgm: CgmSummaryOut

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
@@ -128,19 +129,23 @@ class RecordWriter:
         cursor = dbapi.cursor()
         try:
             if self._dialect == "sqlite":
-                return self._write_sqlite(dbapi, cursor, rows)
+                return self._write_sqlite(
+                    cast("sqlite3.Connection", dbapi), cast("sqlite3.Cursor", cursor), rows
+                )
             with cursor.copy(self._copy) as copy:
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(self._sql)
-            inserted, first, last = cursor.fetchone()
+            inserted, first, last = cursor.fetchone() or (0, None, None)
             cursor.execute("TRUNCATE records_incoming")
             self._note_ids(first, last)
             return int(inserted)
         finally:
             cursor.close()
 
-    def _write_sqlite(self, dbapi: Any, cursor: Any, rows: list[tuple[Any, ...]]) -> int:
+    def _write_sqlite(
+        self, dbapi: sqlite3.Connection, cursor: sqlite3.Cursor, rows: list[tuple[Any, ...]]
+    ) -> int:
         # SQLite hands out rowids above the current maximum, and this transaction holds the write
         # lock (the upload row was written first), so the new records are the ids above ``before``.
         cursor.execute("SELECT coalesce(max(id), 0) FROM records")
@@ -219,12 +224,13 @@ def delete_upload(session: Session, upload_id: str) -> tuple[Upload, int]:
     upload = get_upload(session, upload_id)
     removed = 0
     if upload.first_record_id is not None and upload.last_record_id is not None:
-        removed = session.execute(
+        result = session.execute(
             delete(Record).where(
                 Record.id.between(upload.first_record_id, upload.last_record_id),
                 Record.upload_seq == upload.seq,
             )
-        ).rowcount
+        )
+        removed = int(getattr(result, "rowcount", 0) or 0)
     session.delete(upload)
     session.flush()
     return upload, int(removed or 0)
@@ -232,9 +238,13 @@ def delete_upload(session: Session, upload_id: str) -> tuple[Upload, int]:
 
 def records_query(
     patient_id: str, *, start_ms: int | None = None, end_ms: int | None = None
-) -> Select[tuple[Record, Device]]:
+) -> Select[Record, Device]:
     """The patient's records with their device, in time order, optionally within [start, end)."""
-    query = select(Record, Device).join(Device, Device.seq == Record.device_seq).where(Device.patient_id == patient_id)
+    query = (
+        select(Record, Device)
+        .join(Device, Device.seq == Record.device_seq)
+        .where(Device.patient_id == patient_id)
+    )
     if start_ms is not None:
         query = query.where(Record.time_ms >= start_ms)
     if end_ms is not None:
@@ -245,7 +255,7 @@ def records_query(
 def upload_public_ids(session: Session, patient_id: str) -> dict[int, str]:
     """Map the internal key of each of the patient's uploads to its public id."""
     rows = session.execute(select(Upload.seq, Upload.id).where(Upload.patient_id == patient_id))
-    return {seq: public for seq, public in rows}
+    return {int(row[0]): str(row[1]) for row in rows}
 
 
 def iter_records(
@@ -253,5 +263,5 @@ def iter_records(
 ) -> Iterator[tuple[Record, Device]]:
     """Stream the patient's records with their device, in time order."""
     query = records_query(patient_id, start_ms=start_ms, end_ms=end_ms).execution_options(yield_per=2000)
-    for record, device in session.execute(query):
-        yield record, device
+    for row in session.execute(query):
+        yield row[0], row[1]

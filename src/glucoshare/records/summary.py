@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from glucoshare.analytics.summary import GlucoseSummary, glucose_summary
+from glucoshare.analytics.summary import glucose_summary
 from glucoshare.devices.models import Device
 from glucoshare.records.models import Record, Upload
+from glucoshare.records.schemas import CgmSummaryOut, PatientOverviewOut, iso_utc
 from glucoshare.records.vocabulary import RecordType
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class PatientOverview:
-    """What a patient has: counts per record type, the time span, and the CGM summary."""
-
-    uploads: int
-    counts: dict[str, int]
-    first_ms: int | None
-    last_ms: int | None
-    cgm: GlucoseSummary
-
-
-def patient_overview(session: Session, patient_id: str) -> PatientOverview:
+def patient_overview(session: Session, patient_id: str) -> PatientOverviewOut:
     """Overview of everything stored for one patient (CGM summary over the regular sensor series)."""
     devices = select(Device.seq).where(Device.patient_id == patient_id).scalar_subquery()
     counts: dict[str, int] = {
-        kind: count
-        for kind, count in session.execute(
+        str(row[0]): int(row[1])
+        for row in session.execute(
             select(Record.type, func.count()).where(Record.device_seq.in_(devices)).group_by(Record.type)
         )
     }
@@ -49,10 +37,22 @@ def patient_overview(session: Session, patient_id: str) -> PatientOverview:
         ),
         dtype=np.float64,
     )
-    return PatientOverview(
+    cgm = glucose_summary(values)
+    return PatientOverviewOut(
         uploads=int(uploads or 0),
         counts={k: counts[k] for k in sorted(counts)},
-        first_ms=first,
-        last_ms=last,
-        cgm=glucose_summary(values),
+        first=iso_utc(first),
+        last=iso_utc(last),
+        cgm=CgmSummaryOut(
+            readings=cgm.readings,
+            mean_mgdl=cgm.mean_mgdl,
+            sd_mgdl=cgm.sd_mgdl,
+            cv_pct=cgm.cv_pct,
+            gmi_pct=cgm.gmi_pct,
+            time_very_low_pct=cgm.very_low_pct,
+            time_low_pct=cgm.low_pct,
+            time_in_range_pct=cgm.in_range_pct,
+            time_high_pct=cgm.high_pct,
+            time_very_high_pct=cgm.very_high_pct,
+        ),
     )

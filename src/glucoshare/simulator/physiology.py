@@ -31,7 +31,8 @@ def _response(length_min: int, rise_min: float, fall_min: float) -> npt.NDArray[
     """Unit-peak response kernel: difference of two exponential approach curves."""
     tau = np.arange(length_min, dtype=np.float64)
     curve = np.exp(-tau / fall_min) - np.exp(-tau / rise_min)
-    return curve / curve.max()
+    peak = float(curve.max())
+    return np.asarray(curve / peak, dtype=np.float64)
 
 
 def _local_ms(day: dt.date, minute: float, tz: zoneinfo.ZoneInfo) -> int:
@@ -70,7 +71,8 @@ class _Builder:
         minutes = np.empty(self.n, dtype=np.float64)
         for hour_start in range(0, self.n, 60):
             utc = dt.datetime.fromtimestamp((self.start_ms + hour_start * MINUTE_MS) / 1000, tz=self.tz)
-            offset_min = int(utc.utcoffset().total_seconds() // 60) if utc.utcoffset() else 0
+            offset = utc.utcoffset()
+            offset_min = int(offset.total_seconds() // 60) if offset is not None else 0
             stop = min(hour_start + 60, self.n)
             utc_min = (self.start_ms // MINUTE_MS) + np.arange(hour_start, stop)
             minutes[hour_start:stop] = (utc_min + offset_min) % 1440
@@ -208,15 +210,7 @@ class _Builder:
             noise[i] = value
         return np.clip(g + noise, 25.0, 600.0)
 
-    def sensor(
-        self, truth: npt.NDArray[np.float64]
-    ) -> tuple[
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float64],
-        npt.NDArray[np.int32],
-        npt.NDArray[np.int64],
-        list[str],
-    ]:
+    def sensor(self, truth: npt.NDArray[np.float64]) -> _SensorData:
         rng, kind = self.rng, self.profile.cgm
         interval_s = self.interval_s
         session_ms = _SESSION_DAYS[kind] * 86_400_000
@@ -301,7 +295,8 @@ def simulate(
     truth = builder.glucose()
     sensor = builder.sensor(truth)
     events = []
-    for event in sorted(builder.events, key=lambda e: (e.utc_ms, e.kind)):
+    for planned in sorted(builder.events, key=lambda e: (e.utc_ms, e.kind)):
+        event = planned
         if event.kind in ("fingerstick", "wizard"):
             i = min(max(builder.index(event.utc_ms), 0), builder.n - 1)
             bg = float(round(truth[i] + builder.rng.normal(0, 5)))

@@ -49,8 +49,9 @@ class PatientProfile:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
-    """One discrete true event. ``kind`` and ``value`` follow the canonical vocabulary:
+    """One discrete true event.
 
+    ``kind`` and ``value``:
     ``carbs`` (g), ``bolus`` (U delivered; ``programmed`` may differ when interrupted),
     ``pen_rapid`` / ``pen_long`` (U), ``basal`` (U/h; ``subtype`` scheduled/temp/suspend,
     ``duration_s``, ``percent`` for temp), ``fingerstick`` (mg/dL; ``subtype`` meter/calibration),

@@ -270,7 +270,7 @@ def write_clarity(timeline: Timeline, options: ClarityOptions | None = None) -> 
     if opts.order == "sorted":
         timed.sort(key=lambda item: item[1])
     out = io.StringIO()
-    quoting = csv.QUOTE_ALL if quoted else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_ALL if quoted else csv.QUOTE_MINIMAL
     writer = csv.writer(
         out, delimiter=delimiter, quoting=quoting, lineterminator="\r\n" if opts.crlf else "\n"
     )

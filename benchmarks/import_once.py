@@ -1,0 +1,66 @@
+"""Import one file into a fresh database and report time and peak memory as JSON (one process each).
+
+Used by ``benchmarks/run.py``; run by hand as
+``python benchmarks/import_once.py --url sqlite:////tmp/b.db --file F --timezone Europe/Berlin``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from glucoshare.accounts.service import add_patient, validate_patient
+from glucoshare.config import Settings
+from glucoshare.db.migrate import upgrade
+from glucoshare.db.session import create_db_engine, session_scope
+from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.service import import_file
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--file", required=True, type=Path)
+    parser.add_argument("--timezone", default="Europe/Berlin")
+    args = parser.parse_args()
+    engine = create_db_engine(args.url)
+    upgrade(engine)
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings(database_url=args.url, data_dir=Path(data_dir))
+        with session_scope(engine) as session:
+            patient = add_patient(
+                session, validate_patient(email="bench@example.org", name="Bench", timezone=args.timezone)
+            )
+        start = time.perf_counter()
+        data = args.file.read_bytes()
+        with session_scope(engine) as session:
+            result = import_file(
+                session,
+                settings=settings,
+                patient=patient,
+                incoming=IncomingFile(args.file.name, data),
+                timezone=None,
+                actor="benchmark",
+            )
+        seconds = time.perf_counter() - start
+    engine.dispose()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "records": sum(result.counts.values()),
+                "readings": result.counts.get("cbg", 0),
+                "new": result.new,
+                "peak_rss_mb": peak_kib / 1024,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Ingest benchmarks (``make bench``): write BENCHMARKS.md with the machine, the date and the figures.
+
+Cases (issue 2): a 90-day Dexcom Clarity export (~26k readings) and a one-year, one-minute
+LibreView-layout file (~525k readings), each imported end to end into SQLite and PostgreSQL in a
+fresh process: records per second, peak memory of that process, and the ratio to merely reading the
+same file with Python's ``csv`` module in the same run. Inputs come from the simulator and are kept
+in ``benchmarks/.data`` between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from glucoshare.simulator import PatientProfile, simulate
+from glucoshare.simulator.writers.base import WrittenExport
+from glucoshare.simulator.writers.dexcom_clarity import write_clarity
+from glucoshare.simulator.writers.libreview import LibreViewOptions, write_libreview
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+POSTGRES = os.environ.get(
+    "GLUCOSHARE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+TARGET_RATE = 100_000
+TARGET_RATIO = 5.0
+TARGET_PEAK_MB = 300.0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    description: str
+    timezone: str
+    build: str
+
+
+CASES = [
+    Case("clarity_90d", "Dexcom Clarity, 90 days, 5-min CGM", "Europe/Berlin", "clarity"),
+    Case("libreview_1y_1min", "LibreView layout, 1 year, 1-min CGM", "Europe/Berlin", "libreview"),
+]
+
+
+def _profile(cgm: str, seed: int) -> PatientProfile:
+    return PatientProfile(
+        name="Bench Mark",
+        email="bench@example.org",
+        birthdate=dt.date(1980, 1, 1),
+        timezone="Europe/Berlin",
+        therapy="mdi",
+        cgm=cgm,  # type: ignore[arg-type]
+        control=0.5,
+        seed=seed,
+    )
+
+
+def build_input(case: Case) -> Path:
+    """Write (or reuse) the input file of a case."""
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"{case.name}.csv"
+    if path.exists():
+        return path
+    export: WrittenExport
+    if case.build == "clarity":
+        timeline = simulate(_profile("dexcom_g6", 90), start=dt.date(2025, 1, 1), days=90)
+        export = write_clarity(timeline)
+    else:
+        timeline = simulate(_profile("libre3", 365), start=dt.date(2025, 1, 1), days=365, cgm_interval_s=60)
+        export = write_libreview(timeline, LibreViewOptions())
+    path.write_bytes(export.data)
+    return path
+
+
+def csv_read_seconds(path: Path) -> float:
+    """Best of three: decode the file and read every row with the csv module."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        text = path.read_bytes().decode("utf-8-sig")
+        for _row in csv.reader(io.StringIO(text)):
+            pass
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _postgres_database() -> tuple[str, str] | None:
+    server = sa.engine.make_url(POSTGRES)
+    name = f"glucoshare_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except sa.exc.OperationalError:
+        return None
+    return name, server.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres(name: str) -> None:
+    admin = sa.create_engine(sa.engine.make_url(POSTGRES), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def import_once(url: str, path: Path, timezone: str) -> dict[str, float]:
+    """Run one import in a fresh process and return its report."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "import_once.py"),
+            "--url",
+            url,
+            "--file",
+            str(path),
+            "--timezone",
+            timezone,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kib = int(meminfo.read_text().split()[1])
+        memory = f"{kib / 1024 / 1024:.1f} GiB"
+    postgres = "not reachable"
+    try:
+        engine = sa.create_engine(POSTGRES)
+        with engine.connect() as conn:
+            postgres = str(conn.execute(sa.text("show server_version")).scalar())
+        engine.dispose()
+    except sa.exc.OperationalError:
+        pass
+    return {
+        "CPU": f"{cpu} ({os.cpu_count()} cores)",
+        "memory": memory,
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "SQLite": sqlite3.sqlite_version,
+        "PostgreSQL": postgres,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=HERE.parent / "BENCHMARKS.md")
+    parser.add_argument("--runs", type=int, default=3, help="imports per case and engine; the best is kept")
+    args = parser.parse_args()
+    rows = []
+    for case in CASES:
+        path = build_input(case)
+        csv_seconds = csv_read_seconds(path)
+        for engine in ("sqlite", "postgresql"):
+            reports = []
+            for _ in range(args.runs):
+                if engine == "sqlite":
+                    db = DATA / "bench.db"
+                    for suffix in ("", "-wal", "-shm"):
+                        Path(f"{db}{suffix}").unlink(missing_ok=True)
+                    reports.append(import_once(f"sqlite:///{db}", path, case.timezone))
+                else:
+                    created = _postgres_database()
+                    if created is None:
+                        break
+                    name, url = created
+                    try:
+                        reports.append(import_once(url, path, case.timezone))
+                    finally:
+                        _drop_postgres(name)
+            if not reports:
+                rows.append((case, engine, None, csv_seconds))
+                continue
+            best = min(reports, key=lambda r: r["seconds"])
+            best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in reports)
+            rows.append((case, engine, best, csv_seconds))
+            print(case.name, engine, json.dumps(best), f"csv {csv_seconds:.3f}s", file=sys.stderr)
+    write_report(args.out, rows)
+
+
+def write_report(out: Path, rows: list[tuple[Case, str, dict[str, float] | None, float]]) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        (
+            f"Run on {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} with `make bench` "
+            "(`benchmarks/run.py`). Each import runs in a fresh process into an empty database; the best "
+            "of the runs is shown (peak memory: the highest). Inputs are simulated (`glucoshare.simulator`)."
+        ),
+        "",
+        "## Machine",
+        "",
+    ]
+    lines += [f"- {key}: {value}" for key, value in machine().items()]
+    lines += [
+        "",
+        "## Import, end to end",
+        "",
+        (
+            "Time from reading the file's bytes to the committed transaction: decoding, format detection, "
+            "parsing, time-zone resolution, deduplicating insert, raw-file storage and the audit event. "
+            "The `csv` column is the time to decode the same file and read its rows with Python's `csv` "
+            "module in the same run; the ratio is import time over that."
+        ),
+        "",
+        "| case | database | records | seconds | records/s | csv read s | ratio | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case, engine, report, csv_seconds in rows:
+        if report is None:
+            lines.append(
+                f"| {case.description} | {engine} | not run (no server) | | | {csv_seconds:.3f} | | |"
+            )
+            continue
+        rate = report["records"] / report["seconds"]
+        lines.append(
+            f"| {case.description} | {engine} | {int(report['records']):,} | {report['seconds']:.2f} | "
+            f"{rate:,.0f} | {csv_seconds:.3f} | {report['seconds'] / csv_seconds:.1f} | "
+            f"{report['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        "## Targets (issue 2)",
+        "",
+        f"- end to end at least {TARGET_RATE:,} records/s into SQLite;",
+        f"- within {TARGET_RATIO:.0f}x of the plain `csv` read;",
+        f"- peak memory below {TARGET_PEAK_MB:.0f} MB for the one-year file.",
+        "",
+    ]
+    for case, engine, report, csv_seconds in rows:
+        if report is None or engine != "sqlite":
+            continue
+        rate = report["records"] / report["seconds"]
+        ratio = report["seconds"] / csv_seconds
+        verdicts = [
+            f"{rate:,.0f} records/s ({'met' if rate >= TARGET_RATE else 'NOT met'})",
+            f"ratio {ratio:.1f} ({'met' if ratio <= TARGET_RATIO else 'NOT met'})",
+        ]
+        if case.build == "libreview":
+            peak = report["peak_rss_mb"]
+            verdicts.append(f"peak {peak:.0f} MB ({'met' if peak < TARGET_PEAK_MB else 'NOT met'})")
+        lines.append(f"- {case.description}, SQLite: " + "; ".join(verdicts) + ".")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

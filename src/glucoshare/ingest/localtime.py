@@ -30,6 +30,7 @@ import zoneinfo
 _EPOCH = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - naive on purpose: wall-clock arithmetic
 FOLD_STEP_BACK = dt.timedelta(minutes=10)
 _SLOT_END = dt.timedelta(minutes=29, seconds=59, microseconds=999_999)
+_DAY_END = dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999_999)
 _NO_CACHE = (-100_000, -100_000)  # marks a half hour that holds a transition
 
 
@@ -42,7 +43,18 @@ def wall_ms(local: dt.datetime) -> int:
 class LocalClock:
     """Resolves the wall times of one stream of records, fed in device order, to UTC."""
 
-    __slots__ = ("_anchor", "_cache", "_fold", "_lag", "_prev", "_prev_ms", "ambiguous", "skipped_hour", "tz")
+    __slots__ = (
+        "_anchor",
+        "_cache",
+        "_days",
+        "_fold",
+        "_lag",
+        "_prev",
+        "_prev_ms",
+        "ambiguous",
+        "skipped_hour",
+        "tz",
+    )
 
     def __init__(self, tz: zoneinfo.ZoneInfo) -> None:
         self.tz = tz
@@ -51,6 +63,7 @@ class LocalClock:
         self._anchor: float | None = None
         self._lag: int | None = None  # offset of a device clock not yet put forward
         self._prev_ms: int | None = None  # instant of the previous record
+        self._days: dict[int, tuple[int, int] | None] = {}
         self._cache: dict[int, tuple[int, int]] = {}
         self.skipped_hour = 0
         self.ambiguous = 0
@@ -61,6 +74,14 @@ class LocalClock:
         assert first is not None  # noqa: S101 - ZoneInfo always answers
         assert second is not None  # noqa: S101
         return int(first.total_seconds()) // 60, int(second.total_seconds()) // 60
+
+    def _day_offsets(self, local: dt.datetime, day: int) -> tuple[int, int] | None:
+        """The offsets of a whole local day, or ``None`` when a transition falls inside it."""
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        offsets = self._exact_offsets(start)
+        uniform = offsets[0] == offsets[1] and self._exact_offsets(start + _DAY_END) == offsets
+        self._days[day] = offsets if uniform else None
+        return self._days[day]
 
     def _slot_offsets(self, local: dt.datetime, slot: int) -> tuple[int, int]:
         """UTC offsets in minutes for fold 0 and fold 1 of wall times in one half-hour slot.
@@ -84,12 +105,15 @@ class LocalClock:
         """
         delta = local - _EPOCH
         ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-        slot = ms // 1_800_000
-        offsets = self._cache.get(slot)
-        if offsets is None:
-            offsets = self._slot_offsets(local, slot)
-        if offsets == _NO_CACHE:
-            offsets = self._exact_offsets(local)
+        day = delta.days
+        offsets = self._days[day] if day in self._days else self._day_offsets(local, day)
+        if offsets is None:  # a day with a transition: half-hour slots, or per record
+            slot = ms // 1_800_000
+            offsets = self._cache.get(slot)
+            if offsets is None:
+                offsets = self._slot_offsets(local, slot)
+            if offsets == _NO_CACHE:
+                offsets = self._exact_offsets(local)
         off0, off1 = offsets
         if off0 == off1:
             offset = off0

@@ -142,51 +142,60 @@ class _UploadBuilder:
         batch: list[tuple[Any, ...]] = []
         append = batch.append
         cbg = RecordType.CBG.value
-        for record in self.result.records:
-            time_ms = record.time_ms
-            if time_ms > max_ms:
-                rejected(RejectedRow(record.line, "date is in the future"))
-                continue
-            if time_ms < min_ms:
-                rejected(RejectedRow(record.line, "date before 2000 (device clock not set?)"))
-                continue
-            device_key = record.device
-            device_seq = device_seqs.get(device_key)
-            if device_seq is None:
-                device_seq = device_seqs[device_key] = self._device_seq(device_key)
-            kind, subtype, value = record.type, record.subtype, record.value
-            counts[kind] += 1
-            device_counts[device_key] += 1
-            if first is None or time_ms < first:
-                first = time_ms
-            if last is None or time_ms > last:
-                last = time_ms
-            append(
-                (
-                    device_seq,
-                    upload_seq,
-                    kind,
-                    subtype,
-                    time_ms,
-                    record.utc_offset_min,
-                    value,
-                    record.orig_value,
-                    record.orig_unit,
-                    record.duration_ms,
-                    record.annotation,
-                    record.payload,
-                    record.line,
-                    subtype if kind == cbg else dedup_key(kind, subtype, value, record.identity),
+        try:
+            for record in self.result.records:
+                time_ms = record.time_ms
+                if time_ms > max_ms:
+                    rejected(RejectedRow(record.line, "date is in the future"))
+                    continue
+                if time_ms < min_ms:
+                    rejected(RejectedRow(record.line, "date before 2000 (device clock not set?)"))
+                    continue
+                device_key = record.device
+                device_seq = device_seqs.get(device_key)
+                if device_seq is None:
+                    writer.drain()  # the session is about to be used on this thread
+                    device_seq = device_seqs[device_key] = self._device_seq(device_key)
+                kind, subtype, value = record.type, record.subtype, record.value
+                counts[kind] += 1
+                device_counts[device_key] += 1
+                if first is None or time_ms < first:
+                    first = time_ms
+                if last is None or time_ms > last:
+                    last = time_ms
+                append(
+                    (
+                        device_seq,
+                        upload_seq,
+                        kind,
+                        subtype,
+                        time_ms,
+                        record.utc_offset_min,
+                        value,
+                        record.orig_value,
+                        record.orig_unit,
+                        record.duration_ms,
+                        record.annotation,
+                        record.payload,
+                        record.line,
+                        subtype if kind == cbg else dedup_key(kind, subtype, value, record.identity),
+                    )
                 )
-            )
-            if len(batch) >= BATCH_SIZE:
-                self.new += writer.write(batch)
+                if len(batch) >= BATCH_SIZE:
+                    writer.submit(batch)
+                    if progress is not None:
+                        progress(len(batch))
+                    batch = []
+                    append = batch.append
+            if batch:
+                writer.submit(batch)
                 if progress is not None:
                     progress(len(batch))
-                batch.clear()
-        self.new += writer.write(batch)
-        if progress is not None:
-            progress(len(batch))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                writer.drain()  # never leave the thread writing on a connection about to roll back
+            raise
+        self.new = writer.drain()
         upload = self.upload
         for record_id in (writer.first_id, writer.last_id):
             if record_id is None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import queue
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -63,12 +65,16 @@ def dedup_key(record_type: str, subtype: str, value: float | None, identity: str
 class RecordWriter:
     """Insert records in batches; a record whose natural identity is already stored is skipped.
 
-    Rows are tuples in :data:`RECORD_COLUMNS` order (``payload`` a mapping or ``None``), written in
-    batches of :data:`BATCH_SIZE` by the caller. Works inside
-    the caller's transaction, on its DBAPI connection: ``executemany`` with ``INSERT ... ON CONFLICT
-    DO NOTHING`` on SQLite; ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON
-    CONFLICT DO NOTHING`` per batch on PostgreSQL. This is the hot path of every import, so it
-    skips the ORM's per-row processing.
+    Rows are tuples in :data:`RECORD_COLUMNS` order (``payload`` a mapping or ``None``), handed
+    over in batches of :data:`BATCH_SIZE`. Works inside the caller's transaction, on its DBAPI
+    connection: multi-row ``INSERT ... ON CONFLICT DO NOTHING`` on SQLite; ``COPY`` into a
+    temporary table and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per batch on
+    PostgreSQL. This is the hot path of every import, so it skips the ORM's per-row processing.
+
+    :meth:`submit` writes on a background thread, so that the database works (the drivers release
+    the GIL while SQLite or the server works) while the caller parses the next batch. The caller
+    must :meth:`drain` before it uses the session for anything else, and at the end; a database
+    error is raised there (or by the next :meth:`submit`).
     """
 
     def __init__(self, session: Session) -> None:
@@ -101,6 +107,45 @@ class RecordWriter:
 
         self.first_id: int | None = None
         self.last_id: int | None = None
+        self.new = 0
+        self._queue: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=2)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, batch: list[tuple[Any, ...]]) -> None:
+        """Queue a batch for writing on the background thread (the writer owns the list now)."""
+        if self._error is not None:
+            self.drain()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="record-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(batch)
+
+    def drain(self) -> int:
+        """Wait until every submitted batch is written; return the records that were new so far.
+
+        Re-raises the first database error of the background thread.
+        """
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self.new
+
+    def _work(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if self._error is not None:
+                continue  # keep taking batches so that submit() never blocks; drain() raises
+            try:
+                self.new += self.write(batch)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by drain()
+                self._error = exc
 
     def _note_ids(self, first: int | None, last: int | None) -> None:
         if first is not None and (self.first_id is None or first < self.first_id):

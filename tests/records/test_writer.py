@@ -1,0 +1,79 @@
+"""The bulk record writer on both databases: new counts, id bounds, errors from its thread."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.service import add_patient, validate_patient
+from glucoshare.devices.service import resolve_device
+from glucoshare.records.models import Record, Upload
+from glucoshare.records.service import RecordWriter
+
+
+def _setup(session: Session) -> tuple[int, int]:
+    patient = add_patient(session, validate_patient(email="w@example.org", name="W"))
+    device = resolve_device(session, patient_id=patient.id, manufacturer="Acme", model="M", serial="S1")
+    upload = Upload(
+        patient_id=patient.id,
+        file_name="f",
+        sha256="0" * 64,
+        size_bytes=1,
+        format="x",
+        encoding="utf-8",
+        timezone="UTC",
+        uploaded_by="t",
+        counts={},
+        new_count=0,
+        duplicate_count=0,
+        rejected_count=0,
+        rejected=[],
+    )
+    session.add(upload)
+    session.flush()
+    return device.seq, upload.seq
+
+
+def _row(device: int, upload: int, i: int, kind: str | None = "cbg") -> tuple[object, ...]:
+    return (
+        device,
+        upload,
+        kind,
+        "sensor",
+        1_700_000_000_000 + i * 300_000,
+        0,
+        100.0 + i,
+        100.0 + i,
+        "mg/dL",
+        None,
+        None,
+        {"i": i} if i % 7 == 0 else None,
+        i + 2,
+        "sensor",
+    )
+
+
+def test_batches_count_new_records_and_bound_their_ids(session: Session) -> None:
+    device, upload = _setup(session)
+    writer = RecordWriter(session)
+    writer.submit([_row(device, upload, i) for i in range(7000)])
+    writer.submit([_row(device, upload, i) for i in range(6000, 9000)])  # 1000 duplicates
+    assert writer.drain() == 9000
+    ids = session.execute(select(func.min(Record.id), func.max(Record.id), func.count())).one()
+    assert (writer.first_id, writer.last_id) == (ids[0], ids[1])
+    assert ids[2] == 9000
+    stored = session.scalar(select(Record).where(Record.source_line == 9))
+    assert stored is not None
+    assert stored.payload == {"i": 7}
+
+
+def test_a_database_error_reaches_the_caller(session: Session) -> None:
+    device, upload = _setup(session)
+    writer = RecordWriter(session)
+    writer.submit([_row(device, upload, 1, kind=None)])
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.NotNullViolation)):
+        writer.drain()

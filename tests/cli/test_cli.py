@@ -289,3 +289,26 @@ def test_installed_entry_point_keeps_stdout_clean(tmp_path: Path, clarity_file: 
     assert missing.stdout == ""
     assert missing.stderr.strip() == "error: no patient with this e-mail address or id"
     assert (tmp_path / "data" / "glucoshare.db").exists()
+
+
+def test_demo_imports_once_and_reports(cli_env: Settings) -> None:
+    code, out, err = run("demo", "--patients", "3", "--json")
+    assert code == 0, err
+    first = json.loads(out)["patients"]
+    assert [p["uploads"][0]["format"] for p in first] == ["dexcom_clarity", "libreview", "carelink"]
+    for patient in first:
+        assert patient["uploads"][0]["new"] > 1000
+        assert patient["overview"]["cgm"]["readings"] > 1000
+        assert 40 < patient["overview"]["cgm"]["mean_mgdl"] < 400
+    code, out, _ = run("demo", "--patients", "3", "--json")
+    assert code == 0
+    again = json.loads(out)["patients"]
+    assert [u["new"] for p in again for u in p["uploads"]] == [0, 0, 0]
+    for before, after in zip(first, again, strict=True):
+        assert after["overview"]["uploads"] == before["overview"]["uploads"] + 1
+        assert (after["overview"]["counts"], after["overview"]["cgm"]) == (
+            before["overview"]["counts"],
+            before["overview"]["cgm"],
+        )
+    exports = sorted((cli_env.data_dir / "demo").rglob("*.csv"))
+    assert len(exports) == 3

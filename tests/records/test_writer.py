@@ -39,22 +39,9 @@ def _setup(session: Session) -> tuple[int, int]:
 
 
 def _row(device: int, upload: int, i: int, kind: str | None = "cbg") -> tuple[object, ...]:
-    return (
-        device,
-        upload,
-        kind,
-        "sensor",
-        1_700_000_000_000 + i * 300_000,
-        0,
-        100.0 + i,
-        100.0 + i,
-        "mg/dL",
-        None,
-        None,
-        {"i": i} if i % 7 == 0 else None,
-        i + 2,
-        "sensor",
-    )
+    time_ms = 1_700_000_000_000 + i * 300_000
+    plain = (device, upload, kind, "sensor", time_ms, 0, 100.0 + i, 100.0 + i, "mg/dL", i + 2, "sensor")
+    return (*plain, None, None, {"i": i}) if i % 7 == 0 else plain  # full rows among plain ones
 
 
 def test_batches_count_new_records_and_bound_their_ids(session: Session) -> None:

@@ -6,10 +6,9 @@ import datetime as dt
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from glucoshare.cli.runtime import actor, handle_errors, print_json, settings, stderr, stdout, unit_of_work
-from glucoshare.demo import seed_demo
+from glucoshare.demo import DemoPatientOut, seed_demo
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -33,41 +32,36 @@ def demo_command(
         print_json({"patients": results})
         return
     stderr.print(f"demo exports written to {settings().data_dir / 'demo'}", markup=False)
-    table = Table(
-        "patient",
-        "device",
-        "file",
-        "records",
-        "new",
-        "CGM readings",
-        "mean mg/dL",
-        "GMI %",
-        "CV %",
-        "<54 %",
-        "54-69 %",
-        "70-180 %",
-        "181-250 %",
-        ">250 %",
-        title="Demo patients (last 30 days)",
-    )
     for item in results:
-        upload = item.uploads[0]
-        cgm = item.overview.cgm
-        device = f"{upload.device.manufacturer} {upload.device.model}" if upload.device else "-"
-        table.add_row(
-            item.patient.name,
-            device,
-            upload.format,
-            str(sum(item.overview.counts.values())),
-            str(sum(u.new for u in item.uploads)),
-            str(cgm.readings),
-            _fmt(cgm.mean_mgdl, 0),
-            _fmt(cgm.gmi_pct),
-            _fmt(cgm.cv_pct),
-            _fmt(cgm.time_very_low_pct),
-            _fmt(cgm.time_low_pct),
-            _fmt(cgm.time_in_range_pct),
-            _fmt(cgm.time_high_pct),
-            _fmt(cgm.time_very_high_pct),
+        stdout.print(_describe(item), soft_wrap=True)
+
+
+def _describe(item: DemoPatientOut) -> str:
+    """A few lines about one demo patient, for people rather than scripts."""
+    cgm = item.overview.cgm
+    devices = ", ".join(
+        sorted({f"{u.device.manufacturer} {u.device.model} ({u.format})" for u in item.uploads if u.device})
+    )
+    total = sum(item.overview.counts.values())
+    new = sum(u.new for u in item.uploads)
+    stored_before = sum(u.duplicates for u in item.uploads)
+    span = f"{(item.overview.first or '-')[:10]} to {(item.overview.last or '-')[:10]}"
+    ranges = ", ".join(
+        f"{label} {_fmt(value)} %"
+        for label, value in (
+            ("<54", cgm.time_very_low_pct),
+            ("54-69", cgm.time_low_pct),
+            ("70-180", cgm.time_in_range_pct),
+            ("181-250", cgm.time_high_pct),
+            (">250", cgm.time_very_high_pct),
         )
-    stdout.print(table)
+    )
+    metrics = f"mean {_fmt(cgm.mean_mgdl, 0)} mg/dL, GMI {_fmt(cgm.gmi_pct)} %, CV {_fmt(cgm.cv_pct)} %"
+    return "\n".join(
+        [
+            f"[bold]{item.patient.name}[/bold] <{item.patient.email}>: {devices}",
+            f"  {total:,} records ({new:,} new, {stored_before:,} already stored), {span}",
+            f"  CGM: {cgm.readings:,} readings, {metrics}",
+            f"  time in ranges: {ranges}",
+        ]
+    )

@@ -42,7 +42,16 @@ def _looks_like_utf16(data: bytes) -> str | None:
     return None
 
 
-def _first_bad_line(text: str) -> tuple[int, str] | None:
+_SCAN_CHUNK = 1 << 20
+_CONTROL_BYTES = bytes([*range(0x09), *range(0x0E, 0x20), 0x7F])
+
+
+def _first_bad_line(text: str, body: bytes, encoding: str) -> tuple[int, str] | None:
+    if encoding in ("utf-8", "utf-8-sig", "cp1252") and not any(
+        len(piece := body[start : start + _SCAN_CHUNK]) != len(piece.translate(None, _CONTROL_BYTES))
+        for start in range(0, len(body), _SCAN_CHUNK)
+    ):
+        return None  # fast path: in these encodings a control character is a control byte
     match = _CONTROL.search(text)
     if match is None:
         return None
@@ -51,13 +60,13 @@ def _first_bad_line(text: str) -> tuple[int, str] | None:
 
 def decode_text(data: bytes, file_name: str) -> DecodedText:
     """Decode ``data`` or raise a specific :class:`~glucoshare.errors.UnreadableFileError`."""
-    if not data.strip():
+    if not data or data.isspace():
         msg = f"{file_name}: the file is empty"
         raise EmptyFileError(msg)
     encoding: str
-    body = data
+    body = data  # never sliced or copied: exports reach hundreds of megabytes
     if data.startswith(codecs.BOM_UTF8):
-        encoding, body = "utf-8-sig", data[len(codecs.BOM_UTF8) :]
+        encoding = "utf-8-sig"
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"
     else:
@@ -66,7 +75,7 @@ def decode_text(data: bytes, file_name: str) -> DecodedText:
         msg = f"{file_name}: this is a binary file, not a text export"
         raise BinaryFileError(msg)
     try:
-        text = body.decode("utf-8" if encoding == "utf-8-sig" else encoding)
+        text = body.decode(encoding)
     except UnicodeDecodeError as exc:
         if encoding != "utf-8":
             line = body[: exc.start].count(b"\n" if encoding == "utf-8-sig" else b"\n\x00") + 1
@@ -84,7 +93,7 @@ def decode_text(data: bytes, file_name: str) -> DecodedText:
             raise EncodingError(msg) from exc
         encoding = "cp1252"
     text = text.removeprefix("\ufeff")
-    bad = _first_bad_line(text)
+    bad = _first_bad_line(text, body, encoding)
     if bad is not None:
         msg = f"{file_name}: line {bad[0]}: {bad[1]}; this is a binary file, not a text export"
         raise BinaryFileError(msg)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import unicodedata
 from collections.abc import Iterator
 from typing import ClassVar
@@ -211,7 +210,7 @@ class DexcomClarityImporter:
         transmitters = device.identifiers
         seen_transmitter = ""
         fromisoformat = dt.datetime.fromisoformat
-        reader = csv.reader(io.StringIO(source.text), delimiter=delimiter)
+        reader = csv.reader(source.lines(), delimiter=delimiter)
         next(reader)  # header
         for row in reader:
             if len(row) < 14:  # noqa: PLR2004 - blank lines and ragged rows

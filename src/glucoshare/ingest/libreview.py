@@ -49,7 +49,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
-import io
 import itertools
 import re
 import unicodedata
@@ -606,7 +605,7 @@ class _FileReader:
         This is the hot loop: historic rows take the shortest path (cached timestamp parts and
         glucose texts, the current group's attributes in locals).
         """
-        lines = io.StringIO(self.source.text)
+        lines = self.source.lines()
         for _ in range(self.layout.header_line):
             next(lines, None)
         held = self.hold(lines)

@@ -163,24 +163,43 @@ class _UploadBuilder:
                     first = time_ms
                 if last is None or time_ms > last:
                     last = time_ms
-                append(
-                    (
-                        device_seq,
-                        upload_seq,
-                        kind,
-                        subtype,
-                        time_ms,
-                        record.utc_offset_min,
-                        value,
-                        record.orig_value,
-                        record.orig_unit,
-                        record.duration_ms,
-                        record.annotation,
-                        record.payload,
-                        record.line,
-                        subtype if kind == cbg else dedup_key(kind, subtype, value, record.identity),
+                key = subtype if kind == cbg else dedup_key(kind, subtype, value, record.identity)
+                duration, annotation, payload = record.duration_ms, record.annotation, record.payload
+                if duration is None and annotation is None and payload is None:
+                    append(  # a plain row: see RecordWriter
+                        (
+                            device_seq,
+                            upload_seq,
+                            kind,
+                            subtype,
+                            time_ms,
+                            record.utc_offset_min,
+                            value,
+                            record.orig_value,
+                            record.orig_unit,
+                            record.line,
+                            key,
+                        )
                     )
-                )
+                else:
+                    append(
+                        (
+                            device_seq,
+                            upload_seq,
+                            kind,
+                            subtype,
+                            time_ms,
+                            record.utc_offset_min,
+                            value,
+                            record.orig_value,
+                            record.orig_unit,
+                            record.line,
+                            key,
+                            duration,
+                            annotation,
+                            payload,
+                        )
+                    )
                 if len(batch) >= BATCH_SIZE:
                     writer.submit(batch)
                     if progress is not None:

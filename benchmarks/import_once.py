@@ -21,6 +21,20 @@ from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import import_file
 
 
+def _peak_rss_kib() -> int:
+    """This process's peak resident memory.
+
+    ``VmHWM`` belongs to this program's own address space; ``getrusage`` would also count the
+    parent's memory copied at ``fork``, which Linux carries over ``exec``.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
@@ -48,7 +62,7 @@ def main() -> None:
             )
         seconds = time.perf_counter() - start
     engine.dispose()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = _peak_rss_kib()
     print(
         json.dumps(
             {

@@ -149,6 +149,19 @@ def _insulin_kind(subtype: str) -> str:
     return "unknown"
 
 
+def _amount(text: str, what: str, *, decimal_comma: bool) -> float:
+    """A number that must not be negative; ``ValueError`` naming ``what`` (never the text)."""
+    try:
+        number = parse_number(text, decimal_comma=decimal_comma)
+    except ValueError:
+        msg = f"{what} is not a number"
+        raise ValueError(msg) from None
+    if number < 0:
+        msg = f"{what} is negative"
+        raise ValueError(msg)
+    return number
+
+
 def _model_from(text: str) -> str | None:
     upper = text.upper()
     for model in ("G7", "G6", "G5", "G4", "ONE+", "ONE"):
@@ -372,35 +385,17 @@ class DexcomClarityImporter:
         """A record of a timed row other than a CGM reading (``None`` for rows without data)."""
         time_ms, offset = ctx.clock(f"events|{source_device}").resolve(local)
         if event == "calibration":
-            try:
-                original = parse_number(row[_GLUCOSE], decimal_comma=decimal_comma)
-            except ValueError:
-                msg = "calibration glucose value is not a number"
-                raise ValueError(msg) from None
+            original = _amount(row[_GLUCOSE], "calibration glucose value", decimal_comma=decimal_comma)
             return ParsedRecord(
                 "smbg", "calibration", time_ms, offset, line, _DEVICE_KEY, original * factor, original, unit
             )
         if event == "insulin":
-            try:
-                units = parse_number(row[_INSULIN], decimal_comma=decimal_comma)
-            except ValueError:
-                msg = "insulin value is not a number"
-                raise ValueError(msg) from None
-            if units < 0:
-                msg = "insulin value is negative"
-                raise ValueError(msg)
+            units = _amount(row[_INSULIN], "insulin value", decimal_comma=decimal_comma)
             return ParsedRecord(
                 "insulin", _insulin_kind(row[_SUBTYPE]), time_ms, offset, line, _DEVICE_KEY, units
             )
         if event == "carbs":
-            try:
-                grams = parse_number(row[_CARBS], decimal_comma=decimal_comma)
-            except ValueError:
-                msg = "carb value is not a number"
-                raise ValueError(msg) from None
-            if grams < 0:
-                msg = "carb value is negative"
-                raise ValueError(msg)
+            grams = _amount(row[_CARBS], "carb value", decimal_comma=decimal_comma)
             return ParsedRecord("food", "", time_ms, offset, line, _DEVICE_KEY, grams)
         if event == "exercise":
             duration = parse_duration_ms(row[_DURATION]) if row[_DURATION].strip() else None

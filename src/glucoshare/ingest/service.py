@@ -164,42 +164,24 @@ class _UploadBuilder:
                 if last is None or time_ms > last:
                     last = time_ms
                 key = subtype if kind == cbg else dedup_key(kind, subtype, value, record.identity)
+                row = (
+                    device_seq,
+                    upload_seq,
+                    kind,
+                    subtype,
+                    time_ms,
+                    record.utc_offset_min,
+                    value,
+                    record.orig_value,
+                    record.orig_unit,
+                    record.line,
+                    key,
+                )
                 duration, annotation, payload = record.duration_ms, record.annotation, record.payload
                 if duration is None and annotation is None and payload is None:
-                    append(  # a plain row: see RecordWriter
-                        (
-                            device_seq,
-                            upload_seq,
-                            kind,
-                            subtype,
-                            time_ms,
-                            record.utc_offset_min,
-                            value,
-                            record.orig_value,
-                            record.orig_unit,
-                            record.line,
-                            key,
-                        )
-                    )
+                    append(row)  # a plain row: see RecordWriter
                 else:
-                    append(
-                        (
-                            device_seq,
-                            upload_seq,
-                            kind,
-                            subtype,
-                            time_ms,
-                            record.utc_offset_min,
-                            value,
-                            record.orig_value,
-                            record.orig_unit,
-                            record.line,
-                            key,
-                            duration,
-                            annotation,
-                            payload,
-                        )
-                    )
+                    append((*row, duration, annotation, payload))
                 if len(batch) >= BATCH_SIZE:
                     writer.submit(batch)
                     if progress is not None:

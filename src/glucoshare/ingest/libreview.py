@@ -64,6 +64,7 @@ from glucoshare.ingest.base import (
     SourceText,
 )
 from glucoshare.ingest.errors import MalformedFileError
+from glucoshare.ingest.localtime import wall_ms
 from glucoshare.ingest.numbers import parse_number
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 
@@ -335,8 +336,8 @@ class _Stamps:
         self.hint = hint
         self.order: str | None = None
         self.evidence_line = 0
-        self.days: dict[str, dt.datetime] = {}
-        self.times: dict[str, dt.timedelta] = {}
+        self.days: dict[str, int] = {}  # date text -> wall milliseconds of its midnight
+        self.times: dict[str, int] = {}  # time text -> milliseconds into the day
         self._undecided: set[str] = set()  # date and time texts that decided nothing
 
     def _contradiction(self, line: int, what: str) -> MalformedFileError:
@@ -366,8 +367,12 @@ class _Stamps:
         """No row decided the order: take the title's, or day-first."""
         self.order = self.hint or DAY_FIRST
 
-    def local(self, stamp: str, line: int) -> dt.datetime | None:
-        """The wall time of a timestamp (``None`` when unreadable); caches its date and time parts."""
+    def local(self, stamp: str, line: int) -> int | None:
+        """The wall time of a timestamp in milliseconds (``None`` when unreadable).
+
+        Milliseconds as :func:`~glucoshare.ingest.localtime.wall_ms` counts them; the date and time
+        parts are cached.
+        """
         date, time = _split_stamp(stamp)
         day = self.days.get(date)
         if day is None:
@@ -379,7 +384,7 @@ class _Stamps:
                     opposite = MONTH_FIRST if self.order == DAY_FIRST else DAY_FIRST
                     raise self._contradiction(line, f"this date can only be read {opposite}")
                 return None
-            day = self.days[date] = dt.datetime(*ymd)  # noqa: DTZ001 - wall time, resolved later
+            day = self.days[date] = wall_ms(dt.datetime(*ymd))  # noqa: DTZ001 - wall time, resolved later
         delta = self.times.get(time)
         if delta is None:
             fields = _time_fields(time)
@@ -387,7 +392,7 @@ class _Stamps:
                 return None
             if fields[3] and self.order == DAY_FIRST:
                 raise self._contradiction(line, "this time has AM/PM (written month-first)")
-            delta = self.times[time] = dt.timedelta(hours=fields[0], minutes=fields[1], seconds=fields[2])
+            delta = self.times[time] = ((fields[0] * 60 + fields[1]) * 60 + fields[2]) * 1000
         return day + delta
 
 
@@ -416,7 +421,7 @@ class _Group:
 
     device: str
     kind: str
-    resolve: Callable[[dt.datetime], tuple[int, int]]
+    resolve: Callable[[int], tuple[int, int]]
     column: int = -1  # the glucose column of record types 0, 1 and 2
     subtype: str = ""  # the cbg subtype of record types 0 (sensor) and 1 (scan)
     what: str = ""  # how messages name the glucose of record types 0 and 1
@@ -583,7 +588,7 @@ class _FileReader:
         devices = self.result.devices
         if key not in devices:
             devices[key] = DeviceInfo(manufacturer="Abbott", model=model, serial=serial or None)
-        group = self.groups[key, kind] = _Group(key, kind, self.ctx.clock(f"{key}|{kind}").resolve)
+        group = self.groups[key, kind] = _Group(key, kind, self.ctx.clock(f"{key}|{kind}").resolve_ms)
         group.subtype, group.what = _CBG_KINDS.get(kind, ("", ""))
         column = {"0": "historic", "1": "scan", "2": "strip"}.get(kind)
         header = self.layout.header

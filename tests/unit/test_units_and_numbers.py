@@ -1,0 +1,54 @@
+"""Canonical units and locale-aware numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from glucoshare.ingest.numbers import parse_duration_ms, parse_number
+from glucoshare.records.vocabulary import MGDL_PER_MMOLL, mgdl_to_mmol, mmol_to_mgdl
+
+
+def test_conversion_factor_is_tidepools() -> None:
+    assert MGDL_PER_MMOLL == 18.01559
+    assert mmol_to_mgdl(10.0) == pytest.approx(180.1559)
+    assert mgdl_to_mmol(180.1559) == pytest.approx(10.0)
+
+
+@given(st.floats(min_value=0.1, max_value=60.0))
+def test_conversion_round_trips(mmol: float) -> None:
+    assert mgdl_to_mmol(mmol_to_mgdl(mmol)) == pytest.approx(mmol, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("text", "comma", "expected"),
+    [("5.5", False, 5.5), ("5,5", True, 5.5), (" 12 ", False, 12.0), ("1.234,5", True, 1234.5), ("7", True, 7.0)],
+)
+def test_parse_number(text: str, comma: bool, expected: float) -> None:
+    assert parse_number(text, decimal_comma=comma) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "nan", "inf", "1_000", "5,5"])
+def test_parse_number_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_number(text)
+
+
+@given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False))
+def test_parse_number_reads_what_python_writes(value: float) -> None:
+    assert parse_number(repr(value)) == value
+    assert math.isclose(parse_number(f"{value:.3f}".replace(".", ","), decimal_comma=True), round(value, 3))
+
+
+@pytest.mark.parametrize(("text", "ms"), [("00:45:00", 2_700_000), ("1:00:01", 3_601_000), ("26:00:00", 93_600_000)])
+def test_parse_duration(text: str, ms: int) -> None:
+    assert parse_duration_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["45", "00:60:00", "00:00:60", "a:b:c", "-1:00:00"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration_ms(text)

@@ -25,7 +25,13 @@ def test_conversion_round_trips(mmol: float) -> None:
 
 @pytest.mark.parametrize(
     ("text", "comma", "expected"),
-    [("5.5", False, 5.5), ("5,5", True, 5.5), (" 12 ", False, 12.0), ("1.234,5", True, 1234.5), ("7", True, 7.0)],
+    [
+        ("5.5", False, 5.5),
+        ("5,5", True, 5.5),
+        (" 12 ", False, 12.0),
+        ("1.234,5", True, 1234.5),
+        ("7", True, 7.0),
+    ],
 )
 def test_parse_number(text: str, comma: bool, expected: float) -> None:
     assert parse_number(text, decimal_comma=comma) == expected
@@ -43,7 +49,9 @@ def test_parse_number_reads_what_python_writes(value: float) -> None:
     assert math.isclose(parse_number(f"{value:.3f}".replace(".", ","), decimal_comma=True), round(value, 3))
 
 
-@pytest.mark.parametrize(("text", "ms"), [("00:45:00", 2_700_000), ("1:00:01", 3_601_000), ("26:00:00", 93_600_000)])
+@pytest.mark.parametrize(
+    ("text", "ms"), [("00:45:00", 2_700_000), ("1:00:01", 3_601_000), ("26:00:00", 93_600_000)]
+)
 def test_parse_duration(text: str, ms: int) -> None:
     assert parse_duration_ms(text) == ms
 

@@ -28,16 +28,15 @@ from glucoshare.ingest.service import import_file
 from glucoshare.records.service import dedup_key
 from glucoshare.simulator.physiology import simulate
 from glucoshare.simulator.timeline import PatientProfile, Timeline
-from glucoshare.simulator.writers.base import ExpectedRecord, WrittenExport
+from glucoshare.simulator.writers.base import WrittenExport
 from glucoshare.simulator.writers.carelink import HEADER_47, HEADER_54, CareLinkOptions, write_carelink
 from glucoshare.simulator.writers.dexcom_clarity import ClarityOptions, write_clarity
 from tests.conftest import SAMPLES
+from tests.ingest.helpers import expected_keys, parsed_keys
 
 CARELINK_SAMPLES = SAMPLES / "carelink"
 PARADIGM = CARELINK_SAMPLES / "carelink_paradigm723_2018_anonymised.csv"
 GUARDIAN = CARELINK_SAMPLES / "guardian4_carelink_anonymised.csv"
-
-Key = tuple[str, str, int, float | None, str | None]
 
 
 def _profile(
@@ -71,26 +70,12 @@ def _parse(source: SourceText, tz: str) -> tuple[ParseResult, list[ParsedRecord]
     return result, records, ctx
 
 
-def _got(records: list[ParsedRecord]) -> list[Key]:
-    return sorted(
-        (r.type, r.subtype, r.time_ms, None if r.value is None else round(r.value, 6), r.annotation)
-        for r in records
-    )
-
-
-def _expected(expected: list[ExpectedRecord]) -> list[Key]:
-    return sorted(
-        (e.type, e.subtype, e.utc_ms, None if e.value is None else round(e.value, 6), e.annotation)
-        for e in expected
-    )
-
-
 def _round_trip(export: WrittenExport, tz: str) -> tuple[ParseResult, list[ParsedRecord], ParseContext]:
     source = _source(export.file_name, export.data)
     assert CareLinkImporter().detect(source.head())
     result, records, ctx = _parse(source, tz)
     assert result.rejected == []
-    got, expected = _got(records), _expected(export.expected)
+    got, expected = parsed_keys(records), expected_keys(export.expected)
     if got != expected:
         extra = collections.Counter(got) - collections.Counter(expected)
         missing = collections.Counter(expected) - collections.Counter(got)

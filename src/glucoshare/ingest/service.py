@@ -226,20 +226,23 @@ class _UploadBuilder:
         return self.devices.get(primary) if primary is not None else None
 
 
-def _check_outcome(source: SourceText, builder: _UploadBuilder, *, final_newline: bool) -> None:
+def _refuse_if_truncated(source: SourceText, *, final_newline: bool) -> None:
+    """Refuse a file of a format whose files end with a line break when this one does not."""
+    if final_newline and not source.text.endswith(("\n", "\r")):
+        last_line = source.text.count("\n") + 1
+        msg = f"{source.name}: line {last_line}: the file ends in the middle of a row (truncated?)"
+        raise MalformedFileError(msg)
+
+
+def _check_outcome(source: SourceText, builder: _UploadBuilder) -> None:
+    """Refuse a file that turned out truncated, empty of records or mostly unreadable."""
     records = sum(builder.counts.values())
     rejected = builder.rejected
     name = source.name
-    if final_newline and not source.text.endswith(("\n", "\r")):
-        last_line = source.text.count("\n") + 1
-        msg = f"{name}: line {last_line}: the file ends in the middle of a row (truncated?)"
+    unterminated = not source.text.endswith(("\n", "\r"))
+    if rejected and unterminated and rejected[-1].line == source.text.count("\n") + 1:
+        msg = f"{name}: line {rejected[-1].line}: the file ends in the middle of a row (truncated?)"
         raise MalformedFileError(msg)
-    if rejected:
-        last_line = source.text.count("\n") + (0 if source.text.endswith("\n") else 1)
-        worst = rejected[-1]
-        if worst.line == last_line and not source.text.endswith(("\n", "\r")):
-            msg = f"{name}: line {worst.line}: the file ends in the middle of a row (truncated?)"
-            raise MalformedFileError(msg)
     if records == 0:
         if rejected:
             first = rejected[0]
@@ -285,6 +288,7 @@ def import_file(
     decoded = decode_text(data, name)
     source = SourceText(name=name, text=decoded.text, encoding=decoded.encoding)
     importer = detect_format(source)
+    _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
     ctx = ParseContext(zone)
     result = importer.parse(source, ctx)
     sha256 = hashlib.sha256(data).hexdigest()
@@ -307,7 +311,7 @@ def import_file(
     session.flush()
     builder = _UploadBuilder(session, patient, upload, result)
     builder.consume(progress)
-    _check_outcome(source, builder, final_newline=getattr(importer, "final_newline", False))
+    _check_outcome(source, builder)
     primary = builder.claim_devices()
     total = sum(builder.counts.values())
     new = builder.new

@@ -96,11 +96,11 @@ class RecordWriter:
                 + " ON CONFLICT DO NOTHING"
             )
         elif self._dialect == "postgresql":
+            # Only the written columns, without defaults: staged rows draw nothing from the id sequence.
             self._connection.exec_driver_sql(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS records_incoming "
-                "(LIKE records INCLUDING DEFAULTS) ON COMMIT DROP"
+                "CREATE TEMPORARY TABLE IF NOT EXISTS records_incoming ON COMMIT DROP "  # noqa: S608
+                f"AS SELECT {columns} FROM records WITH NO DATA"
             )
-            self._connection.exec_driver_sql("ALTER TABLE records_incoming ALTER COLUMN id DROP NOT NULL")
             self._copy = f"COPY records_incoming ({columns}) FROM STDIN"
             self._sql = (
                 f"WITH inserted AS (INSERT INTO records ({columns}) "  # noqa: S608

@@ -312,3 +312,15 @@ def test_demo_imports_once_and_reports(cli_env: Settings) -> None:
         )
     exports = sorted((cli_env.data_dir / "demo").rglob("*.csv"))
     assert len(exports) == 3
+
+
+def test_another_patients_device_is_exit_2_naming_the_file(patient: str, clarity_file: Path) -> None:
+    code, _, err = run("import", str(clarity_file), "--patient", patient)
+    assert code == 0, err
+    run("patients", "add", "--email", "other@example.org", "--name", "Other")
+    code, out, err = run("import", str(clarity_file), "--patient", "other@example.org", "--json")
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"error: {clarity_file.name}: ")
+    assert "belongs to another patient" in err
+    assert len(err.strip().splitlines()) == 1

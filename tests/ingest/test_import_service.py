@@ -286,7 +286,9 @@ def test_another_patients_device_is_refused(
 ) -> None:
     before = table_snapshot(engine)
     with (
-        pytest.raises(DeviceOwnedByAnotherPatientError, match="belongs to another patient"),
+        pytest.raises(
+            DeviceOwnedByAnotherPatientError, match=r"^Clarity_Export_\S+\.csv: .*belongs to another patient"
+        ),
         session_scope(engine) as session,
     ):
         other = _patient(session, "other@example.org")

@@ -27,6 +27,7 @@ from glucoshare.accounts.schemas import check_timezone
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
+from glucoshare.devices.errors import DeviceOwnedByAnotherPatientError
 from glucoshare.devices.models import Device
 from glucoshare.devices.service import resolve_device
 from glucoshare.ingest.base import ParseContext, ParseResult, RejectedRow, SourceText
@@ -310,9 +311,12 @@ def import_file(
     session.add(upload)
     session.flush()
     builder = _UploadBuilder(session, patient, upload, result)
-    builder.consume(progress)
-    _check_outcome(source, builder)
-    primary = builder.claim_devices()
+    try:
+        builder.consume(progress)
+        _check_outcome(source, builder)
+        primary = builder.claim_devices()
+    except DeviceOwnedByAnotherPatientError as exc:
+        raise DeviceOwnedByAnotherPatientError(f"{name}: {exc.message}") from exc
     total = sum(builder.counts.values())
     new = builder.new
     upload.device_seq = primary.seq if primary is not None else None

@@ -17,6 +17,7 @@ from glucoshare.accounts.service import add_patient, get_patient, validate_patie
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
+from glucoshare.files import private_directory, private_file
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import import_file
 from glucoshare.records.schemas import PatientOverviewOut, UploadOut
@@ -59,11 +60,10 @@ def seed_demo(
             record_event(
                 session, actor=actor, action=AuditTag.PATIENT_CREATE, patient_id=patient.id, target=patient.id
             )
-        folder = settings.data_dir / "demo" / patient.id
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_directory(settings.data_dir / "demo" / patient.id)
         uploads = []
         for export in person.exports:
-            (folder / export.file_name).write_bytes(export.data)
+            private_file(folder / export.file_name).write_bytes(export.data)
             uploads.append(
                 import_file(
                     session,

@@ -324,3 +324,29 @@ def test_another_patients_device_is_exit_2_naming_the_file(patient: str, clarity
     assert err.startswith(f"error: {clarity_file.name}: ")
     assert "belongs to another patient" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_data_directory_database_and_raw_files_are_private(
+    tmp_path: Path, clarity_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glucoshare.cli import runtime  # noqa: PLC0415
+    from glucoshare.config import get_settings  # noqa: PLC0415
+
+    data = tmp_path / "fresh" / "data"
+    monkeypatch.setenv("GLUCOSHARE_DATA_DIR", str(data))
+    monkeypatch.delenv("GLUCOSHARE_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    runtime.engine.cache_clear()
+    try:
+        assert run("patients", "add", "--email", "p@example.org", "--name", "P")[0] == 0
+        assert run("import", str(clarity_file), "--patient", "p@example.org")[0] == 0
+        assert run("demo", "--patients", "1")[0] == 0
+    finally:
+        runtime.engine().dispose()
+        runtime.engine.cache_clear()
+        get_settings.cache_clear()
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o700
+    for path in data.rglob("*"):
+        expected = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == expected, path

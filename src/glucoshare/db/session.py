@@ -15,6 +15,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from glucoshare.files import private_file
+
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor = dbapi_connection.cursor()
@@ -26,11 +28,15 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> No
 
 
 def create_db_engine(url: str) -> Engine:
-    """Create an engine for ``url``; for SQLite, create the parent directory and set safe pragmas."""
+    """Create an engine for ``url``.
+
+    For SQLite the database file is created owner-only and safe pragmas are set (foreign keys, WAL).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
+            private_file(Path(parsed.database))
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

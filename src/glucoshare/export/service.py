@@ -21,6 +21,7 @@ from glucoshare.devices.service import list_devices
 from glucoshare.errors import InputError
 from glucoshare.export.rows import EXPORT_FIELDS, record_row
 from glucoshare.export.safety import safe_cell
+from glucoshare.files import private_directory
 from glucoshare.records.service import iter_records, list_uploads, upload_public_ids
 
 ExportFormat = Literal["csv", "json"]
@@ -87,7 +88,7 @@ def export_patient(
         msg = f"{out}: is a directory; give a file name"
         raise ExportTargetError(msg)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".export-")
     except OSError as exc:
         msg = f"{out}: cannot write there ({exc.strerror or type(exc).__name__})"

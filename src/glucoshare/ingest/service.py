@@ -30,6 +30,7 @@ from glucoshare.config import Settings
 from glucoshare.devices.errors import DeviceOwnedByAnotherPatientError
 from glucoshare.devices.models import Device
 from glucoshare.devices.service import resolve_device
+from glucoshare.files import private_directory
 from glucoshare.ingest.base import ParseContext, ParseResult, RejectedRow, SourceText
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.errors import (
@@ -79,7 +80,7 @@ def _store_raw(settings: Settings, sha256: str, data: bytes, session: Session) -
     target = _raw_path(settings, sha256)
     if target.exists():
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -43,6 +43,7 @@ _TIMESTAMP_HEADERS = (
     "marca temporal (aaaa-",
 )
 _DEVICE_KEY = "cgm"
+_EPOCH = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - naive on purpose: wall-clock arithmetic
 SENSOR_LOW_MGDL = 40.0
 SENSOR_HIGH_MGDL = 400.0
 
@@ -217,7 +218,8 @@ class DexcomClarityImporter:
         device = result.devices[_DEVICE_KEY]
         reject = result.rejected.append
         alerts: dict[str, dict[str, float | str]] = {}
-        last: tuple[int, int, int] | None = None  # (utc_ms, offset, line) of the file's last timed row
+        last_ms: int | None = None  # instant and offset of the file's last timed row
+        last_offset = 0
         events: dict[str, str | None] = {}  # raw event text -> canonical event name
         clocks: dict[tuple[str, str], LocalClock] = {}
         transmitters = device.identifiers
@@ -253,7 +255,9 @@ class DexcomClarityImporter:
                 if clock is None:
                     clock = clocks[clock_key] = ctx.clock(f"egv|{clock_key[0].strip()}|{transmitter.strip()}")
                 tx_time = row[_TX_TIME]
-                time_ms, offset = clock.resolve(local, float(tx_time) if tx_time.isdigit() else None)
+                delta = local - _EPOCH
+                wall = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+                time_ms, offset = clock.resolve_ms(wall, float(tx_time) if tx_time.isdigit() else None)
                 text = row[_GLUCOSE]
                 try:
                     original = float(text) if not decimal_comma else parse_number(text, decimal_comma=True)
@@ -295,7 +299,7 @@ class DexcomClarityImporter:
                         transmitters.add(("dexcom_transmitter", transmitter.strip().upper()))
                     if device.model == "CGM":
                         device.model = _model_from(row[_SOURCE_DEVICE]) or device.model
-                last = (time_ms, offset, line)
+                last_ms, last_offset = time_ms, offset
                 yield record
                 continue
             stamp = stamp.strip()
@@ -341,14 +345,14 @@ class DexcomClarityImporter:
                 transmitter = row[_TX_ID].strip()
                 if transmitter:
                     transmitters.add(("dexcom_transmitter", transmitter.upper()))
-            last = (maybe.time_ms, maybe.utc_offset_min, line)
+            last_ms, last_offset = maybe.time_ms, maybe.utc_offset_min
             yield maybe
-        if alerts and last is not None:
+        if alerts and last_ms is not None:
             yield ParsedRecord(
                 type="cgmSettings",
                 subtype="",
-                time_ms=last[0],
-                utc_offset_min=last[1],
+                time_ms=last_ms,
+                utc_offset_min=last_offset,
                 line=1,
                 device=_DEVICE_KEY,
                 payload={"alerts": alerts, "units": "mg/dL"},

@@ -138,7 +138,7 @@ class _UploadBuilder:
         writer = RecordWriter(self.session)
         upload_seq = self.upload.seq
         counts, device_counts = self.counts, self.device_counts
-        first, last = self.first_ms, self.last_ms
+        first, last = max_ms, min_ms  # narrowed by every stored record
         rejected = self.rejected.append
         device_seqs: dict[str, int] = {}
         batch: list[tuple[Any, ...]] = []
@@ -147,11 +147,13 @@ class _UploadBuilder:
         try:
             for record in self.result.records:
                 time_ms = record.time_ms
-                if time_ms > max_ms:
-                    rejected(RejectedRow(record.line, "date is in the future"))
-                    continue
-                if time_ms < min_ms:
-                    rejected(RejectedRow(record.line, "date before 2000 (device clock not set?)"))
+                if not min_ms <= time_ms <= max_ms:
+                    reason = (
+                        "date is in the future"
+                        if time_ms > max_ms
+                        else "date before 2000 (device clock not set?)"
+                    )
+                    rejected(RejectedRow(record.line, reason))
                     continue
                 device_key = record.device
                 device_seq = device_seqs.get(device_key)
@@ -161,9 +163,9 @@ class _UploadBuilder:
                 kind, subtype, value = record.type, record.subtype, record.value
                 counts[kind] += 1
                 device_counts[device_key] += 1
-                if first is None or time_ms < first:
+                if time_ms < first:  # noqa: PLR1730 - faster than min() in this loop
                     first = time_ms
-                if last is None or time_ms > last:
+                if time_ms > last:  # noqa: PLR1730
                     last = time_ms
                 key = subtype if kind == cbg else dedup_key(kind, subtype, value, record.identity)
                 row = (
@@ -207,7 +209,8 @@ class _UploadBuilder:
                 upload.first_record_id = record_id
             if upload.last_record_id is None or record_id > upload.last_record_id:
                 upload.last_record_id = record_id
-        self.first_ms, self.last_ms = first, last
+        if counts:
+            self.first_ms, self.last_ms = first, last
         self.rejected = sorted(self.result.rejected + self.rejected, key=lambda r: r.line)
 
     def claim_devices(self) -> Device | None:

@@ -27,11 +27,6 @@ def _setup(session: Session) -> tuple[int, int]:
         encoding="utf-8",
         timezone="UTC",
         uploaded_by="t",
-        counts={},
-        new_count=0,
-        duplicate_count=0,
-        rejected_count=0,
-        rejected=[],
     )
     session.add(upload)
     session.flush()

@@ -70,6 +70,12 @@ def _too_many_rejected(rejected: int, total: int) -> bool:
     return rejected > max(10, total // 10)
 
 
+def _read_source(name: str, data: bytes) -> SourceText:
+    """Decode a file's bytes for the importers."""
+    decoded = decode_text(data, name)
+    return SourceText(name=name, text=decoded.text, encoding=decoded.encoding)
+
+
 def _raw_path(settings: Settings, sha256: str) -> Path:
     """Where the raw bytes of an upload are kept (content addressed)."""
     return settings.raw_files_dir / sha256[:2] / sha256
@@ -290,8 +296,7 @@ def import_file(
         check_timezone(zone)
     except ValueError as exc:
         raise InvalidTimezoneError(str(exc)) from exc
-    decoded = decode_text(data, name)
-    source = SourceText(name=name, text=decoded.text, encoding=decoded.encoding)
+    source = _read_source(name, data)
     importer = detect_format(source)
     _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
     ctx = ParseContext(zone)
@@ -303,14 +308,9 @@ def import_file(
         sha256=sha256,
         size_bytes=len(data),
         format=importer.format,
-        encoding=decoded.encoding,
+        encoding=source.encoding,
         timezone=zone,
         uploaded_by=actor,
-        counts={},
-        new_count=0,
-        duplicate_count=0,
-        rejected_count=0,
-        rejected=[],
     )
     session.add(upload)
     session.flush()
@@ -405,9 +405,7 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
             path = _raw_path(settings, other.sha256)
             if not path.exists():
                 continue
-            data = path.read_bytes()
-            decoded = decode_text(data, other.file_name)
-            source = SourceText(name=other.file_name, text=decoded.text, encoding=decoded.encoding)
+            source = _read_source(other.file_name, path.read_bytes())
             result = get_importer(other.format).parse(source, ParseContext(other.timezone))
             builder = _UploadBuilder(session, patient, other, result)
             builder.consume(None)

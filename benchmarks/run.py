@@ -68,21 +68,25 @@ def _profile(cgm: str, seed: int) -> PatientProfile:
     )
 
 
-def build_input(case: Case) -> Path:
-    """Write (or reuse) the input file of a case."""
+def _export(case: Case, *, days: int, seed: int) -> WrittenExport:
+    if case.build == "clarity":
+        timeline = simulate(_profile("dexcom_g6", seed), start=dt.date(2025, 1, 1), days=days)
+        return write_clarity(timeline)
+    timeline = simulate(_profile("libre3", seed), start=dt.date(2025, 1, 1), days=days, cgm_interval_s=60)
+    return write_libreview(timeline, LibreViewOptions())
+
+
+def build_input(case: Case) -> tuple[Path, Path]:
+    """Write (or reuse) the input file of a case and its warm-up file (two days, another device)."""
     DATA.mkdir(exist_ok=True)
     path = DATA / f"{case.name}.csv"
-    if path.exists():
-        return path
-    export: WrittenExport
-    if case.build == "clarity":
-        timeline = simulate(_profile("dexcom_g6", 90), start=dt.date(2025, 1, 1), days=90)
-        export = write_clarity(timeline)
-    else:
-        timeline = simulate(_profile("libre3", 365), start=dt.date(2025, 1, 1), days=365, cgm_interval_s=60)
-        export = write_libreview(timeline, LibreViewOptions())
-    path.write_bytes(export.data)
-    return path
+    warmup = DATA / f"{case.name}.warmup.csv"
+    days = 90 if case.build == "clarity" else 365
+    if not path.exists():
+        path.write_bytes(_export(case, days=days, seed=days).data)
+    if not warmup.exists():
+        warmup.write_bytes(_export(case, days=2, seed=days + 1).data)
+    return path, warmup
 
 
 def csv_read_seconds(path: Path) -> float:
@@ -117,8 +121,8 @@ def _drop_postgres(name: str) -> None:
     admin.dispose()
 
 
-def import_once(url: str, path: Path, timezone: str) -> dict[str, float]:
-    """Run one import in a fresh process and return its report."""
+def import_once(url: str, path: Path, warmup: Path, timezone: str) -> dict[str, float]:
+    """Run one import in a fresh process (after a warm-up import) and return its report."""
     out = subprocess.run(
         [
             sys.executable,
@@ -127,6 +131,8 @@ def import_once(url: str, path: Path, timezone: str) -> dict[str, float]:
             url,
             "--file",
             str(path),
+            "--warmup",
+            str(warmup),
             "--timezone",
             timezone,
         ],
@@ -175,7 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for case in CASES:
-        path = build_input(case)
+        path, warmup = build_input(case)
         csv_seconds = csv_read_seconds(path)
         for engine in ("sqlite", "postgresql"):
             reports = []
@@ -184,14 +190,14 @@ def main() -> None:
                     db = DATA / "bench.db"
                     for suffix in ("", "-wal", "-shm"):
                         Path(f"{db}{suffix}").unlink(missing_ok=True)
-                    reports.append(import_once(f"sqlite:///{db}", path, case.timezone))
+                    reports.append(import_once(f"sqlite:///{db}", path, warmup, case.timezone))
                 else:
                     created = _postgres_database()
                     if created is None:
                         break
                     name, url = created
                     try:
-                        reports.append(import_once(url, path, case.timezone))
+                        reports.append(import_once(url, path, warmup, case.timezone))
                     finally:
                         _drop_postgres(name)
             if not reports:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText
+from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText, each_record
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.registry import detect_format
 from glucoshare.simulator import PatientProfile
@@ -34,7 +34,7 @@ def parse_export(export: WrittenExport, timezone: str) -> tuple[str, list[Parsed
     source = SourceText(export.file_name, decoded.text, decoded.encoding)
     importer = detect_format(source)
     result = importer.parse(source, ParseContext(timezone))
-    records = list(result.records)
+    records = list(each_record(result.records))
     return importer.format, records, result
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
 from glucoshare.devices.errors import DeviceOwnedByAnotherPatientError
-from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText
+from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText, each_record
 from glucoshare.ingest.carelink import CareLinkImporter
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.dexcom_clarity import DexcomClarityImporter
@@ -66,7 +66,7 @@ def _source(name: str, data: bytes) -> SourceText:
 def _parse(source: SourceText, tz: str) -> tuple[ParseResult, list[ParsedRecord], ParseContext]:
     ctx = ParseContext(tz)
     result = CareLinkImporter().parse(source, ctx)
-    records = list(result.records)
+    records = list(each_record(result.records))
     return result, records, ctx
 
 
@@ -406,7 +406,7 @@ def test_bad_rows_are_reported_with_their_lines_and_the_rest_imports() -> None:
         ]
     )
     result = CareLinkImporter().parse(SourceText("bad.csv", text, "utf-8"), ParseContext("Europe/Berlin"))
-    records = list(result.records)
+    records = list(each_record(result.records))
     rejected = sorted(result.rejected, key=lambda r: r.line)
     assert [r.line for r in rejected] == [
         _line_of(text, "x7y"),

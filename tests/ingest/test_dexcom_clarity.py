@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import warnings
 import zoneinfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from glucoshare.ingest.base import ParseContext, SourceText
+from glucoshare.ingest.base import ParseContext, SourceText, each_record
 from glucoshare.ingest.decoding import decode_text
-from glucoshare.ingest.dexcom_clarity import DexcomClarityImporter
+from glucoshare.ingest.dexcom_clarity import DexcomClarityImporter, _glucose_numbers, _wall_times
 from glucoshare.ingest.errors import MalformedFileError
+from glucoshare.ingest.localtime import wall_ms
+from glucoshare.ingest.numbers import parse_number
+from glucoshare.ingest.timestamps import parse_iso_wall_time
 from glucoshare.simulator import simulate
 from glucoshare.simulator.writers.dexcom_clarity import ClarityOptions, write_clarity
 from tests.conftest import SAMPLES
@@ -93,7 +98,8 @@ def test_round_trip_property(seed: int, days: int, units: str, language: str, co
 def _parse_text(text: str, timezone: str = "UTC") -> tuple[list[object], list[object]]:
     source = SourceText("x.csv", text, "utf-8")
     result = IMPORTER.parse(source, ParseContext(timezone))
-    return list(result.records), result.rejected
+    records = sorted(each_record(result.records), key=lambda record: record.line)
+    return records, sorted(result.rejected, key=lambda row: row.line)
 
 
 HEADER = (
@@ -129,6 +135,30 @@ def test_bad_rows_are_reported_with_their_line_and_the_rest_imports() -> None:
     assert all("abc" not in r.reason for r in rejected)  # type: ignore[attr-defined]
 
 
+def test_glucose_text_that_is_not_a_finite_number_is_refused() -> None:
+    text = HEADER + (
+        "1,2024-01-01T10:00:00,EGV,,,,Android G6,inf,,,,,100,8ABCDE\n"
+        "2,2024-01-01T10:05:00,EGV,,,,Android G6,nan,,,,,400,8ABCDE\n"
+        "3,2024-01-01T10:10:00,EGV,,,,Android G6,1_20,,,,,700,8ABCDE\n"
+        "4,2024-01-01T10:15:00,EGV,,,,Android G6,120,,,,,1000,8ABCDE\n"
+    )
+    records, rejected = _parse_text(text)
+    assert [r.value for r in records] == [120.0]  # type: ignore[attr-defined]
+    assert [(r.line, r.reason) for r in rejected] == [  # type: ignore[attr-defined]
+        (line, "glucose value is not a number") for line in (2, 3, 4)
+    ]
+
+
+def test_a_timestamp_with_an_offset_is_a_bad_row_not_a_crash() -> None:
+    text = HEADER + (
+        "1,2024-01-01T10:00:00+01:00,EGV,,,,Android G6,120,,,,,100,8ABCDE\n"
+        "2,2024-01-01T10:05:00,EGV,,,,Android G6,125,,,,,400,8ABCDE\n"
+    )
+    records, rejected = _parse_text(text)
+    assert [r.value for r in records] == [125.0]  # type: ignore[attr-defined]
+    assert [(r.line, r.reason) for r in rejected] == [(2, "timestamp is not YYYY-MM-DDThh:mm:ss")]  # type: ignore[attr-defined]
+
+
 def test_ragged_rows_and_excel_variants_are_accepted() -> None:
     text = HEADER + (
         "1,2024-01-01 9:00:00,EGV,,,,Android G6,120,,,,,100,8ABCDE\n"
@@ -154,7 +184,7 @@ def test_transmitters_become_device_identifiers() -> None:
     )
     source = SourceText("x.csv", text, "utf-8")
     result = IMPORTER.parse(source, ParseContext("UTC"))
-    list(result.records)
+    list(each_record(result.records))
     device = result.devices["cgm"]
     assert (device.manufacturer, device.model, device.serial) == ("Dexcom", "G7", None)
     assert device.identifiers == {("dexcom_transmitter", "123456789012")}
@@ -190,7 +220,7 @@ def test_real_clarity_exports(name: str) -> None:
     source = SourceText(name, decoded.text, decoded.encoding)
     assert IMPORTER.detect(source.head())
     result = IMPORTER.parse(source, ParseContext("Europe/Bucharest"))
-    records = list(result.records)
+    records = list(each_record(result.records))
     assert result.rejected == []
     counts: dict[str, int] = {}
     for r in records:
@@ -200,3 +230,60 @@ def test_real_clarity_exports(name: str) -> None:
     settings = next(r for r in records if r.type == "cgmSettings")
     assert settings.payload is not None
     assert settings.payload["alerts"]["Urgent Low"] == {"threshold_mgdl": 55.0}
+
+
+def _scalar_wall(stamp: str) -> int | None:
+    try:
+        return wall_ms(parse_iso_wall_time(stamp))
+    except ValueError:
+        return None
+
+
+_STAMP = st.one_of(
+    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)).map(
+        lambda d: d.replace(microsecond=0).isoformat()
+    ),
+    st.text(alphabet="0123456789-T: Z+.", min_size=17, max_size=21),
+    st.sampled_from(
+        ["2024-13-01T10:10:00", "0000-01-01T00:00:00", "2024-01-01T10:00+01", "2024-01-01 10:00:00"]
+    ),
+)
+
+
+@given(stamps=st.lists(_STAMP, min_size=1, max_size=30))
+@example(stamps=["2024-01-01T10:00:00", "0000-01-01T00:00:00"])
+def test_column_timestamps_read_as_one_by_one(stamps: list[str]) -> None:
+    walls, unreadable = _wall_times(stamps)
+    expected = [_scalar_wall(stamp) for stamp in stamps]
+    assert unreadable == [at for at, wall in enumerate(expected) if wall is None]
+    assert walls.tolist() == [wall for wall in expected if wall is not None]
+
+
+def test_a_zoned_stamp_in_a_column_is_unreadable_whatever_the_warning_filter() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in production, where warnings are not errors
+        walls, unreadable = _wall_times(["2024-01-01T10:00:00", "2024-01-01T10:00+01"])
+    assert (walls.tolist(), unreadable) == ([wall_ms(dt.datetime(2024, 1, 1, 10))], [1])
+
+
+_CELL = st.one_of(
+    st.floats(min_value=0, max_value=1000, allow_nan=False).map(lambda x: f"{x:.1f}"),
+    st.integers(0, 500).map(str),
+    st.sampled_from(
+        ["Low", "High", "", " 120", "1_20", "inf", "nan", "1.234,5", "5,5", "+7", "12abc", "١٢٠"]
+    ),
+    st.text(alphabet="0123456789.,-e ", max_size=6),
+)
+
+
+@given(cells=st.lists(_CELL, min_size=1, max_size=30), decimal_comma=st.booleans())
+def test_column_glucose_numbers_read_as_one_by_one(cells: list[str], decimal_comma: bool) -> None:
+    numbers = _glucose_numbers(cells, decimal_comma=decimal_comma)
+    expected = []
+    for cell in cells:
+        try:
+            expected.append(parse_number(cell, decimal_comma=decimal_comma))
+        except ValueError:
+            expected.append(math.nan)
+    for got, want in zip(numbers.tolist(), expected, strict=True):
+        assert got == want or (math.isnan(want) and not math.isfinite(got)), (cells, got, want)

@@ -15,7 +15,14 @@ from sqlalchemy.orm import Session
 
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
-from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, RejectedRow, SourceText
+from glucoshare.ingest.base import (
+    ParseContext,
+    ParsedRecord,
+    ParseResult,
+    RejectedRow,
+    SourceText,
+    each_record,
+)
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.dexcom_clarity import DexcomClarityImporter
 from glucoshare.ingest.errors import MalformedFileError
@@ -65,7 +72,7 @@ def _row(stamp: str, kind: int, **cells: str) -> str:
 
 def _parse_text(text: str, timezone: str = "UTC") -> tuple[list[ParsedRecord], ParseResult]:
     result = IMPORTER.parse(SourceText("x.csv", text, "utf-8"), ParseContext(timezone))
-    return list(result.records), result
+    return list(each_record(result.records)), result
 
 
 def _parse(export: WrittenExport, timezone: str) -> tuple[list[ParsedRecord], ParseResult, ParseContext]:
@@ -75,7 +82,7 @@ def _parse(export: WrittenExport, timezone: str) -> tuple[list[ParsedRecord], Pa
     assert importer.format == "libreview"
     ctx = ParseContext(timezone)
     result = importer.parse(source, ctx)
-    return list(result.records), result, ctx
+    return list(each_record(result.records)), result, ctx
 
 
 def _utc(text: str, timezone: str = "UTC") -> int:

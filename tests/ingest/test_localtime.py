@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -84,3 +85,89 @@ def test_ordinary_times_match_zoneinfo(wall: dt.datetime, name: str) -> None:
     if first.utcoffset() == second.utcoffset():
         assert utc_ms == round(first.timestamp() * 1000)
         assert offset * 60 == first.utcoffset().total_seconds()  # type: ignore[union-attr]
+
+
+_DST_EVES = [  # 22:00 on the day before a change
+    dt.datetime(2025, 3, 8, 22),
+    dt.datetime(2025, 11, 1, 22),
+    dt.datetime(2025, 3, 29, 22),
+    dt.datetime(2025, 10, 25, 22),
+    dt.datetime(2025, 4, 5, 22),
+]
+
+
+@given(
+    name=st.sampled_from(["America/New_York", "Europe/Berlin", "UTC", "Australia/Lord_Howe"]),
+    start=st.sampled_from([dt.datetime(2025, 1, 20), *_DST_EVES]),
+    steps=st.lists(st.integers(-90, 200), min_size=1, max_size=80),
+    blocks=st.lists(st.integers(1, 20), min_size=1, max_size=6),
+    device_clock=st.sampled_from(["none", "some", "all"]),
+    shown_by=st.sampled_from(["zone", "steps"]),
+)
+def test_resolving_many_equals_resolving_one_by_one(
+    name: str,
+    start: dt.datetime,
+    steps: list[int],
+    blocks: list[int],
+    device_clock: str,
+    shown_by: str,
+) -> None:
+    """The vectorised path gives the same instants and leaves the clock in the same state.
+
+    Wall times are either what a clock set to the zone shows for instants ``steps`` minutes apart
+    (so the repeated and skipped hours appear as a device shows them), or ``steps`` applied to the
+    wall time directly (any order, any gap).
+    """
+    tz = zoneinfo.ZoneInfo(name)
+    epoch = dt.datetime(1970, 1, 1)
+    instant = start.replace(tzinfo=tz).timestamp()
+    walls, seconds = [], []
+    wall = int((start - epoch).total_seconds() * 1000)
+    for step in steps:
+        if shown_by == "zone":
+            instant += abs(step) * 60 + 60
+            shown = dt.datetime.fromtimestamp(instant, tz).replace(tzinfo=None)
+            walls.append(int((shown - epoch).total_seconds() * 1000))
+        else:
+            wall += step * 60_000
+            walls.append(wall)
+        seconds.append(instant - 1_700_000_000)
+    ticks = [
+        seconds[i] if device_clock == "all" or (device_clock == "some" and i % 3) else None
+        for i in range(len(walls))
+    ]
+    one_by_one = LocalClock(tz)
+    expected = [one_by_one.resolve_ms(w, t) for w, t in zip(walls, ticks, strict=True)]
+    many = LocalClock(tz)
+    got: list[tuple[int, int]] = []
+    at = 0
+    for size in [*blocks, len(walls)]:  # the rest in one last block
+        chunk = walls[at : at + size]
+        if chunk:
+            instants, offsets = many.resolve_many(
+                np.array(chunk, np.int64), lambda i, base=at: ticks[base + i]
+            )
+            got += zip(instants.tolist(), offsets.tolist(), strict=True)
+        at += size
+    assert got == expected
+    assert (many.ambiguous, many.skipped_hour) == (one_by_one.ambiguous, one_by_one.skipped_hour)
+    for probe in (walls[-1] + 5 * 60_000, walls[-1] - 50 * 60_000):
+        tick = None if ticks[-1] is None else ticks[-1] + 300.0
+        assert many.resolve_ms(probe, tick) == one_by_one.resolve_ms(probe, tick)
+
+
+def test_a_block_before_the_repeated_hour_hands_its_device_clock_on() -> None:
+    """The second pass of the repeated hour is told by the anchor the previous block left."""
+    utc = [dt.datetime(2025, 11, 2, 3, 0, tzinfo=dt.UTC) + dt.timedelta(minutes=10 * i) for i in range(6)]
+    utc.append(dt.datetime(2025, 11, 2, 6, 30, tzinfo=dt.UTC))  # 01:30 EST: the second pass
+    walls = [_ms(_wall(int(u.timestamp() * 1000), NY)) for u in utc]
+    ticks = [u.timestamp() - 1_700_000_000 for u in utc]
+    clock = LocalClock(NY)
+    first, _ = clock.resolve_many(np.array(walls[:6], np.int64), lambda i: ticks[i])  # 23:00-23:50 EDT
+    second, offsets = clock.resolve_many(np.array(walls[6:], np.int64), lambda i: ticks[6 + i])
+    assert first.tolist() + second.tolist() == [int(u.timestamp() * 1000) for u in utc]
+    assert offsets.tolist() == [-300]
+
+
+def _ms(wall: dt.datetime) -> int:
+    return int((wall - dt.datetime(1970, 1, 1)).total_seconds() * 1000)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.devices.service import resolve_device
 from glucoshare.records.models import Record, Upload
-from glucoshare.records.service import RecordWriter
+from glucoshare.records.service import ReadingColumns, RecordWriter
 
 
 def _setup(session: Session) -> tuple[int, int]:
@@ -59,3 +59,43 @@ def test_a_database_error_reaches_the_caller(session: Session) -> None:
     writer.submit([_row(device, upload, 1, kind=None)])
     with pytest.raises((sqlite3.IntegrityError, psycopg.errors.NotNullViolation)):
         writer.drain()
+
+
+@pytest.mark.parametrize("count", [1, 250, 251, 1000, 4103])
+def test_columns_store_the_same_rows_as_tuples(session: Session, count: int) -> None:
+    device, upload = _setup(session)
+    rows = [_row(device, upload, i)[:11] for i in range(count)]
+    columns = ReadingColumns(
+        device_seq=device,
+        upload_seq=upload,
+        type="cbg",
+        subtype="sensor",
+        orig_unit="mg/dL",
+        dedup_key="sensor",
+        time_ms=[row[4] for row in rows],  # type: ignore[misc]
+        utc_offset_min=[row[5] for row in rows],  # type: ignore[misc]
+        value=[row[6] for row in rows],  # type: ignore[misc]
+        orig_value=[row[7] for row in rows],  # type: ignore[misc]
+        source_line=[row[9] for row in rows],  # type: ignore[misc]
+    )
+    assert list(columns.rows()) == rows
+    writer = RecordWriter(session)
+    writer.submit(columns)
+    writer.submit(columns)  # all duplicates the second time
+    assert writer.drain() == count
+    stored = session.execute(
+        select(
+            Record.device_seq,
+            Record.upload_seq,
+            Record.type,
+            Record.subtype,
+            Record.time_ms,
+            Record.utc_offset_min,
+            Record.value,
+            Record.orig_value,
+            Record.orig_unit,
+            Record.source_line,
+            Record.dedup_key,
+        ).order_by(Record.time_ms)
+    ).all()
+    assert [tuple(row) for row in stored] == rows

@@ -6,9 +6,12 @@ vendors register exactly like third-party ones (see ``pyproject.toml``). An impo
 * recognises its format from the **content** (:meth:`Importer.detect`, never the file name),
 * parses the file into :class:`ParsedRecord` objects in canonical units, with UTC instants that it
   resolves through :meth:`ParseContext.clock` (one :class:`~glucoshare.ingest.localtime.LocalClock`
-  per stream, fed in the device's order),
+  per stream, fed in the device's order); runs of plain sensor readings may come as one
+  :class:`ReadingBlock` of columns instead (the fast path of CGM files, where nine rows in ten are
+  readings),
 * registers every device it sees in :attr:`ParseResult.devices` before yielding a record of it,
-* reports single unreadable rows in :attr:`ParseResult.rejected` with their line numbers, and
+* reports single unreadable rows in :attr:`ParseResult.rejected` with their line numbers (in any
+  order), and
   raises :class:`~glucoshare.ingest.errors.MalformedFileError` when the file as a whole is broken.
 
 An importer may set the class attribute ``final_newline = True`` when every file of its format ends
@@ -19,8 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from glucoshare.ingest.localtime import LocalClock
 
@@ -70,6 +76,55 @@ class ParsedRecord:
     annotation: str | None = None
     payload: dict[str, Any] | None = None
     identity: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class ReadingBlock:
+    """Plain readings of one type, subtype, device and unit, as columns of equal length.
+
+    Equivalent to one :class:`ParsedRecord` per index (without duration, annotation, payload or
+    identity); ``value`` in the canonical unit, ``orig_value`` in ``orig_unit`` as the file wrote it.
+    """
+
+    type: str
+    subtype: str
+    device: str
+    orig_unit: str
+    time_ms: npt.NDArray[np.int64]
+    utc_offset_min: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    orig_value: npt.NDArray[np.float64]
+    line: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.time_ms)
+
+    def records(self) -> Iterator[ParsedRecord]:
+        """The block as one :class:`ParsedRecord` per reading."""
+        for time_ms, offset, value, original, line in zip(
+            self.time_ms.tolist(),
+            self.utc_offset_min.tolist(),
+            self.value.tolist(),
+            self.orig_value.tolist(),
+            self.line.tolist(),
+            strict=True,
+        ):
+            yield ParsedRecord(
+                self.type, self.subtype, time_ms, offset, line, self.device, value, original, self.orig_unit
+            )
+
+
+ParsedItem = ParsedRecord | ReadingBlock
+"""What :attr:`ParseResult.records` yields."""
+
+
+def each_record(items: Iterable[ParsedItem]) -> Iterator[ParsedRecord]:
+    """Every record of a parse, with blocks expanded into single records."""
+    for item in items:
+        if isinstance(item, ReadingBlock):
+            yield from item.records()
+        else:
+            yield item
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,7 +211,7 @@ class ParseContext:
 class ParseResult:
     """The outcome of parsing one file. ``records`` is consumed once, lazily."""
 
-    records: Iterator[ParsedRecord]
+    records: Iterator[ParsedItem]
     devices: dict[str, DeviceInfo] = dataclasses.field(default_factory=dict)
     rejected: list[RejectedRow] = dataclasses.field(default_factory=list)
     primary_device: str | None = None

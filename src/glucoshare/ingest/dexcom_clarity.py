@@ -19,20 +19,28 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
+import math
 import unicodedata
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
 
 from glucoshare.ingest.base import (
     DeviceInfo,
     ParseContext,
+    ParsedItem,
     ParsedRecord,
     ParseResult,
+    ReadingBlock,
     RejectedRow,
     SourceText,
 )
 from glucoshare.ingest.errors import MalformedFileError
-from glucoshare.ingest.localtime import LocalClock
+from glucoshare.ingest.localtime import wall_ms
 from glucoshare.ingest.numbers import parse_duration_ms, parse_number
 from glucoshare.ingest.timestamps import parse_iso_wall_time
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
@@ -43,7 +51,6 @@ _TIMESTAMP_HEADERS = (
     "marca temporal (aaaa-",
 )
 _DEVICE_KEY = "cgm"
-_EPOCH = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - naive on purpose: wall-clock arithmetic
 SENSOR_LOW_MGDL = 40.0
 SENSOR_HIGH_MGDL = 400.0
 
@@ -66,8 +73,9 @@ SENSOR_HIGH_MGDL = 400.0
 ) = range(14)
 
 
+@functools.lru_cache(maxsize=256)
 def _fold(text: str) -> str:
-    """Lower-case without accents, for matching translated words."""
+    """Lower-case without accents, for matching translated words (the few distinct ones cached)."""
     decomposed = unicodedata.normalize("NFKD", text.strip().lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
@@ -171,6 +179,195 @@ def _model_from(text: str) -> str | None:
     return None
 
 
+_BAD_TIMESTAMP = "timestamp is not YYYY-MM-DDThh:mm:ss"
+_RUN_ROWS = 4096
+"""CGM rows converted together (one :class:`ReadingBlock`); bounds the memory of a run."""
+_ISO_WIDTH = 19  # YYYY-MM-DDThh:mm:ss
+_EARLIEST_WALL_MS = wall_ms(dt.datetime(1, 1, 1))  # noqa: DTZ001 - wall time
+
+_UNSEEN = "?"  # an event text not looked up yet (the lookup gives a name or None)
+_Timed = tuple[int, int, int]
+"""A record's line, UTC instant (ms) and UTC offset (minutes)."""
+
+
+def _later(first: _Timed | None, second: _Timed | None) -> _Timed | None:
+    """Of two timed rows, the one further down the file."""
+    if first is None or (second is not None and second[0] > first[0]):
+        return second
+    return first
+
+
+def _wall_times(stamps: list[str]) -> tuple[npt.NDArray[np.int64], list[int]]:
+    """Wall times (ms since the naive epoch) of timestamps, and the indexes of unreadable ones.
+
+    A column of 19-character stamps (``YYYY-MM-DDThh:mm:ss``, what Clarity writes) is parsed by
+    NumPy at once; NumPy's warning about a zone designator counts as a failure, since a wall time
+    must not carry one. Any other column goes stamp by stamp through :func:`parse_iso_wall_time`,
+    which also takes Excel's re-saved variants. The returned array leaves unreadable stamps out.
+    """
+    if set(map(len, stamps)) == {_ISO_WIDTH}:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                walls = np.array(stamps, dtype="datetime64[ms]").astype(np.int64)
+        except (ValueError, UserWarning):  # a bad or zoned stamp: found below, stamp by stamp
+            pass
+        else:
+            if (walls >= _EARLIEST_WALL_MS).all():
+                return walls, []
+    readable: list[int] = []
+    unreadable: list[int] = []
+    for at, stamp in enumerate(stamps):
+        try:
+            readable.append(wall_ms(parse_iso_wall_time(stamp)))
+        except ValueError:
+            unreadable.append(at)
+    return np.array(readable, np.int64), unreadable
+
+
+def _glucose_numbers(texts: list[str], *, decimal_comma: bool) -> npt.NDArray[np.float64]:
+    """The numbers of glucose cells, NaN where a cell is not a finite number (:func:`parse_number`).
+
+    NumPy converts the column at once (Python's ``float`` rules); cells that do not start with a
+    digit (``Low``, ``High``, empty or odd cells) are set aside and read one by one.
+    """
+    joined = "".join(texts)
+    if "_" not in joined and not (decimal_comma and "." in joined):
+        cells = [text.replace(",", ".") for text in texts] if decimal_comma else texts
+        try:
+            return np.array(cells, np.float64)  # inf and nan stay: refused by the caller
+        except ValueError:
+            pass
+        odd = [at for at, cell in enumerate(cells) if not cell[:1].isdigit()]
+        cells = cells.copy()
+        for at in odd:
+            cells[at] = "nan"
+        try:
+            numbers = np.array(cells, np.float64)
+        except ValueError:  # a cell that starts with a digit but is no number: all one by one
+            pass
+        else:
+            for at in odd:
+                numbers[at] = _number_or_nan(texts[at], decimal_comma=decimal_comma)
+            return numbers
+    return np.array([_number_or_nan(text, decimal_comma=decimal_comma) for text in texts], np.float64)
+
+
+def _number_or_nan(text: str, *, decimal_comma: bool) -> float:
+    try:
+        return parse_number(text, decimal_comma=decimal_comma)
+    except ValueError:
+        return math.nan
+
+
+class _ReadingRun:
+    """Consecutive CGM (EGV) rows of one receiver and transmitter, converted together.
+
+    Timestamps and glucose values are parsed as columns and resolved to UTC by
+    :meth:`LocalClock.resolve_many`; the readings come out as one :class:`ReadingBlock`, rows with
+    ``Low``/``High`` as single records with their annotation.
+    """
+
+    __slots__ = ("clock", "decimal_comma", "key", "last", "lines", "rows")
+
+    def __init__(self, key: tuple[str, str], ctx: ParseContext, decimal_comma: bool) -> None:
+        self.key = key
+        self.clock = ctx.clock(f"egv|{key[0].strip()}|{key[1].strip()}")
+        self.decimal_comma = decimal_comma
+        self.rows: list[list[str]] = []
+        self.lines: list[int] = []
+        self.last: _Timed | None = None
+
+    def _device_clock(self, rows: list[list[str]]) -> Callable[[int], float | None]:
+        def seconds(at: int) -> float | None:
+            text = rows[at][_TX_TIME]
+            return float(text) if text.isdigit() else None
+
+        return seconds
+
+    def items(
+        self, device: DeviceInfo, *, factor: float, unit: str, reject: Callable[[RejectedRow], None]
+    ) -> list[ParsedItem]:
+        """Convert the run; report its bad rows to ``reject``; note the run's last timed row."""
+        rows, lines = self.rows, self.lines
+        if not rows:
+            return []
+        walls, unreadable = _wall_times([row[_TIMESTAMP] for row in rows])
+        if unreadable:
+            for at in unreadable:
+                reject(RejectedRow(lines[at], _BAD_TIMESTAMP))
+            skip = set(unreadable)
+            rows = [row for at, row in enumerate(rows) if at not in skip]
+            lines = [line for at, line in enumerate(lines) if at not in skip]
+            if not rows:
+                return []
+        instants, offsets = self.clock.resolve_many(walls, self._device_clock(rows))
+        texts = [row[_GLUCOSE] for row in rows]
+        numbers = _glucose_numbers(texts, decimal_comma=self.decimal_comma)
+        line_numbers = np.array(lines, np.int64)
+        readable = numbers > 0  # False for NaN
+        readable &= np.isfinite(numbers)
+        items: list[ParsedItem] = []
+        last_at = -1
+        if not readable.all():
+            for at in np.flatnonzero(~readable).tolist():
+                word = _OUT_OF_RANGE.get(_fold(texts[at]))
+                if word is None:
+                    reject(RejectedRow(lines[at], _unreadable_glucose(texts[at], float(numbers[at]))))
+                    continue
+                value = SENSOR_LOW_MGDL if word == "low" else SENSOR_HIGH_MGDL
+                time_ms, offset = int(instants[at]), int(offsets[at])
+                items.append(
+                    ParsedRecord(
+                        "cbg",
+                        "sensor",
+                        time_ms,
+                        offset,
+                        lines[at],
+                        _DEVICE_KEY,
+                        value,
+                        None,
+                        unit,
+                        annotation=word,
+                    )
+                )
+                last_at = at
+        if readable.any():
+            originals = numbers[readable]
+            items.append(
+                ReadingBlock(
+                    "cbg",
+                    "sensor",
+                    _DEVICE_KEY,
+                    unit,
+                    instants[readable],
+                    offsets[readable],
+                    originals * factor,
+                    originals,
+                    line_numbers[readable],
+                )
+            )
+        if items:
+            transmitter = self.key[1].strip()
+            if transmitter:
+                device.identifiers.add(("dexcom_transmitter", transmitter.upper()))
+            if device.model == "CGM":
+                device.model = _model_from(self.key[0]) or device.model
+            if readable.any():
+                last_at = max(last_at, int(np.flatnonzero(readable)[-1]))
+            self.last = (lines[last_at], int(instants[last_at]), int(offsets[last_at]))
+        return items
+
+
+def _unreadable_glucose(text: str, number: float) -> str:
+    """Why a glucose cell that is neither a positive number nor Low/High is refused."""
+    if not text.strip():
+        return "EGV row without a glucose value"
+    if math.isnan(number) or math.isinf(number):
+        return "glucose value is not a number"
+    return "glucose value is not positive"
+
+
 class DexcomClarityImporter:
     """Reads Dexcom Clarity CSV exports."""
 
@@ -213,18 +410,17 @@ class DexcomClarityImporter:
         delimiter: str,
         factor: float,
         unit: str,
-    ) -> Iterator[ParsedRecord]:
+    ) -> Iterator[ParsedItem]:
         decimal_comma = delimiter == ";"
         device = result.devices[_DEVICE_KEY]
         reject = result.rejected.append
         alerts: dict[str, dict[str, float | str]] = {}
-        last_ms: int | None = None  # instant and offset of the file's last timed row
-        last_offset = 0
+        last: _Timed | None = None  # line, instant and offset of the file's last timed row
         events: dict[str, str | None] = {}  # raw event text -> canonical event name
-        clocks: dict[tuple[str, str], LocalClock] = {}
         transmitters = device.identifiers
-        seen_transmitter = ""
-        fromisoformat = dt.datetime.fromisoformat
+        run = _ReadingRun(("", ""), ctx, decimal_comma)
+        run_source, run_transmitter = run.key
+        add_row, add_line, room = run.rows.append, run.lines.append, _RUN_ROWS
         reader = csv.reader(source.lines(), delimiter=delimiter)
         next(reader)  # header
         for row in reader:
@@ -232,77 +428,24 @@ class DexcomClarityImporter:
                 if not any(cell.strip() for cell in row):
                     continue
                 row = row + [""] * (14 - len(row))  # noqa: PLW2901
-            line = reader.line_num
             event_text = row[_EVENT]
-            if event_text in events:
-                event = events[event_text]
-            else:
+            event = events.get(event_text, _UNSEEN)
+            if event is _UNSEEN:
                 event = events[event_text] = _EVENT_NAMES.get(_fold(event_text))
-            stamp = row[_TIMESTAMP]
-            if event == "egv" and stamp:
-                # Fast path: nine rows in ten are CGM readings.
-                try:
-                    local = fromisoformat(stamp)
-                except ValueError:
-                    try:
-                        local = parse_iso_wall_time(stamp)
-                    except ValueError:
-                        reject(RejectedRow(line, "timestamp is not YYYY-MM-DDThh:mm:ss"))
-                        continue
-                transmitter = row[_TX_ID]
-                clock_key = (row[_SOURCE_DEVICE], transmitter)
-                clock = clocks.get(clock_key)
-                if clock is None:
-                    clock = clocks[clock_key] = ctx.clock(f"egv|{clock_key[0].strip()}|{transmitter.strip()}")
-                tx_time = row[_TX_TIME]
-                delta = local - _EPOCH
-                wall = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-                time_ms, offset = clock.resolve_ms(wall, float(tx_time) if tx_time.isdigit() else None)
-                text = row[_GLUCOSE]
-                try:
-                    original = float(text) if not decimal_comma else parse_number(text, decimal_comma=True)
-                except ValueError:
-                    word = _OUT_OF_RANGE.get(_fold(text))
-                    if word is None:
-                        reject(
-                            RejectedRow(
-                                line,
-                                "EGV row without a glucose value"
-                                if not text.strip()
-                                else "glucose value is not a number",
-                            )
-                        )
-                        continue
-                    value = SENSOR_LOW_MGDL if word == "low" else SENSOR_HIGH_MGDL
-                    record = ParsedRecord(
-                        "cbg",
-                        "sensor",
-                        time_ms,
-                        offset,
-                        line,
-                        _DEVICE_KEY,
-                        value,
-                        None,
-                        unit,
-                        annotation=word,
-                    )
-                else:
-                    if not original > 0:
-                        reject(RejectedRow(line, "glucose value is not positive"))
-                        continue
-                    record = ParsedRecord(
-                        "cbg", "sensor", time_ms, offset, line, _DEVICE_KEY, original * factor, original, unit
-                    )
-                if transmitter != seen_transmitter:
-                    seen_transmitter = transmitter
-                    if transmitter.strip():
-                        transmitters.add(("dexcom_transmitter", transmitter.strip().upper()))
-                    if device.model == "CGM":
-                        device.model = _model_from(row[_SOURCE_DEVICE]) or device.model
-                last_ms, last_offset = time_ms, offset
-                yield record
+            if event == "egv" and row[_TIMESTAMP]:
+                # Nine rows in ten are CGM readings: collected into runs and converted together.
+                if row[_SOURCE_DEVICE] != run_source or row[_TX_ID] != run_transmitter or not room:
+                    yield from run.items(device, factor=factor, unit=unit, reject=reject)
+                    last = _later(last, run.last)
+                    run = _ReadingRun((row[_SOURCE_DEVICE], row[_TX_ID]), ctx, decimal_comma)
+                    run_source, run_transmitter = run.key
+                    add_row, add_line, room = run.rows.append, run.lines.append, _RUN_ROWS
+                add_row(row)
+                add_line(reader.line_num)
+                room -= 1
                 continue
-            stamp = stamp.strip()
+            line = reader.line_num
+            stamp = row[_TIMESTAMP].strip()
             if not stamp:
                 if event in ("device", "sensor"):
                     model = _model_from(row[_DEVICE_INFO]) or _model_from(row[_SOURCE_DEVICE])
@@ -318,7 +461,7 @@ class DexcomClarityImporter:
             try:
                 local = parse_iso_wall_time(stamp)
             except ValueError:
-                reject(RejectedRow(line, "timestamp is not YYYY-MM-DDThh:mm:ss"))
+                reject(RejectedRow(line, _BAD_TIMESTAMP))
                 continue
             if event is None:
                 reject(RejectedRow(line, "unknown event type"))
@@ -345,14 +488,16 @@ class DexcomClarityImporter:
                 transmitter = row[_TX_ID].strip()
                 if transmitter:
                     transmitters.add(("dexcom_transmitter", transmitter.upper()))
-            last_ms, last_offset = maybe.time_ms, maybe.utc_offset_min
+            last = _later(last, (line, maybe.time_ms, maybe.utc_offset_min))
             yield maybe
-        if alerts and last_ms is not None:
+        yield from run.items(device, factor=factor, unit=unit, reject=reject)
+        last = _later(last, run.last)
+        if alerts and last is not None:
             yield ParsedRecord(
                 type="cgmSettings",
                 subtype="",
-                time_ms=last_ms,
-                utc_offset_min=last_offset,
+                time_ms=last[1],
+                utc_offset_min=last[2],
                 line=1,
                 device=_DEVICE_KEY,
                 payload={"alerts": alerts, "units": "mg/dL"},

@@ -26,6 +26,10 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
 
 _EPOCH = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - naive on purpose: wall-clock arithmetic
 FOLD_STEP_BACK = dt.timedelta(minutes=10)
@@ -142,6 +146,49 @@ class LocalClock:
         instant = wall - offset * 60_000
         self._prev_ms = instant
         return instant, offset
+
+    def resolve_many(
+        self, walls: npt.NDArray[np.int64], device_clock_s: Callable[[int], float | None] | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """:meth:`resolve_ms` for many wall times of the stream at once, in stream order.
+
+        Returns ``(utc_ms, utc_offset_min)`` arrays and leaves the clock exactly as the same calls
+        of :meth:`resolve_ms` one by one would. Days without a daylight-saving change (nearly
+        all) are resolved as whole arrays; a block that touches a change, or follows a record of a
+        skipped hour, is resolved record by record. ``device_clock_s(i)`` gives the device clock of
+        the ``i``-th wall time (or ``None``); it is called only where needed (on the fast path for the
+        last record that has one), so the caller can parse it lazily.
+        """
+        count = len(walls)
+        if count == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        if self._lag is None:
+            days, index = np.unique(walls // _DAY_MS, return_inverse=True)
+            table = [
+                self._days[day] if day in self._days else self._day_offsets(day) for day in days.tolist()
+            ]
+            if all(entry is not None for entry in table):
+                day_offsets = np.array([entry[0] for entry in table if entry is not None], np.int64)
+                offsets = day_offsets[index]
+                instants = walls - offsets * 60_000
+                self._fold = 0
+                self._prev = int(walls[-1])
+                self._prev_ms = int(instants[-1])
+                if device_clock_s is not None:
+                    for at in range(count - 1, -1, -1):
+                        seconds = device_clock_s(at)
+                        if seconds is not None:
+                            self._anchor = int(instants[at]) / 1000 - seconds
+                            break
+                return instants, offsets
+        resolved = [
+            self.resolve_ms(int(wall), None if device_clock_s is None else device_clock_s(at))
+            for at, wall in enumerate(walls.tolist())
+        ]
+        return (
+            np.array([instant for instant, _ in resolved], np.int64),
+            np.array([offset for _, offset in resolved], np.int64),
+        )
 
     def _lagging_offset(self, wall: int, offset: int) -> int:
         """After a skipped-hour record: keep the old offset while the zone's would run backwards."""

@@ -12,13 +12,16 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,7 +34,14 @@ from glucoshare.devices.errors import DeviceOwnedByAnotherPatientError
 from glucoshare.devices.models import Device
 from glucoshare.devices.service import resolve_device
 from glucoshare.files import private_directory
-from glucoshare.ingest.base import ParseContext, ParseResult, RejectedRow, SourceText
+from glucoshare.ingest.base import (
+    ParseContext,
+    ParsedRecord,
+    ParseResult,
+    ReadingBlock,
+    RejectedRow,
+    SourceText,
+)
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.errors import (
     FileTooLargeError,
@@ -45,6 +55,7 @@ from glucoshare.records.models import Upload
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import (
     BATCH_SIZE,
+    ReadingColumns,
     RecordWriter,
     dedup_key,
     delete_upload,
@@ -106,6 +117,43 @@ def _store_raw(settings: Settings, sha256: str, data: bytes, session: Session) -
     hooks.append(forget)
 
 
+_collector_lock = threading.Lock()
+_collector_pauses = 0
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while records are parsed and stored.
+
+    An import allocates a few short-lived, acyclic objects per row (csv rows, tuples); the cyclic
+    collector would walk them, and every other live object, again and again: about a fifth of the
+    time of a CGM import (measured on the Clarity benchmark). Reference counting still frees them.
+    Concurrent imports share the pause; the collector resumes when the last of them ends, and only
+    if it was running before.
+    """
+    global _collector_pauses  # noqa: PLW0603 - one process-wide switch, guarded by the lock
+    with _collector_lock:
+        if _collector_pauses == 0:
+            _collector_was_enabled[0] = gc.isenabled()
+            gc.disable()
+        _collector_pauses += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector_pauses -= 1
+            if _collector_pauses == 0 and _collector_was_enabled[0]:
+                gc.enable()
+
+
+_collector_was_enabled = [True]
+
+
+def _out_of_bounds(time_ms: int, bounds: tuple[int, int]) -> str:
+    """Why a record dated outside ``bounds`` (UTC ms) is rejected."""
+    return "date is in the future" if time_ms > bounds[1] else "date before 2000 (device clock not set?)"
+
+
 class _UploadBuilder:
     """Consumes one :class:`ParseResult` into stored records and the upload's figures."""
 
@@ -152,14 +200,17 @@ class _UploadBuilder:
         cbg = RecordType.CBG.value
         try:
             for record in self.result.records:
+                if type(record) is ReadingBlock:
+                    columns = self._block_columns(record, writer, device_seqs, (min_ms, max_ms))
+                    if columns is not None:
+                        writer.submit(columns)
+                        if progress is not None:
+                            progress(len(columns))
+                    continue
+                assert type(record) is ParsedRecord  # noqa: S101 - narrows the type for mypy
                 time_ms = record.time_ms
                 if not min_ms <= time_ms <= max_ms:
-                    reason = (
-                        "date is in the future"
-                        if time_ms > max_ms
-                        else "date before 2000 (device clock not set?)"
-                    )
-                    rejected(RejectedRow(record.line, reason))
+                    rejected(RejectedRow(record.line, _out_of_bounds(time_ms, (min_ms, max_ms))))
                     continue
                 device_key = record.device
                 device_seq = device_seqs.get(device_key)
@@ -215,9 +266,53 @@ class _UploadBuilder:
                 upload.first_record_id = record_id
             if upload.last_record_id is None or record_id > upload.last_record_id:
                 upload.last_record_id = record_id
+        if self.first_ms is not None:  # blocks were stored
+            first, last = min(first, self.first_ms), max(last, self.last_ms or last)
         if counts:
             self.first_ms, self.last_ms = first, last
         self.rejected = sorted(self.result.rejected + self.rejected, key=lambda r: r.line)
+
+    def _block_columns(
+        self,
+        block: ReadingBlock,
+        writer: RecordWriter,
+        device_seqs: dict[str, int],
+        bounds: tuple[int, int],
+    ) -> ReadingColumns | None:
+        """A block of readings as columns to store; readings dated out of ``bounds`` are rejected."""
+        times, offsets, line = block.time_ms, block.utc_offset_min, block.line
+        values, originals = block.value, block.orig_value
+        inside = (times >= bounds[0]) & (times <= bounds[1])
+        if not inside.all():
+            for at in np.flatnonzero(~inside).tolist():
+                self.rejected.append(RejectedRow(int(line[at]), _out_of_bounds(int(times[at]), bounds)))
+            times, offsets, line = times[inside], offsets[inside], line[inside]
+            values, originals = values[inside], originals[inside]
+        count = len(times)
+        if not count:
+            return None
+        device_seq = device_seqs.get(block.device)
+        if device_seq is None:
+            writer.drain()  # the session is about to be used on this thread
+            device_seq = device_seqs[block.device] = self._device_seq(block.device)
+        self.counts[block.type] += count
+        self.device_counts[block.device] += count
+        low, high = int(times.min()), int(times.max())
+        self.first_ms = low if self.first_ms is None else min(self.first_ms, low)
+        self.last_ms = high if self.last_ms is None else max(self.last_ms, high)
+        return ReadingColumns(
+            device_seq=device_seq,
+            upload_seq=self.upload.seq,
+            type=block.type,
+            subtype=block.subtype,
+            orig_unit=block.orig_unit,
+            dedup_key=dedup_key(block.type, block.subtype, None, ""),
+            time_ms=times.tolist(),
+            utc_offset_min=offsets.tolist(),
+            value=values.tolist(),
+            orig_value=originals.tolist(),
+            source_line=line.tolist(),
+        )
 
     def claim_devices(self) -> Device | None:
         """Register every device of the file (and its parts) with the patient; return the primary."""
@@ -316,7 +411,8 @@ def import_file(
     session.flush()
     builder = _UploadBuilder(session, patient, upload, result)
     try:
-        builder.consume(progress)
+        with collector_paused():
+            builder.consume(progress)
         _check_outcome(source, builder)
         primary = builder.claim_devices()
     except DeviceOwnedByAnotherPatientError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -9,6 +10,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import Select, delete, select
@@ -43,7 +45,75 @@ PLAIN_COLUMNS = (
 RECORD_COLUMNS = (*PLAIN_COLUMNS, "duration_ms", "annotation", "payload")
 """The columns of a full row."""
 _PAYLOAD_AT = RECORD_COLUMNS.index("payload")
+_SHARED = ("device_seq", "upload_seq", "type", "subtype", "orig_unit", "dedup_key")
+_VARYING = ("time_ms", "utc_offset_min", "value", "orig_value", "source_line")
 _FILL = (None, None, None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadingColumns:
+    """Plain rows that share device, upload, type, subtype, unit and dedup key, as columns.
+
+    The bulk form of CGM readings: :class:`RecordWriter` binds the shared values once per statement
+    and the columns as they are, without a tuple per row.
+    """
+
+    device_seq: int
+    upload_seq: int
+    type: str
+    subtype: str
+    orig_unit: str
+    dedup_key: str
+    time_ms: list[int]
+    utc_offset_min: list[int]
+    value: list[float]
+    orig_value: list[float]
+    source_line: list[int]
+
+    def __len__(self) -> int:
+        return len(self.time_ms)
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """The same rows as tuples in :data:`PLAIN_COLUMNS` order."""
+        count = len(self.time_ms)
+        return zip(
+            itertools.repeat(self.device_seq, count),
+            itertools.repeat(self.upload_seq, count),
+            itertools.repeat(self.type, count),
+            itertools.repeat(self.subtype, count),
+            self.time_ms,
+            self.utc_offset_min,
+            self.value,
+            self.orig_value,
+            itertools.repeat(self.orig_unit, count),
+            self.source_line,
+            itertools.repeat(self.dedup_key, count),
+            strict=True,
+        )
+
+
+Batch = list[tuple[Any, ...]] | ReadingColumns
+"""What :meth:`RecordWriter.submit` takes."""
+
+
+@cache
+def _columns_sql(rows: int) -> str:
+    """A multi-row insert of ``rows`` plain rows, with column-major parameters.
+
+    The shared values of :class:`ReadingColumns` are bound once (``?1`` to ``?6``), then each of
+    its columns in turn, so the caller concatenates list slices instead of building a tuple per row.
+    """
+    first = len(_SHARED) + 1
+    values = []
+    for at in range(rows):
+        column = {name: f"?{first + at + rows * k}" for k, name in enumerate(_VARYING)}
+        column.update({name: f"?{k + 1}" for k, name in enumerate(_SHARED)})
+        values.append("(" + ", ".join(column[name] for name in PLAIN_COLUMNS) + ")")
+    return (
+        f"INSERT INTO records ({', '.join(PLAIN_COLUMNS)}) VALUES "  # noqa: S608 - only placeholders
+        + ", ".join(values)
+        + " ON CONFLICT DO NOTHING"
+    )
 
 
 def dedup_key(record_type: str, subtype: str, value: float | None, identity: str) -> str:
@@ -68,11 +138,12 @@ class RecordWriter:
 
     Rows are tuples in :data:`RECORD_COLUMNS` order (``payload`` a mapping or ``None``), or shorter
     tuples in :data:`PLAIN_COLUMNS` order for rows without duration, annotation and payload, which
-    SQLite inserts about twice as fast (fewer values to bind); handed over in batches of
-    :data:`BATCH_SIZE`. Works inside the caller's transaction, on its DBAPI
-    connection: multi-row ``INSERT ... ON CONFLICT DO NOTHING`` on SQLite; ``COPY`` into a
-    temporary table and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per batch on
-    PostgreSQL. This is the hot path of every import, so it skips the ORM's per-row processing.
+    SQLite inserts about twice as fast (fewer values to bind), handed over in batches of
+    :data:`BATCH_SIZE`; or as :class:`ReadingColumns`, which is faster still. Works inside the
+    caller's transaction, on its DBAPI connection: multi-row ``INSERT ... ON CONFLICT DO NOTHING``
+    on SQLite; ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON CONFLICT DO
+    NOTHING`` per batch on PostgreSQL. This is the hot path of every import, so it skips the
+    ORM's per-row processing.
 
     :meth:`submit` writes on a background thread, so that the database works (the drivers release
     the GIL while SQLite or the server works) while the caller parses the next batch. The caller
@@ -114,11 +185,11 @@ class RecordWriter:
         self.first_id: int | None = None
         self.last_id: int | None = None
         self.new = 0
-        self._queue: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def submit(self, batch: list[tuple[Any, ...]]) -> None:
+    def submit(self, batch: Batch) -> None:
         """Queue a batch for writing on the background thread (the writer owns the list now)."""
         if self._error is not None:
             self.drain()
@@ -159,8 +230,8 @@ class RecordWriter:
         if last is not None and (self.last_id is None or last > self.last_id):
             self.last_id = last
 
-    def write(self, batch: Sequence[tuple[Any, ...]]) -> int:
-        """Write rows (tuples in :data:`RECORD_COLUMNS` order); return how many were new.
+    def write(self, batch: Sequence[tuple[Any, ...]] | ReadingColumns) -> int:
+        """Write rows (tuples, or columns); return how many were new.
 
         :attr:`first_id` and :attr:`last_id` follow the lowest and highest record id written.
         """
@@ -177,8 +248,9 @@ class RecordWriter:
                     cast("sqlite3.Connection", dbapi), cast("sqlite3.Cursor", cursor), batch
                 )
             plain_width = len(PLAIN_COLUMNS)
+            rows = batch.rows() if isinstance(batch, ReadingColumns) else batch
             with cursor.copy(self._copy) as copy:
-                for row in batch:
+                for row in rows:
                     copy.write_row(row + _FILL if len(row) == plain_width else _with_json_payload(row))
             cursor.execute(self._sql)
             inserted, first, last = cursor.fetchone() or (0, None, None)
@@ -189,7 +261,10 @@ class RecordWriter:
             cursor.close()
 
     def _write_sqlite(
-        self, dbapi: sqlite3.Connection, cursor: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]
+        self,
+        dbapi: sqlite3.Connection,
+        cursor: sqlite3.Cursor,
+        rows: Sequence[tuple[Any, ...]] | ReadingColumns,
     ) -> int:
         # SQLite hands out rowids above the current maximum, and this transaction holds the write
         # lock (the upload row was written first), so the new records are the ids above ``before``.
@@ -198,6 +273,9 @@ class RecordWriter:
         changes = dbapi.total_changes
         plain_width = len(PLAIN_COLUMNS)
         start = 0
+        if isinstance(rows, ReadingColumns):
+            self._insert_columns(cursor, rows)
+            rows = ()
         while start < len(rows):  # runs of plain and of full rows, in order
             plain = len(rows[start]) == plain_width
             end = start + 1
@@ -213,6 +291,25 @@ class RecordWriter:
             cursor.execute("SELECT max(id) FROM records")
             self._note_ids(before + 1, int(cursor.fetchone()[0]))
         return inserted
+
+    @staticmethod
+    def _insert_columns(cursor: sqlite3.Cursor, columns: ReadingColumns) -> None:
+        shared = [getattr(columns, name) for name in _SHARED]
+        varying = [getattr(columns, name) for name in _VARYING]
+        start, total = 0, len(columns)
+        while start < total:
+            # Full statements, then the rest in powers of two: few statement shapes to prepare.
+            left = total - start
+            end = start + (
+                _SQLITE_ROWS_PER_STATEMENT
+                if left >= _SQLITE_ROWS_PER_STATEMENT
+                else 1 << (left.bit_length() - 1)
+            )
+            parameters = shared.copy()
+            for column in varying:
+                parameters += column[start:end]
+            cursor.execute(_columns_sql(end - start), parameters)
+            start = end
 
     def _insert_plain(self, cursor: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]) -> None:
         per = _SQLITE_ROWS_PER_STATEMENT

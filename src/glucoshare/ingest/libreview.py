@@ -55,16 +55,21 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
+import numpy as np
+import numpy.typing as npt
+
 from glucoshare.ingest.base import (
     DeviceInfo,
     ParseContext,
+    ParsedItem,
     ParsedRecord,
     ParseResult,
+    ReadingBlock,
     RejectedRow,
     SourceText,
 )
 from glucoshare.ingest.errors import MalformedFileError
-from glucoshare.ingest.localtime import wall_ms
+from glucoshare.ingest.localtime import LocalClock, wall_ms
 from glucoshare.ingest.numbers import parse_number
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 
@@ -421,7 +426,7 @@ class _Group:
 
     device: str
     kind: str
-    resolve: Callable[[int], tuple[int, int]]
+    clock: LocalClock
     column: int = -1  # the glucose column of record types 0, 1 and 2
     subtype: str = ""  # the cbg subtype of record types 0 (sensor) and 1 (scan)
     what: str = ""  # how messages name the glucose of record types 0 and 1
@@ -499,6 +504,54 @@ class LibreViewImporter:
         reader = _FileReader(source, ctx, result, layout)
         result.records = reader.records()
         return result
+
+
+_RUN_ROWS = 4096
+"""Readings of one group resolved and handed over together (one :class:`ReadingBlock`)."""
+
+
+def _readings(group: _Group, walls: list[int], lines: list[int], values: list[_Glucose]) -> list[ParsedItem]:
+    """A run of a group's readings: resolved to UTC at once; one block plus any flagged readings.
+
+    Readings at a sensor limit (with a low/high annotation) become single records.
+    """
+    instants, offsets = group.clock.resolve_many(np.array(walls, np.int64))
+    flagged = [at for at, value in enumerate(values) if value[2] is not None]
+    items: list[ParsedItem] = [
+        ParsedRecord(
+            "cbg",
+            group.subtype,
+            int(instants[at]),
+            int(offsets[at]),
+            lines[at],
+            group.device,
+            values[at][0],
+            values[at][1],
+            group.unit,
+            None,
+            values[at][2],
+        )
+        for at in flagged
+    ]
+    if len(flagged) < len(values):
+        plain: slice | npt.NDArray[np.bool_] = slice(None)
+        if flagged:
+            plain = np.ones(len(values), np.bool_)
+            plain[flagged] = False
+        items.append(
+            ReadingBlock(
+                "cbg",
+                group.subtype,
+                group.device,
+                group.unit,
+                instants[plain],
+                offsets[plain],
+                np.array([value[0] for value in values], np.float64)[plain],
+                np.array([value[1] for value in values], np.float64)[plain],
+                np.array(lines, np.int64)[plain],
+            )
+        )
+    return items
 
 
 class _FileReader:
@@ -588,7 +641,7 @@ class _FileReader:
         devices = self.result.devices
         if key not in devices:
             devices[key] = DeviceInfo(manufacturer="Abbott", model=model, serial=serial or None)
-        group = self.groups[key, kind] = _Group(key, kind, self.ctx.clock(f"{key}|{kind}").resolve_ms)
+        group = self.groups[key, kind] = _Group(key, kind, self.ctx.clock(f"{key}|{kind}"))
         group.subtype, group.what = _CBG_KINDS.get(kind, ("", ""))
         column = {"0": "historic", "1": "scan", "2": "strip"}.get(kind)
         header = self.layout.header
@@ -604,11 +657,14 @@ class _FileReader:
                 group.limits = _GLUCOSE_LIMITS[group.unit]
         return group
 
-    def records(self) -> Iterator[ParsedRecord]:
-        """Every record of the file, in file order.
+    def records(self) -> Iterator[ParsedItem]:
+        """Every record of the file; glucose readings of a group come in blocks.
 
         This is the hot loop: historic rows take the shortest path (cached timestamp parts and
-        glucose texts, the current group's attributes in locals).
+        glucose texts, the current group's attributes in locals). A historic or scan reading
+        without a note is only collected here, with its wall time; :func:`_readings` resolves and
+        hands over the run when the group changes, when another row of the group needs its
+        instant, every :data:`_RUN_ROWS` readings and at the end.
         """
         lines = self.source.lines()
         for _ in range(self.layout.header_line):
@@ -629,6 +685,9 @@ class _FileReader:
         days, times = stamps.days, stamps.times
         group: _Group | None = None
         g_model = g_serial = g_kind = ""
+        walls: list[int] = []
+        lines_of: list[int] = []
+        values: list[_Glucose] = []
         for raw in source:
             number += 1
             sparse = False  # only the leading columns were split off; the others are all empty
@@ -658,9 +717,17 @@ class _FileReader:
                     if any(cell.strip() for cell in (row[:lead] if sparse else row)):
                         reject(RejectedRow(line, "unknown record type (not 0 to 6)"))
                     continue
+                if walls and group is not None:
+                    yield from _readings(group, walls, lines_of, values)
+                    walls, lines_of, values = [], [], []
                 group, g_model, g_serial, g_kind = found, model, serial, kind
-                resolve, cache, column, device = group.resolve, group.cache, group.column, group.device
-                subtype, unit = group.subtype, group.unit
+                resolve, cache, column, device = (
+                    group.clock.resolve_ms,
+                    group.cache,
+                    group.column,
+                    group.device,
+                )
+                subtype = group.subtype
             stamp = row[i_stamp]
             date, _, time = stamp.partition(" ")
             day = days.get(date)
@@ -675,7 +742,6 @@ class _FileReader:
                     continue
             else:
                 local = day + delta
-            time_ms, offset = resolve(local)
             notes = "" if sparse or i_notes < 0 else row[i_notes]
             if notes:
                 notes = notes.strip()
@@ -687,6 +753,19 @@ class _FileReader:
                     except ValueError as exc:
                         reject(RejectedRow(line, str(exc)))
                         continue
+                if value is not None and not notes:
+                    walls.append(local)
+                    lines_of.append(line)
+                    values.append(value)
+                    if len(walls) >= _RUN_ROWS:
+                        yield from _readings(group, walls, lines_of, values)
+                        walls, lines_of, values = [], [], []
+                    continue
+            if walls:  # this row's instant depends on the readings before it on the same clock
+                yield from _readings(group, walls, lines_of, values)
+                walls, lines_of, values = [], [], []
+            time_ms, offset = resolve(local)
+            if subtype:
                 if value is not None:
                     yield ParsedRecord(
                         "cbg",
@@ -697,7 +776,7 @@ class _FileReader:
                         device,
                         value[0],
                         value[1],
-                        unit,
+                        group.unit,
                         None,
                         value[2],
                     )
@@ -713,6 +792,8 @@ class _FileReader:
                 yield ParsedRecord(
                     "note", "", time_ms, offset, line, device, payload={"text": notes}, identity=notes
                 )
+        if walls and group is not None:
+            yield from _readings(group, walls, lines_of, values)
 
     def event(
         self, group: _Group, row: list[str], line: int, instant: tuple[int, int], notes: str

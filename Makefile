@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# Reference data for the analytics tests (iglu's example data and iglu 4.3.0's results, GPL, read in
+# place by the tests, never copied into the project): the iglu-python 0.4.3 source distribution.
+ORACLES := .oracles/iglu_python-0.4.3.tar.gz
 
 .PHONY: run test lint bench fuzz install clean help
 
@@ -18,10 +21,14 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED) ## create .venv and install Glucoshare with its development tools
 
+$(ORACLES): | $(INSTALLED)
+	@$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: iglu-python==0.4.3 -d .oracles \
+		|| echo "iglu reference data not downloaded: the analytics oracle tests will be skipped"
+
 run: $(INSTALLED) ## import simulated demo patients into the default SQLite database and show their summaries
 	$(BIN)/glucoshare demo --patients 3
 
-test: $(INSTALLED) ## run the whole test suite (SQLite and, when reachable, PostgreSQL)
+test: $(INSTALLED) $(ORACLES) ## run the whole test suite (SQLite and, when reachable, PostgreSQL)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(INSTALLED) ## ruff, ruff format --check and mypy --strict
@@ -33,4 +40,4 @@ bench: $(INSTALLED) ## run the benchmarks and write BENCHMARKS.md
 	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md
 
 clean: ## remove the virtual environment and caches (not your data in .glucoshare)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .oracles .pytest_cache .mypy_cache .ruff_cache .hypothesis

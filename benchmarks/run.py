@@ -26,6 +26,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+import analytics
 from glucoshare.simulator import PatientProfile, simulate
 from glucoshare.simulator.writers.base import WrittenExport
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
@@ -207,10 +208,14 @@ def main() -> None:
             best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in reports)
             rows.append((case, engine, best, csv_seconds))
             print(case.name, engine, json.dumps(best), f"csv {csv_seconds:.3f}s", file=sys.stderr)
-    write_report(args.out, rows)
+    write_report(args.out, rows, analytics.run())
 
 
-def write_report(out: Path, rows: list[tuple[Case, str, dict[str, float] | None, float]]) -> None:
+def write_report(
+    out: Path,
+    rows: list[tuple[Case, str, dict[str, float] | None, float]],
+    measurements: list[analytics.Measurement],
+) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -275,6 +280,14 @@ def write_report(out: Path, rows: list[tuple[Case, str, dict[str, float] | None,
             peak = report["peak_rss_mb"]
             verdicts.append(f"peak {peak:.0f} MB ({'met' if peak < TARGET_PEAK_MB else 'NOT met'})")
         lines.append(f"- {case.description}, SQLite: " + "; ".join(verdicts) + ".")
+    lines += ["", *analytics.report_lines(measurements)]
+    lines += [
+        (
+            "Targets (issue 3): core metrics and bands for the cohort ≤ 0.15 s; MAGE for the cohort ≤ 2 s; "
+            "every number of the stats document for one patient × 90 days ≤ 20 ms; a clinic's triage of "
+            "10,000 patients from the aggregates ≤ 0.3 s."
+        ),
+    ]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

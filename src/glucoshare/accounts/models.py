@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Date, String
+from sqlalchemy import Date, Float, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
@@ -21,4 +21,9 @@ class Patient(Base):
     birthdate: Mapped[dt.date | None] = mapped_column(Date)
     timezone: Mapped[str] = mapped_column(String(64))
     display_units: Mapped[str] = mapped_column(String(8))
+    target_scheme: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    """``standard``, ``older``, ``pregnancy`` or ``custom`` (:mod:`glucoshare.analytics.ranges`)."""
+    target_low_mgdl: Mapped[float | None] = mapped_column(Float)
+    target_high_mgdl: Mapped[float | None] = mapped_column(Float)
+    """The ends of a custom target range (mg/dL, inclusive)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

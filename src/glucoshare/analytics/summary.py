@@ -15,10 +15,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-VERY_LOW_MGDL = 54.0
-LOW_MGDL = 70.0
-HIGH_MGDL = 180.0
-VERY_HIGH_MGDL = 250.0
+from glucoshare.analytics.metrics import cohort_metrics
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,7 +38,7 @@ class GlucoseSummary:
 
 
 def glucose_summary(mgdl: npt.NDArray[np.float64]) -> GlucoseSummary:
-    """Summarise CGM readings (mg/dL, any order).
+    """Summarise CGM readings (mg/dL, any order) with :func:`~glucoshare.analytics.metrics.cohort_metrics`.
 
     Bands partition the readings: very low ``g < 54``, low ``54 ≤ g < 70``, in range
     ``70 ≤ g ≤ 180``, high ``180 < g ≤ 250``, very high ``g > 250``. SD is the sample SD (n − 1).
@@ -50,22 +47,22 @@ def glucose_summary(mgdl: npt.NDArray[np.float64]) -> GlucoseSummary:
     n = int(values.size)
     if n == 0:
         return GlucoseSummary(0, None, None, None, None, None, None, None, None, None)
-    mean = float(values.mean())
-    sd = float(values.std(ddof=1)) if n > 1 else None
-    cv = 100.0 * sd / mean if sd is not None and mean > 0 else None
+    metrics = cohort_metrics(values, np.array([n], np.int64))
 
-    def pct(mask: npt.NDArray[np.bool_]) -> float:
-        return 100.0 * float(np.count_nonzero(mask)) / n
+    def number(array: npt.NDArray[np.float64]) -> float | None:
+        value = float(array[0])
+        return value if math.isfinite(value) else None
 
+    bands = [float(x) for x in metrics.band_pct[0]]
     return GlucoseSummary(
         readings=n,
-        mean_mgdl=mean,
-        sd_mgdl=sd,
-        cv_pct=cv,
-        gmi_pct=3.31 + 0.02392 * mean if math.isfinite(mean) else None,
-        very_low_pct=pct(values < VERY_LOW_MGDL),
-        low_pct=pct((values >= VERY_LOW_MGDL) & (values < LOW_MGDL)),
-        in_range_pct=pct((values >= LOW_MGDL) & (values <= HIGH_MGDL)),
-        high_pct=pct((values > HIGH_MGDL) & (values <= VERY_HIGH_MGDL)),
-        very_high_pct=pct(values > VERY_HIGH_MGDL),
+        mean_mgdl=number(metrics.mean_mgdl),
+        sd_mgdl=number(metrics.sd_mgdl),
+        cv_pct=number(metrics.cv_pct),
+        gmi_pct=number(metrics.gmi_pct),
+        very_low_pct=bands[0],
+        low_pct=bands[1],
+        in_range_pct=bands[2],
+        high_pct=bands[3],
+        very_high_pct=bands[4],
     )

@@ -13,3 +13,5 @@ class AuditTag(enum.StrEnum):
     UPLOAD_DELETE = "records:upload:delete"
     RECORDS_READ = "records:data:read"
     RECORDS_EXPORT = "records:data:export"
+    STATS_READ = "summaries:stats:read"
+    POPULATION_READ = "summaries:population:read"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from glucoshare.cli import audit, db, demo, export, patients, uploads
+from glucoshare.cli import audit, db, demo, export, patients, stats, uploads
 from glucoshare.cli.imports import import_command
 
 app = typer.Typer(
@@ -21,6 +21,9 @@ app.add_typer(audit.app, name="audit")
 app.command("import")(import_command)
 app.command("export")(export.export_command)
 app.command("demo")(demo.demo_command)
+app.command("stats")(stats.stats_command)
+app.command("compare")(stats.compare_command)
+app.command("triage")(stats.triage_command)
 
 
 def main() -> None:

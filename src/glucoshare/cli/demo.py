@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from glucoshare.cli.runtime import actor, handle_errors, print_json, settings, stderr, stdout, unit_of_work
+from glucoshare.cli.runtime import (
+    actor,
+    handle_errors,
+    print_json,
+    refresh_summaries,
+    settings,
+    stderr,
+    stdout,
+    unit_of_work,
+)
 from glucoshare.demo import DemoPatientOut, seed_demo
 
 
@@ -28,6 +37,7 @@ def demo_command(
         results = seed_demo(
             session, settings=settings(), count=patients, today=dt.datetime.now(dt.UTC).date(), actor=actor()
         )
+    refresh_summaries()
     if as_json:
         print_json({"patients": results})
         return

@@ -10,7 +10,16 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from glucoshare.accounts.service import get_patient
-from glucoshare.cli.runtime import actor, handle_errors, print_json, settings, stderr, stdout, unit_of_work
+from glucoshare.cli.runtime import (
+    actor,
+    handle_errors,
+    print_json,
+    refresh_summaries,
+    settings,
+    stderr,
+    stdout,
+    unit_of_work,
+)
 from glucoshare.errors import InputError
 from glucoshare.ingest.errors import FileTooLargeError
 from glucoshare.ingest.schemas import IncomingFile
@@ -77,6 +86,7 @@ def import_command(
     uploads: list[UploadOut] = []
     with unit_of_work() as session:
         person = get_patient(session, patient)
+        person_id = person.id
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -103,6 +113,7 @@ def import_command(
                         progress=advance,
                     )
                 )
+    refresh_summaries([person_id])
     if as_json:
         print_json({"uploads": uploads})
     else:

@@ -18,12 +18,14 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from glucoshare.config import Settings, get_settings
 from glucoshare.db.migrate import upgrade
 from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.errors import GlucoshareError, InternalError
+from glucoshare.summaries.service import refresh_outdated
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,6 +52,19 @@ def unit_of_work() -> Iterator[Session]:
     """One transaction: everything the command does is stored, or nothing."""
     with session_scope(engine()) as session:
         yield session
+
+
+def refresh_summaries(patient_ids: list[str] | None = None) -> None:
+    """Bring the daily aggregates up to date after data landed, in a transaction of its own.
+
+    The data is already stored; should this fail, the aggregates stay in the backlog and are
+    refreshed before the next population read, so only a warning is shown.
+    """
+    try:
+        with unit_of_work() as session:
+            refresh_outdated(session, patient_ids)
+    except SQLAlchemyError:
+        stderr.print("warning: the daily summaries will be brought up to date later", markup=False)
 
 
 def actor() -> str:

@@ -10,7 +10,15 @@ from rich.table import Table
 from glucoshare.accounts.service import get_patient
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.cli.runtime import actor, handle_errors, print_json, settings, stdout, unit_of_work
+from glucoshare.cli.runtime import (
+    actor,
+    handle_errors,
+    print_json,
+    refresh_summaries,
+    settings,
+    stdout,
+    unit_of_work,
+)
 from glucoshare.ingest.service import remove_upload
 from glucoshare.records.service import list_uploads
 
@@ -63,6 +71,7 @@ def delete(
     """Delete one upload and exactly the records it stored."""
     with unit_of_work() as session:
         removal = remove_upload(session, settings=settings(), upload_id=upload_id, actor=actor())
+    refresh_summaries([removal.patient_id])
     if as_json:
         print_json(
             {

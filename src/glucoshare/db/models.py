@@ -5,5 +5,6 @@ from glucoshare.audit import models as audit_models
 from glucoshare.db.base import Base
 from glucoshare.devices import models as devices_models
 from glucoshare.records import models as records_models
+from glucoshare.summaries import models as summaries_models
 
-__all__ = ["Base", "accounts_models", "audit_models", "devices_models", "records_models"]
+__all__ = ["Base", "accounts_models", "audit_models", "devices_models", "records_models", "summaries_models"]

@@ -63,6 +63,7 @@ from glucoshare.records.service import (
     uploads_overlapping,
 )
 from glucoshare.records.vocabulary import RecordType
+from glucoshare.summaries.service import mark_outdated
 
 EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 """Records before this instant come from a device whose clock was never set; they are rejected."""
@@ -429,6 +430,8 @@ def import_file(
     ]
     upload.first_ms, upload.last_ms = builder.first_ms, builder.last_ms
     session.flush()
+    if new and builder.first_ms is not None and builder.last_ms is not None:
+        mark_outdated(session, patient.id, builder.first_ms, builder.last_ms, "upload")
     _store_raw(settings, sha256, data, session)
     record_event(
         session,
@@ -506,6 +509,7 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
             builder = _UploadBuilder(session, patient, other, result)
             builder.consume(None)
             restored += builder.new
+        mark_outdated(session, patient.id, upload.first_ms, upload.last_ms, "upload deleted")
     still_used = session.scalar(select(Upload.id).where(Upload.sha256 == upload.sha256).limit(1))
     if still_used is None:
         raw = _raw_path(settings, upload.sha256)

@@ -204,31 +204,39 @@ def _segment_sd(y: FloatArray, start: IntArray, length: IntArray) -> FloatArray:
 def _delta_signs(seg: _Segments, short_ma: int, long_ma: int) -> npt.NDArray[np.int8]:
     """The sign of short − long moving average at every point (0 where the point is unknown)."""
     y, start, length = seg.values, seg.start, seg.length
+    n = y.size
     known = np.isfinite(y)
-    first = np.repeat(start, length)
     # Integer centres keep integer data integer, so the cumulative sums below are exact for it.
     centre = np.repeat(np.round(_segment_mean(y, start)), length)
     z = np.where(known, y - centre, 0.0)
     sums = np.concatenate([[0.0], np.cumsum(z)])
     counts = np.concatenate([[0], np.cumsum(known, dtype=np.int64)])
-    point = np.arange(y.size, dtype=np.int64)
 
-    def window(width: int) -> tuple[IntArray, FloatArray]:
-        end = np.maximum(point, first + (width - 1))  # the first full window fills the lead-in
-        total = sums[end + 1] - sums[end + 1 - width]
-        return end, total / (counts[end + 1] - counts[end + 1 - width])
+    def window(width: int) -> FloatArray:
+        # The window ending at every point (slices, not gathers: this runs on whole cohorts) ...
+        total = np.empty(n)
+        number = np.empty(n, np.int64)
+        total[: width - 1], number[: width - 1] = 0.0, 1  # the first lead-in, overwritten below
+        total[width - 1 :] = sums[width:] - sums[: n + 1 - width]
+        number[width - 1 :] = counts[width:] - counts[: n + 1 - width]
+        mean: FloatArray = total / number
+        # ... and the first full window's mean in each segment's lead-in (segments are longer).
+        lead = _ranges(start, np.full(start.size, width - 1, np.int64))
+        mean[lead] = np.repeat(mean[start + (width - 1)], width - 1)
+        return mean
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        short_end, short_mean = window(short_ma)
-        long_end, long_mean = window(long_ma)
-        delta = short_mean - long_mean
+        delta = window(short_ma) - window(long_ma)
     # Rounding of a window sum from the cumulative sums is at most width·eps·max|sums| (plus one
     # rounding of the result); near 0 the sign is decided again with R's own arithmetic.
     scale = float(np.abs(sums).max()) + float(np.abs(z).max(initial=0.0)) if y.size else 0.0
     bound = 2.0 * (short_ma + long_ma + 2) * _EPS * scale
     unsure = np.flatnonzero(known & ~(np.abs(delta) > bound))
     if unsure.size:
-        delta[unsure] = _r_means(y, short_end[unsure], short_ma) - _r_means(y, long_end[unsure], long_ma)
+        first = start[np.searchsorted(start, unsure, side="right") - 1]
+        short_end = np.maximum(unsure, first + (short_ma - 1))  # the lead-in's window, as above
+        long_end = np.maximum(unsure, first + (long_ma - 1))
+        delta[unsure] = _r_means(y, short_end, short_ma) - _r_means(y, long_end, long_ma)
     return np.sign(np.where(known, delta, 0.0)).astype(np.int8)
 
 

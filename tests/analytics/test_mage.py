@@ -9,7 +9,7 @@ from random import Random
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glucoshare.analytics.grid import day_grid
@@ -515,6 +515,9 @@ def assert_same_excursions(m: np.ndarray, count: np.ndarray, sd: np.ndarray, ran
 
 
 @given(st.lists(traces(max_size=1200), min_size=1, max_size=6), st.randoms(use_true_random=False))
+@settings(  # large cohorts on purpose: the generator may hit Hypothesis's size checks under load
+    suppress_health_check=[HealthCheck.data_too_large, HealthCheck.large_base_example, HealthCheck.too_slow]
+)
 def test_alone_and_lockstep_give_identical_turning_points_and_excursions_on_generated_cohorts(
     cohort: list[tuple[np.ndarray, np.ndarray]], random: Random
 ) -> None:

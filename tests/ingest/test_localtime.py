@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import zoneinfo
 
 import numpy as np
@@ -171,3 +172,20 @@ def test_a_block_before_the_repeated_hour_hands_its_device_clock_on() -> None:
 
 def _ms(wall: dt.datetime) -> int:
     return int((wall - dt.datetime(1970, 1, 1)).total_seconds() * 1000)
+
+
+def test_a_device_clock_that_stays_behind_keeps_lagging_into_the_next_day() -> None:
+    """A device never put forward at spring-forward: the next day's block must keep the lag too."""
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    start = dt.datetime(2025, 3, 29, 22, 0, tzinfo=dt.UTC)  # 23:00 CET
+    walls = [_ms(start.replace(tzinfo=None) + dt.timedelta(minutes=30 * i, hours=1)) for i in range(80)]
+    one_by_one = LocalClock(berlin)
+    expected = [one_by_one.resolve_ms(w) for w in walls]
+    first_next_day = next(i for i, w in enumerate(walls) if w >= _ms(dt.datetime(2025, 3, 31)))
+    many = LocalClock(berlin)
+    got: list[tuple[int, int]] = []
+    for chunk in (walls[:first_next_day], walls[first_next_day:]):
+        instants, offsets = many.resolve_many(np.array(chunk, np.int64))
+        got += zip(instants.tolist(), offsets.tolist(), strict=True)
+    assert got == expected
+    assert [b[0] - a[0] for a, b in itertools.pairwise(got)] == [1_800_000] * (len(walls) - 1)

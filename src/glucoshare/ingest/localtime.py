@@ -25,6 +25,7 @@ This is Tidepool's "across-the-board time zone" processing plus order-based fold
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import zoneinfo
 from collections.abc import Callable
 
@@ -153,42 +154,62 @@ class LocalClock:
         """:meth:`resolve_ms` for many wall times of the stream at once, in stream order.
 
         Returns ``(utc_ms, utc_offset_min)`` arrays and leaves the clock exactly as the same calls
-        of :meth:`resolve_ms` one by one would. Days without a daylight-saving change (nearly
-        all) are resolved as whole arrays; a block that touches a change, or follows a record of a
-        skipped hour, is resolved record by record. ``device_clock_s(i)`` gives the device clock of
-        the ``i``-th wall time (or ``None``); it is called only where needed (on the fast path for the
-        last record that has one), so the caller can parse it lazily.
+        of :meth:`resolve_ms` one by one would. Runs of records on days without a daylight-saving
+        change (nearly all) are resolved as whole arrays; records on a day with a change, or after a
+        record of a skipped hour while the device clock lags, record by record.
+        ``device_clock_s(i)`` gives the device clock of the ``i``-th wall time (or ``None``); it is
+        called only where needed (on the fast path for the last record of a run that has one), so the
+        caller can parse it lazily.
         """
         count = len(walls)
+        instants = np.empty(count, np.int64)
+        offsets = np.empty(count, np.int64)
         if count == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        if self._lag is None:
-            days, index = np.unique(walls // _DAY_MS, return_inverse=True)
-            table = [
-                self._days[day] if day in self._days else self._day_offsets(day) for day in days.tolist()
-            ]
-            if all(entry is not None for entry in table):
-                day_offsets = np.array([entry[0] for entry in table if entry is not None], np.int64)
-                offsets = day_offsets[index]
-                instants = walls - offsets * 60_000
-                self._fold = 0
-                self._prev = int(walls[-1])
-                self._prev_ms = int(instants[-1])
-                if device_clock_s is not None:
-                    for at in range(count - 1, -1, -1):
-                        seconds = device_clock_s(at)
-                        if seconds is not None:
-                            self._anchor = int(instants[at]) / 1000 - seconds
-                            break
-                return instants, offsets
-        resolved = [
-            self.resolve_ms(int(wall), None if device_clock_s is None else device_clock_s(at))
-            for at, wall in enumerate(walls.tolist())
-        ]
-        return (
-            np.array([instant for instant, _ in resolved], np.int64),
-            np.array([offset for _, offset in resolved], np.int64),
-        )
+            return instants, offsets
+        days, index = np.unique(walls // _DAY_MS, return_inverse=True)
+        table = [self._days[day] if day in self._days else self._day_offsets(day) for day in days.tolist()]
+        known = np.array([entry is not None for entry in table], np.bool_)
+        day_offsets = np.array([0 if entry is None else entry[0] for entry in table], np.int64)
+        uniform = known[index]
+        # Runs of records on days without a change, and of records on days with one, in stream order.
+        edges = [0, *(np.flatnonzero(uniform[1:] != uniform[:-1]) + 1).tolist(), count]
+        for start, stop in itertools.pairwise(edges):
+            if uniform[start] and self._lag is None:
+                self._resolve_uniform(
+                    walls, day_offsets[index], device_clock_s, run=(start, stop), out=(instants, offsets)
+                )
+                continue
+            for at in range(start, stop):
+                clock = None if device_clock_s is None else device_clock_s(at)
+                instants[at], offsets[at] = self.resolve_ms(int(walls[at]), clock)
+        return instants, offsets
+
+    def _resolve_uniform(
+        self,
+        walls: npt.NDArray[np.int64],
+        day_offsets: npt.NDArray[np.int64],
+        device_clock_s: Callable[[int], float | None] | None,
+        *,
+        run: tuple[int, int],
+        out: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
+    ) -> None:
+        """Resolve ``walls[run[0]:run[1]]`` (days without a change) into ``out`` as arrays.
+
+        Leaves the clock as :meth:`resolve_ms` would after the run's last record.
+        """
+        start, stop = run
+        instants, offsets = out
+        offsets[start:stop] = day_offsets[start:stop]
+        instants[start:stop] = walls[start:stop] - day_offsets[start:stop] * 60_000
+        self._fold = 0
+        self._prev = int(walls[stop - 1])
+        self._prev_ms = int(instants[stop - 1])
+        if device_clock_s is not None:
+            for at in range(stop - 1, start - 1, -1):
+                seconds = device_clock_s(at)
+                if seconds is not None:
+                    self._anchor = int(instants[at]) / 1000 - seconds
+                    break
 
     def _lagging_offset(self, wall: int, offset: int) -> int:
         """After a skipped-hour record: keep the old offset while the zone's would run backwards."""

@@ -421,6 +421,7 @@ class DexcomClarityImporter:
         run = _ReadingRun(("", ""), ctx, decimal_comma)
         run_source, run_transmitter = run.key
         add_row, add_line, room = run.rows.append, run.lines.append, _RUN_ROWS
+        egv_text: str | None = None
         reader = csv.reader(source.lines(), delimiter=delimiter)
         next(reader)  # header
         for row in reader:
@@ -429,9 +430,15 @@ class DexcomClarityImporter:
                     continue
                 row = row + [""] * (14 - len(row))  # noqa: PLW2901
             event_text = row[_EVENT]
-            event = events.get(event_text, _UNSEEN)
-            if event is _UNSEEN:
-                event = events[event_text] = _EVENT_NAMES.get(_fold(event_text))
+            event: str | None
+            if event_text == egv_text:
+                event = "egv"
+            else:
+                event = events.get(event_text, _UNSEEN)
+                if event is _UNSEEN:
+                    event = events[event_text] = _EVENT_NAMES.get(_fold(event_text))
+                if event == "egv":
+                    egv_text = event_text  # the file's word for CGM rows: checked first from now on
             if event == "egv" and row[_TIMESTAMP]:
                 # Nine rows in ten are CGM readings: collected into runs and converted together.
                 if row[_SOURCE_DEVICE] != run_source or row[_TX_ID] != run_transmitter or not room:

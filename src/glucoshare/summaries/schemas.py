@@ -96,6 +96,8 @@ class StatsOut(BaseModel):
     sensor_interval_min: int | None
     days_with_cgm: int
     gmi_mmol_mol: float | None
+    mage_service_mgdl: float | None
+    """MAGE counting only the direction of the first excursion (Service 1970)."""
     gri_zone: str | None
     hypo_events_extended: int | None
     nocturnal_hypo_events: int | None

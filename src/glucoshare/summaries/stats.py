@@ -207,6 +207,7 @@ def compute_stats(
         sensor_interval_min=interval,
         days_with_cgm=len(set((cgm.local_ms // DAY_MS).tolist())),
         gmi_mmol_mol=None if mean is None else gmi_mmol_mol(mean),
+        mage_service_mgdl=variability.mage_service,
         gri_zone=None if glycaemia is None else glycaemia.zone,
         hypo_events_extended=variability.hypo_extended,
         nocturnal_hypo_events=variability.nocturnal_hypo,
@@ -262,6 +263,7 @@ class GridFigures:
     """The figures computed on the day grid."""
 
     mage: float | None = None
+    mage_service: float | None = None
     modd: float | None = None
     conga1: float | None = None
     hypo_l1: int | None = None
@@ -284,6 +286,7 @@ def grid_figures(cgm: CgmArrays, grid: DayGrid | None) -> GridFigures:
 
     return GridFigures(
         mage=mage_ma(cgm.utc_ms, cgm.mgdl, first_offset_min=int(offsets[0])),
+        mage_service=mage_ma(cgm.utc_ms, cgm.mgdl, first_offset_min=int(offsets[0]), direction="service"),
         modd=modd(grid),
         conga1=conga(grid, hours=1),
         hypo_l1=count(EventKind.HYPO, EventLevel.LEVEL_1),

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from glucoshare.audit.errors import AuditChainBrokenError
 from glucoshare.audit.service import verify_chain
-from glucoshare.cli.runtime import handle_errors, print_json, stdout, unit_of_work
+from glucoshare.cli.runtime import JsonOption, handle_errors, print_json, stdout, unit_of_work
 
 app = typer.Typer(help="Check the audit trail.", no_args_is_help=True)
 
@@ -16,7 +14,7 @@ app = typer.Typer(help="Check the audit trail.", no_args_is_help=True)
 @app.command("verify")
 @handle_errors
 def verify(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Exit 0 when the audit chain is intact, 2 when it was tampered with."""
     with unit_of_work() as session:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from glucoshare.cli.runtime import (
+    JsonOption,
     actor,
     handle_errors,
     print_json,
@@ -27,7 +28,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 @handle_errors
 def demo_command(
     patients: Annotated[int, typer.Option(min=1, max=200, help="How many demo patients.")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Create simulated demo patients, import their devices' vendor exports, and show each summary.
 

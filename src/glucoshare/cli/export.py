@@ -11,7 +11,17 @@ import typer
 from glucoshare.accounts.service import get_patient
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.cli.runtime import actor, handle_errors, print_json, stdout, unit_of_work
+from glucoshare.cli.runtime import (
+    FromOption,
+    JsonOption,
+    PatientOption,
+    ToOption,
+    actor,
+    handle_errors,
+    print_json,
+    stdout,
+    unit_of_work,
+)
 from glucoshare.export.service import export_patient
 from glucoshare.records.periods import local_dates_to_range, parse_local_date
 
@@ -25,14 +35,12 @@ class ExportFormatChoice(enum.StrEnum):
 
 @handle_errors
 def export_command(
-    patient: Annotated[str, typer.Option(help="The patient's e-mail address or id.")],
+    patient: PatientOption,
     fmt: Annotated[ExportFormatChoice, typer.Option("--format", help="csv or json.")],
     out: Annotated[Path, typer.Option(help="File to write.")],
-    from_: Annotated[
-        str | None, typer.Option("--from", help="First local date, YYYY-MM-DD (inclusive).")
-    ] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Last local date, YYYY-MM-DD (inclusive).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    from_: FromOption = None,
+    to: ToOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Export a patient's records with their provenance."""
     start = parse_local_date(from_, "--from") if from_ else None

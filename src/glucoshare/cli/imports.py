@@ -11,6 +11,8 @@ from rich.table import Table
 
 from glucoshare.accounts.service import get_patient
 from glucoshare.cli.runtime import (
+    JsonOption,
+    PatientOption,
     actor,
     handle_errors,
     print_json,
@@ -74,11 +76,11 @@ def _print_table(uploads: list[UploadOut]) -> None:
 @handle_errors
 def import_command(
     paths: Annotated[list[Path], typer.Argument(help="Export files to import.")],
-    patient: Annotated[str, typer.Option(help="The patient's e-mail address or id.")],
+    patient: PatientOption,
     timezone: Annotated[
         str | None, typer.Option(help="IANA time zone of the file's local times (default: the patient's).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Import device exports for a patient: all files are stored, or none."""
     limit = settings().max_upload_bytes

@@ -11,7 +11,7 @@ from glucoshare.accounts.schemas import PatientOut
 from glucoshare.accounts.service import add_patient, list_patients, validate_patient
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.cli.runtime import actor, handle_errors, print_json, stdout, unit_of_work
+from glucoshare.cli.runtime import JsonOption, actor, handle_errors, print_json, stdout, unit_of_work
 
 app = typer.Typer(help="Add and list patients.", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def add(
     birthdate: Annotated[str | None, typer.Option(help="Birth date, YYYY-MM-DD.")] = None,
     timezone: Annotated[str, typer.Option(help="IANA time zone of the patient's devices.")] = "UTC",
     units: Annotated[str, typer.Option(help="Display units: mg/dL or mmol/L.")] = "mg/dL",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Add a patient."""
     data = validate_patient(
@@ -45,7 +45,7 @@ def add(
 @app.command("list")
 @handle_errors
 def list_(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List every patient."""
     with unit_of_work() as session:

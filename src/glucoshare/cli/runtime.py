@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -29,6 +29,14 @@ from glucoshare.summaries.service import refresh_outdated
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+PatientOption = Annotated[str, typer.Option("--patient", help="The patient's e-mail address or id.")]
+FromOption = Annotated[str | None, typer.Option("--from", help="First local date, YYYY-MM-DD (inclusive).")]
+ToOption = Annotated[str | None, typer.Option("--to", help="Last local date, YYYY-MM-DD (inclusive).")]
+DaysOption = Annotated[
+    int | None, typer.Option(help="The N local days ending with the day of the latest reading (default 14).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 stderr = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)

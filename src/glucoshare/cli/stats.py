@@ -9,7 +9,18 @@ import typer
 from glucoshare.accounts.service import get_patient
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.cli.runtime import actor, handle_errors, print_json, stdout, unit_of_work
+from glucoshare.cli.runtime import (
+    DaysOption,
+    FromOption,
+    JsonOption,
+    PatientOption,
+    ToOption,
+    actor,
+    handle_errors,
+    print_json,
+    stdout,
+    unit_of_work,
+)
 from glucoshare.records.periods import parse_local_date
 from glucoshare.summaries.schemas import PopulationOut, StatsOut
 from glucoshare.summaries.service import (
@@ -31,16 +42,11 @@ def _num(value: float | None, unit: str = "", digits: int = 1) -> str:
 
 @handle_errors
 def stats_command(
-    patient: Annotated[str, typer.Option(help="The patient's e-mail address or id.")],
-    days: Annotated[
-        int | None,
-        typer.Option(help="The N local days ending with the day of the latest reading (default 14)."),
-    ] = None,
-    from_: Annotated[
-        str | None, typer.Option("--from", help="First local date, YYYY-MM-DD (inclusive).")
-    ] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Last local date, YYYY-MM-DD (inclusive).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    patient: PatientOption,
+    days: DaysOption = None,
+    from_: FromOption = None,
+    to: ToOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """CGM, insulin and carbohydrate statistics of a patient, in the patient's time zone."""
     first = parse_local_date(from_, "--from") if from_ else None
@@ -82,13 +88,10 @@ def _print_stats(stats: StatsOut) -> None:
 
 @handle_errors
 def compare_command(
-    patient: Annotated[str, typer.Option(help="The patient's e-mail address or id.")],
-    days: Annotated[
-        int | None,
-        typer.Option(help="The N local days ending with the day of the latest reading (default 14)."),
-    ] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="First local date of the period.")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Last local date of the period.")] = None,
+    patient: PatientOption,
+    days: DaysOption = None,
+    from_: FromOption = None,
+    to: ToOption = None,
     against_from: Annotated[
         str | None,
         typer.Option("--against-from", help="First local date to compare with (default: the days before)."),
@@ -96,7 +99,7 @@ def compare_command(
     against_to: Annotated[
         str | None, typer.Option("--against-to", help="Last local date to compare with.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Compare a period with the one before it (or another), number by number."""
     first = parse_local_date(from_, "--from") if from_ else None
@@ -143,7 +146,7 @@ def compare_command(
 @handle_errors
 def triage_command(
     days: Annotated[int, typer.Option(help="Days of the period: 1, 7, 14 or 30.")] = 14,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Every patient with their figures over the last days, grouped by triage category."""
     with unit_of_work() as session:

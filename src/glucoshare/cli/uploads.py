@@ -11,6 +11,8 @@ from glucoshare.accounts.service import get_patient
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.cli.runtime import (
+    JsonOption,
+    PatientOption,
     actor,
     handle_errors,
     print_json,
@@ -28,8 +30,8 @@ app = typer.Typer(help="List and delete uploads.", no_args_is_help=True)
 @app.command("list")
 @handle_errors
 def list_(
-    patient: Annotated[str, typer.Option(help="The patient's e-mail address or id.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    patient: PatientOption,
+    as_json: JsonOption = False,
 ) -> None:
     """List a patient's uploads, oldest first."""
     with unit_of_work() as session:
@@ -66,7 +68,7 @@ def list_(
 @handle_errors
 def delete(
     upload_id: Annotated[str, typer.Argument(help="Id of the upload to delete.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Delete one upload and exactly the records it stored."""
     with unit_of_work() as session:

@@ -10,7 +10,24 @@ from sqlalchemy.orm import Mapped, mapped_column
 from glucoshare.db.base import Base, UTCDateTime, utcnow
 
 
-class DailySummary(Base):
+class CgmSums:
+    """The sums and counts of CGM readings that add up across days and patients."""
+
+    readings: Mapped[int] = mapped_column(Integer)
+    very_low: Mapped[int] = mapped_column(Integer)
+    """Readings below 54 mg/dL (the bands of :mod:`glucoshare.analytics.ranges`)."""
+    low: Mapped[int] = mapped_column(Integer)
+    in_range: Mapped[int] = mapped_column(Integer)
+    high: Mapped[int] = mapped_column(Integer)
+    very_high: Mapped[int] = mapped_column(Integer)
+    tight: Mapped[int] = mapped_column(Integer)
+    extreme_high: Mapped[int] = mapped_column(Integer)
+    """Readings at or above 350 mg/dL (Tidepool's "extreme high")."""
+    sum_mgdl: Mapped[float] = mapped_column(Float)
+    sum_sq_mgdl: Mapped[float] = mapped_column(Float)
+
+
+class DailySummary(CgmSums, Base):
     """One patient's CGM readings of one local day, aggregated.
 
     Sums and counts only, so that any period's figures for a whole clinic add up from these rows
@@ -23,19 +40,8 @@ class DailySummary(Base):
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), primary_key=True)
     day: Mapped[int] = mapped_column(Integer, primary_key=True)
     """Local calendar day in the patient's time zone, as days since 1970-01-01."""
-    readings: Mapped[int] = mapped_column(Integer)
     interval_min: Mapped[int] = mapped_column(Integer)
     """The sampling interval of the day's readings (minutes per reading, for sensor use)."""
-    very_low: Mapped[int] = mapped_column(Integer)
-    low: Mapped[int] = mapped_column(Integer)
-    in_range: Mapped[int] = mapped_column(Integer)
-    high: Mapped[int] = mapped_column(Integer)
-    very_high: Mapped[int] = mapped_column(Integer)
-    tight: Mapped[int] = mapped_column(Integer)
-    extreme_high: Mapped[int] = mapped_column(Integer)
-    """Readings at or above 350 mg/dL (Tidepool's "extreme high")."""
-    sum_mgdl: Mapped[float] = mapped_column(Float)
-    sum_sq_mgdl: Mapped[float] = mapped_column(Float)
     last_ms: Mapped[int] = mapped_column(BigInteger)
     """UTC instant of the day's last reading."""
 
@@ -52,7 +58,7 @@ class SummaryBacklog(Base):
     reason: Mapped[str] = mapped_column(String(40))
 
 
-class PeriodSummary(Base):
+class PeriodSummary(CgmSums, Base):
     """One patient's aggregates summed over the last ``days`` days of data, or the ``days`` before.
 
     The last days end with the local day of the patient's latest reading (``last_day``), as
@@ -67,15 +73,5 @@ class PeriodSummary(Base):
     previous: Mapped[bool] = mapped_column(Boolean, primary_key=True)
     last_day: Mapped[int] = mapped_column(Integer)
     last_ms: Mapped[int] = mapped_column(BigInteger)
-    readings: Mapped[int] = mapped_column(Integer)
-    very_low: Mapped[int] = mapped_column(Integer)
-    low: Mapped[int] = mapped_column(Integer)
-    in_range: Mapped[int] = mapped_column(Integer)
-    high: Mapped[int] = mapped_column(Integer)
-    very_high: Mapped[int] = mapped_column(Integer)
-    tight: Mapped[int] = mapped_column(Integer)
-    extreme_high: Mapped[int] = mapped_column(Integer)
-    sum_mgdl: Mapped[float] = mapped_column(Float)
-    sum_sq_mgdl: Mapped[float] = mapped_column(Float)
     minutes: Mapped[float] = mapped_column(Float)
     """Minutes the readings cover (readings × sampling interval)."""

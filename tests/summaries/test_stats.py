@@ -282,3 +282,28 @@ def test_patterns_come_with_dates_and_windows(session: Session, settings: Settin
         assert pattern.occurrences == len(pattern.dates)
         assert all(stats.from_ <= date <= stats.to for date in pattern.dates)
         assert len(pattern.window_start) == len(pattern.window_end) == 5
+
+
+def test_the_human_output_speaks_the_patients_unit(
+    cli_env: Settings, clarity: WrittenExport, tmp_path: Path
+) -> None:
+    path = tmp_path / "export.csv"
+    path.write_bytes(clarity.data)
+    _cli(
+        "patients",
+        "add",
+        "--email",
+        "kim@example.org",
+        "--name",
+        "Kim",
+        "--timezone",
+        ZONE,
+        "--units",
+        "mmol/L",
+    )
+    _cli("import", str(path), "--patient", "kim@example.org")
+    code, out, err = _cli("stats", "--patient", "kim@example.org")
+    assert code == 0, err
+    mean = json.loads(_cli("stats", "--patient", "kim@example.org", "--json")[1])["mean_mgdl"]
+    assert f"mean {mean / 18.01559:.1f} mmol/L" in out
+    assert "mg/dL" not in out

@@ -22,6 +22,7 @@ from glucoshare.cli.runtime import (
     unit_of_work,
 )
 from glucoshare.records.periods import parse_local_date
+from glucoshare.records.vocabulary import mgdl_to_mmol
 from glucoshare.summaries.schemas import PopulationOut, StatsOut
 from glucoshare.summaries.service import (
     compare_periods,
@@ -61,19 +62,29 @@ def stats_command(
         _print_stats(stats)
 
 
+def _glucose(value: float | None, units: str) -> str:
+    """A glucose value in the patient's display unit (the JSON document stays in mg/dL)."""
+    if value is None:
+        return "-"
+    if units == "mmol/L":
+        return f"{mgdl_to_mmol(value):.1f} mmol/L"
+    return f"{value:.0f} mg/dL"
+
+
 def _print_stats(stats: StatsOut) -> None:
+    units = stats.display_units
     lines = [
         f"{stats.patient}: {stats.from_} to {stats.to} ({stats.days} days, {stats.timezone})",
         f"  readings {stats.readings}, sensor active {_pct(stats.sensor_active_pct)}"
         + ("" if stats.sufficient_data else "  (not enough data for a reliable picture)"),
-        f"  mean {_num(stats.mean_mgdl, ' mg/dL')}, GMI {_pct(stats.gmi_pct)}, CV {_pct(stats.cv_pct)}",
+        f"  mean {_glucose(stats.mean_mgdl, units)}, GMI {_pct(stats.gmi_pct)}, CV {_pct(stats.cv_pct)}",
         (
             f"  very low {_pct(stats.time_very_low_pct)}, low {_pct(stats.time_low_pct)}, "
             f"in range {_pct(stats.time_in_range_pct)}, high {_pct(stats.time_high_pct)}, "
             f"very high {_pct(stats.time_very_high_pct)}"
         ),
         (
-            f"  GRI {_num(stats.gri)} ({stats.gri_zone or '-'}), MAGE {_num(stats.mage_mgdl, ' mg/dL')}, "
+            f"  GRI {_num(stats.gri)} ({stats.gri_zone or '-'}), MAGE {_glucose(stats.mage_mgdl, units)}, "
             f"hypo events {stats.hypo_events_l1 if stats.hypo_events_l1 is not None else '-'}"
         ),
         (

@@ -9,6 +9,7 @@
     │   ├── InvalidFileError        a recognised format whose content is broken (names file and line)
     │   └── ConflictError           the request contradicts stored state (HTTP 409)
     ├── NotFoundError               the thing does not exist or the caller may not know it (exit 2, HTTP 404)
+    ├── UnauthenticatedError        the caller could not be identified (exit 2, HTTP 401)
     ├── PermissionDeniedError       the caller may not do this (exit 2, HTTP 403)
     └── InternalError               a bug or an environment fault (exit 1, HTTP 500)
 
@@ -78,6 +79,14 @@ class NotFoundError(GlucoshareError):
 
     code = "not_found"
     http_status = 404
+    exit_code = 2
+
+
+class UnauthenticatedError(GlucoshareError):
+    """The caller could not be identified (wrong or missing credentials)."""
+
+    code = "unauthenticated"
+    http_status = 401
     exit_code = 2
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Date, Float, String
+from sqlalchemy import BigInteger, Date, Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
@@ -26,4 +26,42 @@ class Patient(Base):
     target_low_mgdl: Mapped[float | None] = mapped_column(Float)
     target_high_mgdl: Mapped[float | None] = mapped_column(Float)
     """The ends of a custom target range (mg/dL, inclusive)."""
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), unique=True)
+    """The patient's own account, when they sign in (clinic-created patients may have none)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    """Someone who signs in: a patient, a clinician or a care partner (one account per e-mail)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    """``patient``, ``clinician`` or ``carepartner``."""
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    """argon2id PHC string; ``None`` until a password is set (invited or clinic-created accounts)."""
+    password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    email_verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    """The last TOTP time step accepted: no code of it or an earlier step is taken again."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def has_second_factor(self) -> bool:
+        """Whether TOTP is enabled."""
+        return self.totp_secret is not None
+
+
+class RecoveryCode(Base):
+    """A single-use recovery code of a user's second factor, stored as a digest."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -89,4 +89,58 @@ class PatientOut(BaseModel):
     birthdate: dt.date | None
     timezone: str
     display_units: DisplayUnits
+    user_id: str | None = None
     created_at: dt.datetime
+
+
+Role = Literal["patient", "clinician", "carepartner"]
+ROLES: tuple[Role, ...] = ("patient", "clinician", "carepartner")
+
+
+class UserCreate(BaseModel):
+    """What is needed to add an account."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    email: str
+    name: str
+    role: Role
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalise_email(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or len(value) > MAX_NAME_LENGTH:
+            msg = "a name of 1 to 200 characters is required"
+            raise ValueError(msg)
+        return value
+
+
+class UserOut(BaseModel):
+    """An account as the command line and the API show it (never a secret or a hash)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str
+    name: str
+    role: Role
+    has_password: bool
+    has_second_factor: bool
+    email_verified: bool
+    created_at: dt.datetime
+
+
+class TotpEnrolmentOut(BaseModel):
+    """A new second factor: the secret (for the authenticator app), its URI and the recovery codes.
+
+    Shown once; only the secret (to check codes) and digests of the codes are kept.
+    """
+
+    secret: str
+    uri: str
+    recovery_codes: list[str]

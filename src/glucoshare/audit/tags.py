@@ -8,6 +8,8 @@ class AuditTag(enum.StrEnum):
 
     PATIENT_CREATE = "accounts:patient:create"
     PATIENT_LIST = "accounts:patient:list"
+    USER_CREATE = "accounts:user:create"
+    USER_SECOND_FACTOR = "accounts:user:second-factor"
     UPLOAD_CREATE = "ingest:upload:create"
     UPLOAD_LIST = "records:upload:list"
     UPLOAD_DELETE = "records:upload:delete"

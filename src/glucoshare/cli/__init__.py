@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from glucoshare.cli import audit, db, demo, export, patients, stats, uploads
+from glucoshare.cli import audit, db, demo, export, patients, stats, uploads, users
 from glucoshare.cli.imports import import_command
 
 app = typer.Typer(
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(patients.app, name="patients")
 app.add_typer(uploads.app, name="uploads")
+app.add_typer(users.app, name="users")
 app.add_typer(audit.app, name="audit")
 app.command("import")(import_command)
 app.command("export")(export.export_command)

@@ -9,9 +9,11 @@ from rich.table import Table
 
 from glucoshare.accounts.schemas import PatientOut
 from glucoshare.accounts.service import add_patient, list_patients, validate_patient
+from glucoshare.accounts.users import add_user, validate_user
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.cli.runtime import JsonOption, actor, handle_errors, print_json, stdout, unit_of_work
+from glucoshare.cli.users import read_password
 
 app = typer.Typer(help="Add and list patients.", no_args_is_help=True)
 
@@ -24,14 +26,33 @@ def add(
     birthdate: Annotated[str | None, typer.Option(help="Birth date, YYYY-MM-DD.")] = None,
     timezone: Annotated[str, typer.Option(help="IANA time zone of the patient's devices.")] = "UTC",
     units: Annotated[str, typer.Option(help="Display units: mg/dL or mmol/L.")] = "mg/dL",
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Also create the patient's account, password from standard input."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Add a patient."""
+    """Add a patient (and, with --password-stdin, their own account to sign in with)."""
     data = validate_patient(
         email=email, name=name, birthdate=birthdate, timezone=timezone, display_units=units
     )
+    password = read_password() if password_stdin else None
     with unit_of_work() as session:
         patient = add_patient(session, data)
+        if password is not None:
+            account = add_user(
+                session, validate_user(email=data.email, name=data.name, role="patient"), password
+            )
+            patient.user_id = account.id
+            record_event(
+                session,
+                actor=actor(),
+                action=AuditTag.USER_CREATE,
+                target=account.id,
+                details={"role": "patient"},
+            )
         record_event(
             session, actor=actor(), action=AuditTag.PATIENT_CREATE, patient_id=patient.id, target=patient.id
         )

@@ -1,0 +1,178 @@
+"""Accounts that sign in: add, find, set a password, enrol a second factor, authenticate.
+
+Services flush but never commit. Rules: :mod:`glucoshare.accounts.passwords` (NIST SP 800-63B rev
+4) and :mod:`glucoshare.accounts.totp` (RFC 6238). Authentication answers every failure (unknown
+account, no password, wrong password, missing, wrong or replayed code) with the same
+:class:`~glucoshare.accounts.errors.AuthenticationError` after the same work, so nothing tells
+whether an account exists (ASVS 5.0 6.3.8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+
+import pydantic
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.errors import (
+    AuthenticationError,
+    InvalidUserError,
+    UserExistsError,
+    UserNotFoundError,
+    WeakPasswordError,
+)
+from glucoshare.accounts.models import RecoveryCode, User
+from glucoshare.accounts.passwords import (
+    PasswordRejectedError,
+    check_password,
+    hash_password,
+    verify_password,
+)
+from glucoshare.accounts.schemas import TotpEnrolmentOut, UserCreate, UserOut, normalise_email
+from glucoshare.accounts.totp import (
+    accepted_step,
+    new_recovery_codes,
+    new_secret,
+    provisioning_uri,
+    recovery_digest,
+)
+
+_FAILED = "wrong e-mail address, password or second-factor code"
+
+
+def validate_user(**fields: object) -> UserCreate:
+    """Validate raw fields into a :class:`UserCreate`, raising :class:`InvalidUserError`."""
+    try:
+        return UserCreate.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise InvalidUserError(f"{field}: {str(err['msg']).removeprefix('Value error, ')}") from exc
+
+
+def user_out(user: User) -> UserOut:
+    """The public view of an account."""
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        has_password=user.password_hash is not None,
+        has_second_factor=user.has_second_factor,
+        email_verified=user.email_verified_at is not None,
+        created_at=user.created_at,
+    )
+
+
+def add_user(session: Session, data: UserCreate, password: str | None = None) -> User:
+    """Add an account (one per e-mail address); with ``password``, checked and stored hashed."""
+    if session.scalar(select(User.id).where(User.email == data.email)) is not None:
+        msg = "an account with this e-mail address already exists"
+        raise UserExistsError(msg)
+    user = User(email=data.email, name=data.name, role=data.role)
+    if password is not None:
+        _store_password(user, password)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, ref: str) -> User:
+    """Find an account by e-mail address (any case) or id."""
+    key = ref.strip()
+    user = session.scalar(select(User).where(User.email == key.lower()))
+    if user is None:
+        user = session.get(User, key)
+    if user is None:
+        msg = "no account with this e-mail address or id"
+        raise UserNotFoundError(msg)
+    return user
+
+
+def _store_password(user: User, password: str) -> None:
+    try:
+        checked = check_password(
+            password, second_factor=user.has_second_factor, email=user.email, name=user.name
+        )
+    except PasswordRejectedError as exc:
+        raise WeakPasswordError(str(exc)) from None
+    user.password_hash = hash_password(checked)
+    user.password_changed_at = dt.datetime.now(dt.UTC)
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    """Set a new password (rules of :mod:`.passwords`)."""
+    _store_password(user, password)
+    session.flush()
+
+
+def enable_totp(session: Session, user: User) -> TotpEnrolmentOut:
+    """Give the account a new TOTP secret and ten new recovery codes (replacing any old ones)."""
+    secret = new_secret()
+    codes = new_recovery_codes()
+    user.totp_secret = secret
+    user.totp_last_step = None
+    session.query(RecoveryCode).filter(RecoveryCode.user_id == user.id).delete()
+    session.add_all(RecoveryCode(user_id=user.id, digest=recovery_digest(code)) for code in codes)
+    session.flush()
+    return TotpEnrolmentOut(secret=secret, uri=provisioning_uri(secret, user.email), recovery_codes=codes)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Login:
+    """A successful authentication."""
+
+    user: User
+    must_enrol_second_factor: bool
+    """A clinician without a second factor: they must enrol one before anything else."""
+
+
+def authenticate(
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    code: str | None = None,
+    now: float | None = None,
+) -> Login:
+    """Check an e-mail address, a password and (when enrolled) a TOTP or recovery code.
+
+    Raises :class:`AuthenticationError` for every failure alike. A password hash made with weaker
+    parameters is replaced; a used TOTP step or recovery code cannot be used again.
+    """
+    moment = time.time() if now is None else now
+    try:
+        key = normalise_email(email)
+    except ValueError:
+        key = None
+    user = session.scalar(select(User).where(User.email == key)) if key is not None else None
+    verification = verify_password(None if user is None else user.password_hash, password)
+    if user is None or not verification.ok:
+        raise AuthenticationError(_FAILED)
+    if user.totp_secret is not None and (code is None or not _second_factor(session, user, code, moment)):
+        raise AuthenticationError(_FAILED)
+    if verification.needs_rehash:
+        user.password_hash = hash_password(password)
+    session.flush()
+    return Login(user=user, must_enrol_second_factor=user.role == "clinician" and user.totp_secret is None)
+
+
+def _second_factor(session: Session, user: User, code: str, now: float) -> bool:
+    assert user.totp_secret is not None  # noqa: S101 - checked by the caller
+    step = accepted_step(user.totp_secret, code, now=now, last_step=user.totp_last_step)
+    if step is not None:
+        user.totp_last_step = step
+        return True
+    used = session.execute(
+        update(RecoveryCode)
+        .where(
+            RecoveryCode.user_id == user.id,
+            RecoveryCode.digest == recovery_digest(code),
+            RecoveryCode.used_at.is_(None),
+        )
+        .values(used_at=dt.datetime.now(dt.UTC))
+    )
+    return bool(used.rowcount)  # type: ignore[attr-defined]

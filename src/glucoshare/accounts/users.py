@@ -32,6 +32,7 @@ from glucoshare.accounts.passwords import (
     verify_password,
 )
 from glucoshare.accounts.schemas import TotpEnrolmentOut, UserCreate, UserOut, normalise_email
+from glucoshare.accounts.sessions import end_other_sessions
 from glucoshare.accounts.totp import (
     accepted_step,
     new_recovery_codes,
@@ -103,20 +104,25 @@ def _store_password(user: User, password: str) -> None:
     user.password_changed_at = dt.datetime.now(dt.UTC)
 
 
-def set_password(session: Session, user: User, password: str) -> None:
-    """Set a new password (rules of :mod:`.passwords`)."""
+def set_password(session: Session, user: User, password: str, *, keep_session: str | None = None) -> None:
+    """Set a new password (rules of :mod:`.passwords`); every other session of the account ends."""
     _store_password(user, password)
+    end_other_sessions(session, user, keep=keep_session)
     session.flush()
 
 
-def enable_totp(session: Session, user: User) -> TotpEnrolmentOut:
-    """Give the account a new TOTP secret and ten new recovery codes (replacing any old ones)."""
+def enable_totp(session: Session, user: User, *, keep_session: str | None = None) -> TotpEnrolmentOut:
+    """Give the account a new TOTP secret and ten new recovery codes (replacing any old ones).
+
+    Every other session of the account ends.
+    """
     secret = new_secret()
     codes = new_recovery_codes()
     user.totp_secret = secret
     user.totp_last_step = None
     session.query(RecoveryCode).filter(RecoveryCode.user_id == user.id).delete()
     session.add_all(RecoveryCode(user_id=user.id, digest=recovery_digest(code)) for code in codes)
+    end_other_sessions(session, user, keep=keep_session)
     session.flush()
     return TotpEnrolmentOut(secret=secret, uri=provisioning_uri(secret, user.email), recovery_codes=codes)
 

@@ -10,6 +10,7 @@ class AuditTag(enum.StrEnum):
     PATIENT_LIST = "accounts:patient:list"
     USER_CREATE = "accounts:user:create"
     USER_SECOND_FACTOR = "accounts:user:second-factor"
+    TOKEN_CREATE = "accounts:token:create"
     UPLOAD_CREATE = "ingest:upload:create"
     UPLOAD_LIST = "records:upload:list"
     UPLOAD_DELETE = "records:upload:delete"

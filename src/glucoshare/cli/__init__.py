@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from glucoshare.cli import audit, db, demo, export, patients, stats, uploads, users
+from glucoshare.cli import audit, db, demo, export, patients, stats, token, uploads, users
 from glucoshare.cli.imports import import_command
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(patients.app, name="patients")
 app.add_typer(uploads.app, name="uploads")
 app.add_typer(users.app, name="users")
+app.add_typer(token.app, name="token")
 app.add_typer(audit.app, name="audit")
 app.command("import")(import_command)
 app.command("export")(export.export_command)

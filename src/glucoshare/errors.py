@@ -10,6 +10,7 @@
     │   └── ConflictError           the request contradicts stored state (HTTP 409)
     ├── NotFoundError               the thing does not exist or the caller may not know it (exit 2, HTTP 404)
     ├── UnauthenticatedError        the caller could not be identified (exit 2, HTTP 401)
+    ├── TooManyRequestsError        too many attempts; try again later (exit 2, HTTP 429)
     ├── PermissionDeniedError       the caller may not do this (exit 2, HTTP 403)
     └── InternalError               a bug or an environment fault (exit 1, HTTP 500)
 
@@ -88,6 +89,18 @@ class UnauthenticatedError(GlucoshareError):
     code = "unauthenticated"
     http_status = 401
     exit_code = 2
+
+
+class TooManyRequestsError(GlucoshareError):
+    """Too many attempts in a short time; ``retry_after`` says when to try again (seconds)."""
+
+    code = "too_many_requests"
+    http_status = 429
+    exit_code = 2
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermissionDeniedError(GlucoshareError):

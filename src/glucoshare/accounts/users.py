@@ -33,6 +33,7 @@ from glucoshare.accounts.passwords import (
 )
 from glucoshare.accounts.schemas import TotpEnrolmentOut, UserCreate, UserOut, normalise_email
 from glucoshare.accounts.sessions import end_other_sessions
+from glucoshare.accounts.throttle import check_throttle, clear_failures, record_failure
 from glucoshare.accounts.totp import (
     accepted_step,
     new_recovery_codes,
@@ -40,6 +41,9 @@ from glucoshare.accounts.totp import (
     provisioning_uri,
     recovery_digest,
 )
+from glucoshare.audit.service import record_event
+from glucoshare.audit.tags import AuditTag
+from glucoshare.errors import GlucoshareError, TooManyRequestsError
 
 _FAILED = "wrong e-mail address, password or second-factor code"
 
@@ -182,3 +186,60 @@ def _second_factor(session: Session, user: User, code: str, now: float) -> bool:
         .values(used_at=dt.datetime.now(dt.UTC))
     )
     return bool(used.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """The outcome of a sign-in attempt: a login, or the error to answer with.
+
+    Returned rather than raised so that the caller commits the attempt's traces (the failure count
+    and the audit event) before it answers with the error.
+    """
+
+    login: Login | None
+    error: GlucoshareError | None
+
+
+def attempt_login(
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    code: str | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    now: dt.datetime | None = None,
+) -> LoginAttempt:
+    """Throttle, authenticate and audit one sign-in attempt (see :mod:`.throttle`)."""
+    moment = dt.datetime.now(dt.UTC) if now is None else now
+    where = {"ip": ip, "user_agent": None if user_agent is None else user_agent[:200]}
+    try:
+        check_throttle(session, email=email, ip=ip, now=moment)
+    except TooManyRequestsError as exc:
+        record_event(
+            session,
+            actor="anonymous",
+            action=AuditTag.LOGIN_FAILURE,
+            details={**where, "outcome": "throttled"},
+        )
+        return LoginAttempt(login=None, error=exc)
+    try:
+        login = authenticate(session, email=email, password=password, code=code, now=moment.timestamp())
+    except AuthenticationError as exc:
+        record_failure(session, email=email, ip=ip, now=moment)
+        known = session.scalar(select(User.id).where(User.email == email.strip().lower()))
+        record_event(
+            session,
+            actor=f"user:{known}" if known else "anonymous",
+            action=AuditTag.LOGIN_FAILURE,
+            details={**where, "outcome": "rejected"},
+        )
+        return LoginAttempt(login=None, error=exc)
+    clear_failures(session, email=email)
+    record_event(
+        session,
+        actor=f"user:{login.user.id}",
+        action=AuditTag.LOGIN_SUCCESS,
+        details={**where, "outcome": "ok"},
+    )
+    return LoginAttempt(login=login, error=None)

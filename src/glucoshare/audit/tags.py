@@ -10,6 +10,8 @@ class AuditTag(enum.StrEnum):
     PATIENT_LIST = "accounts:patient:list"
     USER_CREATE = "accounts:user:create"
     USER_SECOND_FACTOR = "accounts:user:second-factor"
+    LOGIN_SUCCESS = "accounts:login:success"
+    LOGIN_FAILURE = "accounts:login:failure"
     TOKEN_CREATE = "accounts:token:create"  # noqa: S105 - an audit tag, not a secret
     UPLOAD_CREATE = "ingest:upload:create"
     UPLOAD_LIST = "records:upload:list"

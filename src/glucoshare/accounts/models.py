@@ -117,3 +117,15 @@ class LoginFailure(Base):
     """SHA-256 of the normalised e-mail address that was tried (known or not): no address stored."""
     ip: Mapped[str | None] = mapped_column(String(64), index=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class PasswordReset(Base):
+    """A password-reset link: single use, valid 60 minutes, found by the SHA-256 of its token."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

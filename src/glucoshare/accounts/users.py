@@ -162,7 +162,9 @@ def authenticate(
     verification = verify_password(None if user is None else user.password_hash, password)
     if user is None or not verification.ok:
         raise AuthenticationError(_FAILED)
-    if user.totp_secret is not None and (code is None or not _second_factor(session, user, code, moment)):
+    if user.totp_secret is not None and (
+        code is None or not check_second_factor(session, user, code, moment)
+    ):
         raise AuthenticationError(_FAILED)
     if verification.needs_rehash:
         user.password_hash = hash_password(password)
@@ -170,7 +172,8 @@ def authenticate(
     return Login(user=user, must_enrol_second_factor=user.role == "clinician" and user.totp_secret is None)
 
 
-def _second_factor(session: Session, user: User, code: str, now: float) -> bool:
+def check_second_factor(session: Session, user: User, code: str, now: float) -> bool:
+    """Accept a TOTP code (once per step) or an unused recovery code of ``user`` (then used up)."""
     assert user.totp_secret is not None  # noqa: S101 - checked by the caller
     step = accepted_step(user.totp_secret, code, now=now, last_step=user.totp_last_step)
     if step is not None:

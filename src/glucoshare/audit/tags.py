@@ -12,7 +12,9 @@ class AuditTag(enum.StrEnum):
     USER_SECOND_FACTOR = "accounts:user:second-factor"
     LOGIN_SUCCESS = "accounts:login:success"
     LOGIN_FAILURE = "accounts:login:failure"
-    TOKEN_CREATE = "accounts:token:create"  # noqa: S105 - an audit tag, not a secret
+    PASSWORD_RESET_REQUEST = "accounts:password:reset-request"
+    PASSWORD_RESET = "accounts:password:reset"
+    TOKEN_CREATE = "accounts:token:create"
     UPLOAD_CREATE = "ingest:upload:create"
     UPLOAD_LIST = "records:upload:list"
     UPLOAD_DELETE = "records:upload:delete"

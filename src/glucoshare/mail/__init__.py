@@ -1,0 +1,1 @@
+"""Outgoing e-mail: one service for every message Glucoshare sends."""

@@ -1,0 +1,97 @@
+"""Send e-mail through SMTP (``GLUCOSHARE_SMTP_URL``) or, without it, into the outbox folder.
+
+Messages are queued on the database session and delivered only after its transaction commits, so
+a request that fails sends nothing. Delivery problems never undo what was committed: a message that
+cannot be sent is written to the outbox instead and the failure is logged without the message's
+content or address. Outbox files (``$GLUCOSHARE_DATA_DIR/outbox/*.eml``) are owner-only (0600).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import smtplib
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy.orm import Session
+
+from glucoshare.config import Settings
+from glucoshare.files import private_directory, private_file
+
+LOG = logging.getLogger(__name__)
+SENDER = "Glucoshare <no-reply@glucoshare.invalid>"
+TIMEOUT_S = 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Mail:
+    """One plain-text message."""
+
+    to: str
+    subject: str
+    body: str
+
+
+def _message(mail: Mail) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["To"] = mail.to
+    message["Subject"] = mail.subject
+    message["Date"] = formatdate(time.time(), usegmt=True)
+    message["Message-ID"] = make_msgid(domain="glucoshare.invalid")
+    message.set_content(mail.body)
+    return message
+
+
+def _write_outbox(message: EmailMessage, settings: Settings) -> Path:
+    outbox = settings.data_dir / "outbox"
+    private_directory(outbox)
+    path = outbox / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.eml"
+    private_file(path).write_bytes(message.as_bytes())
+    return path
+
+
+def _send_smtp(message: EmailMessage, url: str) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port
+    if parts.scheme == "smtps":
+        client: smtplib.SMTP = smtplib.SMTP_SSL(
+            host, port or 465, timeout=TIMEOUT_S, context=ssl.create_default_context()
+        )
+    elif parts.scheme == "smtp":
+        client = smtplib.SMTP(host, port or 25, timeout=TIMEOUT_S)
+    else:
+        msg = "GLUCOSHARE_SMTP_URL must start with smtp:// or smtps://"
+        raise ValueError(msg)
+    with client:
+        if parts.scheme == "smtp" and client.has_extn("starttls"):
+            client.starttls(context=ssl.create_default_context())
+        if parts.username:
+            client.login(unquote(parts.username), unquote(parts.password or ""))
+        client.send_message(message)
+
+
+def deliver(mail: Mail, settings: Settings) -> None:
+    """Send one message now: by SMTP when configured, else (or when SMTP fails) into the outbox."""
+    message = _message(mail)
+    if settings.smtp_url:
+        try:
+            _send_smtp(message, settings.smtp_url)
+        except (OSError, smtplib.SMTPException, ValueError) as exc:
+            LOG.warning("mail not sent (%s); kept in the outbox", type(exc).__name__)
+        else:
+            return
+    _write_outbox(message, settings)
+
+
+def queue_mail(session: Session, settings: Settings, mail: Mail) -> None:
+    """Deliver ``mail`` once the session's transaction has committed (nothing if it rolls back)."""
+    hooks: list[Callable[[], None]] = session.info.setdefault("commit_hooks", [])
+    hooks.append(lambda: deliver(mail, settings))

@@ -147,3 +147,18 @@ def test_cli_patients_add_with_a_password_creates_their_account(cli_env: Setting
     assert weak.exit_code == 2
     assert "at least 15" in weak.stderr
     assert session.scalar(select(Patient).where(Patient.email == "weak@example.org")) is None
+
+
+def test_a_patient_sees_who_accessed_their_data(cli_env: Settings) -> None:
+    runner.invoke(app, ["patients", "add", "--email", "pat@example.org", "--name", "Pat"])
+    runner.invoke(app, ["stats", "--patient", "pat@example.org"])
+    result = runner.invoke(app, ["audit", "access", "--patient", "pat@example.org", "--json"])
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    actions = [entry["action"] for entry in document["entries"]]
+    assert actions[:2] == ["summaries:stats:read", "accounts:patient:create"]
+    assert all(entry["actor"].startswith("cli") for entry in document["entries"])
+    again = json.loads(
+        runner.invoke(app, ["audit", "access", "--patient", "pat@example.org", "--json"]).stdout
+    )
+    assert again["entries"][0]["action"] == "audit:access-log:read"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from pydantic import BaseModel
 
 
@@ -12,3 +14,12 @@ class ChainReport(BaseModel):
     intact: bool
     first_bad_event: int | None = None
     reason: str | None = None
+
+
+class AccessEntryOut(BaseModel):
+    """One entry of a patient's access log: when, who, what (never the data itself)."""
+
+    at: dt.datetime
+    actor: str
+    action: str
+    target: str | None

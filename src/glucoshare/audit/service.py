@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from glucoshare.audit.models import AuditEvent
-from glucoshare.audit.schemas import ChainReport
+from glucoshare.audit.schemas import AccessEntryOut, ChainReport
 from glucoshare.audit.tags import AuditTag
 from glucoshare.db.base import utcnow
 
@@ -116,3 +116,17 @@ def verify_chain(session: Session) -> ChainReport:
             return ChainReport(events=count, intact=False, first_bad_event=event.id, reason="event altered")
         prev_hash = event.hash
     return ChainReport(events=count, intact=True)
+
+
+def access_log(
+    session: Session, patient_id: str, *, since: dt.datetime | None = None, limit: int = 1000
+) -> list[AccessEntryOut]:
+    """Who read or changed a patient's data, newest first (what the patient sees of the trail)."""
+    query = select(AuditEvent).where(AuditEvent.patient_id == patient_id)
+    if since is not None:
+        query = query.where(AuditEvent.occurred_at >= since)
+    rows = session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))
+    return [
+        AccessEntryOut(at=row.occurred_at, actor=row.actor, action=row.action, target=row.target)
+        for row in rows
+    ]

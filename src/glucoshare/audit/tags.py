@@ -20,5 +20,6 @@ class AuditTag(enum.StrEnum):
     UPLOAD_DELETE = "records:upload:delete"
     RECORDS_READ = "records:data:read"
     RECORDS_EXPORT = "records:data:export"
+    ACCESS_LOG_READ = "audit:access-log:read"
     STATS_READ = "summaries:stats:read"
     POPULATION_READ = "summaries:population:read"

@@ -10,6 +10,7 @@ class AuditTag(enum.StrEnum):
     PATIENT_LIST = "accounts:patient:list"
     USER_CREATE = "accounts:user:create"
     USER_SECOND_FACTOR = "accounts:user:second-factor"
+    USER_EMAIL_VERIFIED = "accounts:user:email-verified"
     LOGIN_SUCCESS = "accounts:login:success"
     LOGIN_FAILURE = "accounts:login:failure"
     PASSWORD_RESET_REQUEST = "accounts:password:reset-request"

@@ -53,7 +53,8 @@ def _message(mail: Mail) -> EmailMessage:
 def _write_outbox(message: EmailMessage, settings: Settings) -> Path:
     outbox = settings.data_dir / "outbox"
     private_directory(outbox)
-    path = outbox / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.eml"
+    # Named by the time in nanoseconds, so that the files sort in the order they were written.
+    path = outbox / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.eml"
     private_file(path).write_bytes(message.as_bytes())
     return path
 

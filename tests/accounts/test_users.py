@@ -162,3 +162,16 @@ def test_a_patient_sees_who_accessed_their_data(cli_env: Settings) -> None:
         runner.invoke(app, ["audit", "access", "--patient", "pat@example.org", "--json"]).stdout
     )
     assert again["entries"][0]["action"] == "audit:access-log:read"
+
+
+def test_cli_patients_delete_needs_confirmation(cli_env: Settings, session: Session) -> None:
+    runner.invoke(app, ["patients", "add", "--email", "pat@example.org", "--name", "Pat"])
+    refused = runner.invoke(app, ["patients", "delete", "--patient", "pat@example.org"])
+    assert refused.exit_code == 2
+    assert "--yes" in refused.stderr
+    assert session.scalar(select(Patient).where(Patient.email == "pat@example.org")) is not None
+    done = runner.invoke(app, ["patients", "delete", "--patient", "pat@example.org", "--yes", "--json"])
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["uploads"] == 0
+    session.expire_all()
+    assert session.scalar(select(Patient).where(Patient.email == "pat@example.org")) is None

@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from glucoshare.accounts.models import Patient
+from glucoshare.accounts.models import Patient, User
 from glucoshare.accounts.service import add_patient, validate_patient
+from glucoshare.accounts.users import add_user, validate_user
+from glucoshare.audit.models import AuditEvent
 from glucoshare.audit.service import verify_chain
 from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
@@ -27,12 +29,14 @@ from glucoshare.ingest.errors import (
     UnknownFormatError,
 )
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file, import_files, remove_upload
+from glucoshare.ingest.service import erase_patient, import_file, import_files, remove_upload
 from glucoshare.records.models import Record, Upload
 from glucoshare.records.service import delete_upload
 from glucoshare.simulator import simulate
 from glucoshare.simulator.timeline import Timeline
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
+from glucoshare.summaries.models import DailySummary
+from glucoshare.summaries.service import refresh_outdated
 from tests.conftest import table_snapshot
 from tests.ingest.helpers import profile
 
@@ -355,3 +359,50 @@ def test_raw_path_is_private(settings: Settings, session: Session, timeline: Tim
     )
     raw = Path(settings.raw_files_dir / result.sha256[:2] / result.sha256)
     assert raw.exists()
+
+
+def test_erasing_a_patient_removes_everything_but_the_audit_trail(
+    engine: Engine, settings: Settings, timeline: Timeline
+) -> None:
+    with session_scope(engine) as session:
+        patient = _patient(session)
+        other = _patient(session, "other@example.org")
+        user = add_user(
+            session,
+            validate_user(email=patient.email, name="P", role="patient"),
+            "a long personal passphrase",
+        )
+        patient.user_id = user.id
+        first = _import(session, settings, patient, _clarity(timeline))
+        second = _import(
+            session, settings, patient, _clarity(simulate(profile(seed=3), start=dt.date(2025, 1, 1), days=2))
+        )
+        kept = _import(
+            session, settings, other, _clarity(simulate(profile(seed=4), start=dt.date(2025, 2, 1), days=2))
+        )
+        refresh_outdated(session)
+        other_records = session.scalar(select(func.count()).select_from(Record))
+    with session_scope(engine) as session:
+        erased = erase_patient(
+            session, settings=settings, patient=session.get(Patient, patient.id), actor="t"
+        )  # type: ignore[arg-type]
+    assert (erased.uploads, erased.raw_files) == (2, 2)
+    files = {p.name for p in settings.raw_files_dir.rglob("*") if p.is_file()}
+    assert files == {kept.sha256}
+    assert first.sha256 != second.sha256
+    with session_scope(engine) as session:
+        assert session.get(Patient, patient.id) is None
+        assert session.get(User, user.id) is None
+        assert session.scalar(select(func.count()).select_from(Upload)) == 1
+        assert (
+            session.scalar(
+                select(func.count()).select_from(DailySummary).where(DailySummary.patient_id == patient.id)
+            )
+            == 0
+        )
+        assert session.scalar(select(func.count()).select_from(Record)) == kept.new < other_records
+        events = session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "accounts:patient:delete")
+        )
+        assert events == 1
+        assert verify_chain(session).intact

@@ -8,6 +8,7 @@ class AuditTag(enum.StrEnum):
 
     PATIENT_CREATE = "accounts:patient:create"
     PATIENT_LIST = "accounts:patient:list"
+    PATIENT_DELETE = "accounts:patient:delete"
     USER_CREATE = "accounts:user:create"
     USER_SECOND_FACTOR = "accounts:user:second-factor"
     USER_EMAIL_VERIFIED = "accounts:user:email-verified"

@@ -8,14 +8,25 @@ import typer
 from rich.table import Table
 
 from glucoshare.accounts.schemas import PatientOut
-from glucoshare.accounts.service import add_patient, list_patients, validate_patient
+from glucoshare.accounts.service import add_patient, get_patient, list_patients, validate_patient
 from glucoshare.accounts.users import add_user, validate_user
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.cli.runtime import JsonOption, actor, handle_errors, print_json, stdout, unit_of_work
+from glucoshare.cli.runtime import (
+    JsonOption,
+    PatientOption,
+    actor,
+    handle_errors,
+    print_json,
+    settings,
+    stdout,
+    unit_of_work,
+)
 from glucoshare.cli.users import read_password
+from glucoshare.errors import InputError
+from glucoshare.ingest.service import erase_patient
 
-app = typer.Typer(help="Add and list patients.", no_args_is_help=True)
+app = typer.Typer(help="Add, list and erase patients.", no_args_is_help=True)
 
 
 @app.command("add")
@@ -79,3 +90,26 @@ def list_(
     for p in patients:
         table.add_row(p.id, p.email, p.name, p.timezone, p.display_units)
     stdout.print(table)
+
+
+@app.command("delete")
+@handle_errors
+def delete(
+    patient: PatientOption,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Erase a patient with their account, devices, uploads, records and raw files.
+
+    The audit trail keeps its events (ids only, never data) and records the erasure.
+    """
+    if not yes:
+        msg = "erasing a patient cannot be undone: add --yes to confirm (export their data first)"
+        raise InputError(msg)
+    with unit_of_work() as session:
+        person = get_patient(session, patient)
+        erased = erase_patient(session, settings=settings(), patient=person, actor=actor())
+    if as_json:
+        print_json({"erased": erased.patient_id, "uploads": erased.uploads, "raw_files": erased.raw_files})
+    else:
+        stdout.print(f"erased patient {erased.patient_id}: {erased.uploads} uploads", markup=False)

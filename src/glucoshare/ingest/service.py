@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from glucoshare.accounts.models import Patient
+from glucoshare.accounts.models import Patient, User
 from glucoshare.accounts.schemas import check_timezone
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
@@ -524,3 +524,54 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
         details={"records_deleted": removed, "records_restored": restored},
     )
     return UploadRemoval(upload.id, upload.patient_id, removed, restored)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PatientErasure:
+    """What erasing a patient removed."""
+
+    patient_id: str
+    uploads: int
+    raw_files: int
+
+
+def erase_patient(session: Session, *, settings: Settings, patient: Patient, actor: str) -> PatientErasure:
+    """Delete a patient with everything stored about them.
+
+    That is their account, devices, uploads, records, aggregates, tokens, and the raw files no
+    other patient's upload shares. The audit trail keeps its events (they hold the patient's id,
+    never their data) and records the erasure. Raw files go once the transaction has committed.
+    """
+    hashes = set(session.scalars(select(Upload.sha256).where(Upload.patient_id == patient.id)))
+    shared = set(
+        session.scalars(
+            select(Upload.sha256).where(Upload.sha256.in_(hashes), Upload.patient_id != patient.id)
+        )
+    )
+    uploads = (
+        session.scalar(select(func.count()).select_from(Upload).where(Upload.patient_id == patient.id)) or 0
+    )
+    patient_id, user_id = patient.id, patient.user_id
+    session.delete(patient)
+    if user_id is not None:
+        user = session.get(User, user_id)
+        if user is not None:
+            session.delete(user)
+    session.flush()
+    doomed = [_raw_path(settings, sha256) for sha256 in sorted(hashes - shared)]
+    hooks: list[Callable[[], None]] = session.info.setdefault("commit_hooks", [])
+    hooks.append(lambda: _unlink_all(doomed))
+    record_event(
+        session,
+        actor=actor,
+        action=AuditTag.PATIENT_DELETE,
+        patient_id=patient_id,
+        target=patient_id,
+        details={"uploads": int(uploads), "raw_files": len(doomed)},
+    )
+    return PatientErasure(patient_id=patient_id, uploads=int(uploads), raw_files=len(doomed))
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

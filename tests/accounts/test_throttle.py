@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.errors import AuthenticationError
 from glucoshare.accounts.users import add_user, attempt_login, validate_user
 from glucoshare.audit.models import AuditEvent
+from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
 from glucoshare.errors import TooManyRequestsError
 
@@ -83,3 +84,27 @@ def test_every_attempt_is_audited_without_the_email_or_password(engine: Engine, 
     assert "kim@example.org" not in text
     assert "nobody@example.org" not in text
     assert PASSWORD not in text
+
+
+def test_the_owner_is_told_once_when_sign_in_gets_blocked(engine: Engine, settings: Settings) -> None:
+    with session_scope(engine) as session:
+        add_user(session, validate_user(email="kim@example.org", name="Kim", role="patient"), PASSWORD)
+    for n in range(12):
+        with session_scope(engine) as session:
+            attempt_login(
+                session,
+                email="kim@example.org",
+                password=WRONG,
+                ip=f"198.51.100.{n}",
+                now=T0,
+                settings=settings,
+            )
+    for _ in range(12):  # an unknown address: nobody to tell
+        with session_scope(engine) as session:
+            attempt_login(session, email="ghost@example.org", password=WRONG, now=T0, settings=settings)
+    mails = list((settings.data_dir / "outbox").glob("*.eml"))
+    assert len(mails) == 1
+    text = mails[0].read_text()
+    assert "To: kim@example.org" in text
+    assert "blocked" in text
+    assert WRONG not in text

@@ -45,6 +45,16 @@ def check_throttle(session: Session, *, email: str, ip: str | None, now: dt.date
             raise TooManyRequestsError(msg, retry_after=max(wait, 1))
 
 
+def account_failures(session: Session, *, email: str, now: dt.datetime) -> int:
+    """Failed attempts for an e-mail address within the window ending ``now``."""
+    count = session.scalar(
+        select(func.count()).where(
+            LoginFailure.account_key == account_key(email), LoginFailure.at > now - WINDOW
+        )
+    )
+    return int(count or 0)
+
+
 def record_failure(session: Session, *, email: str, ip: str | None, now: dt.datetime) -> None:
     """Count a failed attempt."""
     session.add(LoginFailure(account_key=account_key(email), ip=ip, at=now))

@@ -33,7 +33,14 @@ from glucoshare.accounts.passwords import (
 )
 from glucoshare.accounts.schemas import TotpEnrolmentOut, UserCreate, UserOut, normalise_email
 from glucoshare.accounts.sessions import end_other_sessions
-from glucoshare.accounts.throttle import check_throttle, clear_failures, record_failure
+from glucoshare.accounts.throttle import (
+    MAX_FAILURES,
+    WINDOW,
+    account_failures,
+    check_throttle,
+    clear_failures,
+    record_failure,
+)
 from glucoshare.accounts.totp import (
     accepted_step,
     new_recovery_codes,
@@ -43,7 +50,9 @@ from glucoshare.accounts.totp import (
 )
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
+from glucoshare.config import Settings
 from glucoshare.errors import GlucoshareError, TooManyRequestsError
+from glucoshare.mail.service import Mail, queue_mail
 
 _FAILED = "wrong e-mail address, password or second-factor code"
 
@@ -212,8 +221,13 @@ def attempt_login(
     ip: str | None = None,
     user_agent: str | None = None,
     now: dt.datetime | None = None,
+    settings: Settings | None = None,
 ) -> LoginAttempt:
-    """Throttle, authenticate and audit one sign-in attempt (see :mod:`.throttle`)."""
+    """Throttle, authenticate and audit one sign-in attempt (see :mod:`.throttle`).
+
+    With ``settings``, the owner of an existing account is told by e-mail when its sign-in is
+    blocked after too many failed attempts (once per block).
+    """
     moment = dt.datetime.now(dt.UTC) if now is None else now
     where = {"ip": ip, "user_agent": None if user_agent is None else user_agent[:200]}
     try:
@@ -230,7 +244,14 @@ def attempt_login(
         login = authenticate(session, email=email, password=password, code=code, now=moment.timestamp())
     except AuthenticationError as exc:
         record_failure(session, email=email, ip=ip, now=moment)
-        known = session.scalar(select(User.id).where(User.email == email.strip().lower()))
+        owner = session.scalar(select(User).where(User.email == email.strip().lower()))
+        known = None if owner is None else owner.id
+        if (
+            owner is not None
+            and settings is not None
+            and account_failures(session, email=email, now=moment) == MAX_FAILURES
+        ):
+            queue_mail(session, settings, _blocked_notice(owner))
         record_event(
             session,
             actor=f"user:{known}" if known else "anonymous",
@@ -246,3 +267,16 @@ def attempt_login(
         details={**where, "outcome": "ok"},
     )
     return LoginAttempt(login=login, error=None)
+
+
+def _blocked_notice(user: User) -> Mail:
+    return Mail(
+        to=user.email,
+        subject="Sign-in to your Glucoshare account was blocked for 15 minutes",
+        body=(
+            f"Hello {user.name},\n\nThere were {MAX_FAILURES} failed attempts to sign in to your "
+            f"Glucoshare account within {int(WINDOW.total_seconds() // 60)} minutes, so signing in is "
+            "blocked for a while. If this was not you, someone may be guessing your password: "
+            "choose a new one and turn on the second factor if you have not yet.\n"
+        ),
+    )

@@ -307,3 +307,13 @@ def test_the_human_output_speaks_the_patients_unit(
     mean = json.loads(_cli("stats", "--patient", "kim@example.org", "--json")[1])["mean_mgdl"]
     assert f"mean {mean / 18.01559:.1f} mmol/L" in out
     assert "mg/dL" not in out
+
+
+def test_a_period_after_the_last_reading_has_no_sensor_use(
+    session: Session, settings: Settings, clarity: WrittenExport
+) -> None:
+    patient = _patient(session)
+    _import(session, settings, patient, clarity)
+    period = resolve_period(session, patient, first=dt.date(2025, 6, 1), last=dt.date(2025, 6, 14))
+    stats = patient_stats(session, patient, period, actor="test")
+    assert (stats.readings, stats.sensor_active_pct, stats.sufficient_data) == (0, 0.0, False)

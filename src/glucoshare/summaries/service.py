@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+import zoneinfo
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select
@@ -50,8 +51,6 @@ def target_of(patient: Patient) -> TargetRange:
 
 
 def _local_date(utc_ms: int, timezone: str) -> dt.date:
-    import zoneinfo  # noqa: PLC0415 - only here
-
     return dt.datetime.fromtimestamp(utc_ms / 1000, tz=zoneinfo.ZoneInfo(timezone)).date()
 
 

@@ -135,7 +135,9 @@ def compute_stats(
     if interval is not None:
         cgm = cgm.take(one_per_slot(cgm.utc_ms, interval))
     n = int(cgm.mgdl.size)
-    end = period.end_ms if latest_ms is None else min(period.end_ms, max(latest_ms + 1, period.start_ms))
+    # Possible readings run to the period's end, or to the latest reading when it falls inside.
+    inside = latest_ms is not None and period.start_ms <= latest_ms < period.end_ms
+    end = latest_ms + 1 if inside and latest_ms is not None else period.end_ms
     active = active_pct(n, interval, end - period.start_ms) if interval is not None else 0.0
     sufficient = period.days >= SUFFICIENT_DAYS and active is not None and active >= SUFFICIENT_ACTIVE_PCT
 

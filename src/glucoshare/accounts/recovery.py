@@ -13,13 +13,12 @@ Services flush but never commit; the message leaves only after the transaction c
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import secrets
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.errors import AuthenticationError
+from glucoshare.accounts.links import digest, new_token, public_url
 from glucoshare.accounts.models import PasswordReset, User
 from glucoshare.accounts.schemas import normalise_email
 from glucoshare.accounts.sessions import end_other_sessions
@@ -39,10 +38,6 @@ class ResetLinkInvalidError(UnauthenticatedError):
     code = "reset_link_invalid"
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def request_password_reset(
     session: Session, settings: Settings, *, email: str, now: dt.datetime | None = None
 ) -> None:
@@ -53,17 +48,15 @@ def request_password_reset(
     except ValueError:
         return
     user = session.scalar(select(User).where(User.email == key))
-    token = secrets.token_urlsafe(32)
+    token, token_digest = new_token()
     if user is None:
         return
     session.execute(
         delete(PasswordReset).where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
     )
-    session.add(
-        PasswordReset(token_sha256=_sha256(token), user_id=user.id, expires_at=moment + LINK_LIFETIME)
-    )
+    session.add(PasswordReset(token_sha256=token_digest, user_id=user.id, expires_at=moment + LINK_LIFETIME))
     session.flush()
-    link = f"{settings.base_url.rstrip('/')}/reset-password/{token}"
+    link = public_url(settings, f"reset-password/{token}")
     queue_mail(
         session,
         settings,
@@ -92,7 +85,7 @@ def reset_password(
 ) -> User:
     """Set a new password through a reset link (and the second factor when the account has one)."""
     moment = dt.datetime.now(dt.UTC) if now is None else now
-    reset = session.scalar(select(PasswordReset).where(PasswordReset.token_sha256 == _sha256(token)))
+    reset = session.scalar(select(PasswordReset).where(PasswordReset.token_sha256 == digest(token)))
     if reset is None or reset.used_at is not None or moment >= reset.expires_at:
         msg = "this reset link is not valid any more; ask for a new one"
         raise ResetLinkInvalidError(msg)

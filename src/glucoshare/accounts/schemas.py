@@ -37,16 +37,13 @@ def check_timezone(value: str) -> str:
     return value
 
 
-class PatientCreate(BaseModel):
-    """What is needed to add a patient."""
+class PersonCreate(BaseModel):
+    """The e-mail address and name every new person has (patient or account)."""
 
     model_config = ConfigDict(str_strip_whitespace=True)
 
     email: str
     name: str
-    birthdate: dt.date | None = None
-    timezone: str = "UTC"
-    display_units: DisplayUnits = "mg/dL"
 
     @field_validator("email")
     @classmethod
@@ -60,6 +57,14 @@ class PatientCreate(BaseModel):
             msg = "a name of 1 to 200 characters is required"
             raise ValueError(msg)
         return value
+
+
+class PatientCreate(PersonCreate):
+    """What is needed to add a patient."""
+
+    birthdate: dt.date | None = None
+    timezone: str = "UTC"
+    display_units: DisplayUnits = "mg/dL"
 
     @field_validator("timezone")
     @classmethod
@@ -97,27 +102,10 @@ Role = Literal["patient", "clinician", "carepartner"]
 ROLES: tuple[Role, ...] = ("patient", "clinician", "carepartner")
 
 
-class UserCreate(BaseModel):
+class UserCreate(PersonCreate):
     """What is needed to add an account."""
 
-    model_config = ConfigDict(str_strip_whitespace=True)
-
-    email: str
-    name: str
     role: Role
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        return normalise_email(value)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not value or len(value) > MAX_NAME_LENGTH:
-            msg = "a name of 1 to 200 characters is required"
-            raise ValueError(msg)
-        return value
 
 
 class UserOut(BaseModel):

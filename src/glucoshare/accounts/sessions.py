@@ -21,6 +21,7 @@ import secrets
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from glucoshare.accounts.links import digest, new_token
 from glucoshare.accounts.models import ApiToken, AuthSession, Patient, User
 from glucoshare.errors import InputError, NotFoundError, UnauthenticatedError
 
@@ -54,10 +55,6 @@ class SessionNotFoundError(NotFoundError):
     code = "session_not_found"
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _sha1(text: str) -> str:
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
@@ -76,9 +73,9 @@ def start_session(
 ) -> tuple[str, AuthSession]:
     """A new session for ``user``: the token to hand to the client (once) and the stored row."""
     moment = _now(now)
-    token = secrets.token_urlsafe(32)
+    token, token_digest = new_token()
     row = AuthSession(
-        token_sha256=_sha256(token),
+        token_sha256=token_digest,
         user_id=user.id,
         created_at=moment,
         last_seen_at=moment,
@@ -96,7 +93,7 @@ def resume_session(
 ) -> tuple[User, AuthSession]:
     """The account behind a session token; extends the idle window. Expired sessions are revoked."""
     moment = _now(now)
-    row = session.scalar(select(AuthSession).where(AuthSession.token_sha256 == _sha256(token)))
+    row = session.scalar(select(AuthSession).where(AuthSession.token_sha256 == digest(token)))
     if row is None or row.revoked_at is not None:
         msg = "the session has ended; sign in again"
         raise SessionExpiredError(msg)
@@ -168,7 +165,7 @@ def create_api_token(session: Session, patient: Patient, *, kind: str, created_b
     row = ApiToken(
         patient_id=patient.id,
         kind=kind,
-        token_sha256=_sha256(token),
+        token_sha256=digest(token),
         token_sha1=_sha1(token),
         secret_sha1=None if secret is None else _sha1(secret),
         created_by=created_by,
@@ -185,13 +182,13 @@ def resolve_api_token(session: Session, presented: str, *, now: dt.datetime | No
     a Nightscout API secret. Unknown or revoked: :class:`InvalidTokenError`.
     """
     value = presented.strip()
-    digest = value.lower()
+    hexdigest = value.lower()
     row = session.scalar(
         select(ApiToken).where(
             or_(
-                ApiToken.token_sha256 == _sha256(value),
-                ApiToken.token_sha1 == digest,
-                ApiToken.secret_sha1 == digest,
+                ApiToken.token_sha256 == digest(value),
+                ApiToken.token_sha1 == hexdigest,
+                ApiToken.secret_sha1 == hexdigest,
             )
         )
     )

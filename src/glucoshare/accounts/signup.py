@@ -12,13 +12,12 @@ Services flush but never commit; messages leave only after the transaction commi
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import secrets
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.errors import InvalidUserError, WeakPasswordError
+from glucoshare.accounts.links import digest, new_token, public_url
 from glucoshare.accounts.models import EmailVerification, Patient, User
 from glucoshare.accounts.passwords import PasswordRejectedError, check_password
 from glucoshare.accounts.service import add_patient, validate_patient
@@ -37,10 +36,6 @@ class VerificationLinkInvalidError(UnauthenticatedError):
     """The verification link is unknown, used or expired."""
 
     code = "verification_link_invalid"
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def sign_up(
@@ -79,13 +74,13 @@ def sign_up(
     if role == "patient" and not clinic_made:
         patient = add_patient(session, patient_data)
         patient.user_id = user.id
-    token = secrets.token_urlsafe(32)
+    token, token_digest = new_token()
     moment = dt.datetime.now(dt.UTC) if now is None else now
     session.add(
-        EmailVerification(token_sha256=_sha256(token), user_id=user.id, expires_at=moment + LINK_LIFETIME)
+        EmailVerification(token_sha256=token_digest, user_id=user.id, expires_at=moment + LINK_LIFETIME)
     )
     session.flush()
-    link = f"{settings.base_url.rstrip('/')}/verify-email/{token}"
+    link = public_url(settings, f"verify-email/{token}")
     queue_mail(
         session,
         settings,
@@ -111,7 +106,7 @@ def _notice(user: User, settings: Settings) -> Mail:
         body=(
             f"Hello {user.name},\n\nSomeone tried to create a Glucoshare account with this e-mail "
             "address, which already has one. If it was you, sign in, or reset your password at "
-            f"{settings.base_url.rstrip('/')}/reset-password. If not, nothing has changed and you "
+            f"{public_url(settings, 'reset-password')}. If not, nothing has changed and you "
             "need not do anything.\n"
         ),
     )
@@ -120,7 +115,7 @@ def _notice(user: User, settings: Settings) -> Mail:
 def verify_email(session: Session, *, token: str, now: dt.datetime | None = None) -> User:
     """Confirm the address of the account a verification link belongs to."""
     moment = dt.datetime.now(dt.UTC) if now is None else now
-    link = session.scalar(select(EmailVerification).where(EmailVerification.token_sha256 == _sha256(token)))
+    link = session.scalar(select(EmailVerification).where(EmailVerification.token_sha256 == digest(token)))
     if link is None or link.used_at is not None or moment >= link.expires_at:
         msg = "this confirmation link is not valid any more; ask for a new one"
         raise VerificationLinkInvalidError(msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from glucoshare.ingest.numbers import parse_duration_ms, parse_number
+from glucoshare.ingest.service import collector_paused
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL, mgdl_to_mmol, mmol_to_mgdl
 
 
@@ -60,3 +62,20 @@ def test_parse_duration(text: str, ms: int) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration_ms(text)
+
+
+def test_the_collector_pause_is_shared_and_restores_what_it_found() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # a concurrent import
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the first import still runs
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()

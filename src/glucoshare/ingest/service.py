@@ -118,8 +118,16 @@ def _store_raw(settings: Settings, sha256: str, data: bytes, session: Session) -
     hooks.append(forget)
 
 
-_collector_lock = threading.Lock()
-_collector_pauses = 0
+class _CollectorPause:
+    """The process-wide pause of the cyclic collector, shared by concurrent imports."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pauses = 0
+        self.was_enabled = True
+
+
+_COLLECTOR = _CollectorPause()
 
 
 @contextlib.contextmanager
@@ -132,22 +140,18 @@ def collector_paused() -> Iterator[None]:
     Concurrent imports share the pause; the collector resumes when the last of them ends, and only
     if it was running before.
     """
-    global _collector_pauses  # noqa: PLW0603 - one process-wide switch, guarded by the lock
-    with _collector_lock:
-        if _collector_pauses == 0:
-            _collector_was_enabled[0] = gc.isenabled()
+    with _COLLECTOR.lock:
+        if _COLLECTOR.pauses == 0:
+            _COLLECTOR.was_enabled = gc.isenabled()
             gc.disable()
-        _collector_pauses += 1
+        _COLLECTOR.pauses += 1
     try:
         yield
     finally:
-        with _collector_lock:
-            _collector_pauses -= 1
-            if _collector_pauses == 0 and _collector_was_enabled[0]:
+        with _COLLECTOR.lock:
+            _COLLECTOR.pauses -= 1
+            if _COLLECTOR.pauses == 0 and _COLLECTOR.was_enabled:
                 gc.enable()
-
-
-_collector_was_enabled = [True]
 
 
 def _out_of_bounds(time_ms: int, bounds: tuple[int, int]) -> str:

@@ -26,6 +26,7 @@ from glucoshare.config import Settings, get_settings
 from glucoshare.db.migrate import upgrade
 from glucoshare.db.models import Base
 from glucoshare.db.session import create_db_engine
+from glucoshare.vault.keyfile import KeyRing, load_or_create
 
 hypothesis_settings.register_profile(
     "fast", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -103,9 +104,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on the test database."""
-    db = create_db_engine(database_url)
+def keyring(settings: Settings) -> KeyRing:
+    """The test installation's master key (the same file the CLI under test reads)."""
+    return load_or_create(settings.effective_secret_key_file)
+
+
+@pytest.fixture
+def engine(database_url: str, keyring: KeyRing) -> Iterator[Engine]:
+    """An engine on the test database, with the installation's master key."""
+    db = create_db_engine(database_url, keyring=keyring)
     yield db
     db.dispose()
 

@@ -73,10 +73,10 @@ def test_every_attempt_is_audited_without_the_email_or_password(engine: Engine, 
     events = session.scalars(
         select(AuditEvent).where(AuditEvent.action.like("accounts:login:%")).order_by(AuditEvent.id)
     ).all()
-    assert [(e.action, e.details["outcome"]) for e in events] == [
-        ("accounts:login:failure", "rejected"),
-        ("accounts:login:failure", "rejected"),
-        ("accounts:login:success", "ok"),
+    assert [(e.action, e.outcome, e.ip, e.user_agent) for e in events] == [
+        ("accounts:login:failure", "failure", "192.0.2.1", None),
+        ("accounts:login:failure", "failure", "192.0.2.1", None),
+        ("accounts:login:success", "success", "192.0.2.1", "ua"),
     ]
     assert events[0].actor.startswith("user:")
     assert events[1].actor == "anonymous"

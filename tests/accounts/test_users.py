@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from glucoshare.accounts.errors import AuthenticationError, UserExistsError, WeakPasswordError
 from glucoshare.accounts.models import Patient, RecoveryCode, User
+from glucoshare.accounts.service import get_patient
 from glucoshare.accounts.totp import code_at
 from glucoshare.accounts.users import add_user, authenticate, enable_totp, validate_user
 from glucoshare.cli import app
@@ -75,8 +76,11 @@ def test_recovery_codes_work_once_each(session: Session) -> None:
     assert authenticate(session, email=user.email, password=PASSWORD, code=code, now=NOW)
     with pytest.raises(AuthenticationError):
         authenticate(session, email=user.email, password=PASSWORD, code=code, now=NOW)
-    stored = session.scalars(select(User.totp_secret)).one()
-    assert stored == enrolment.secret
+    session.expire_all()
+    stored = session.scalars(select(User)).one()
+    assert stored.totp_secret == enrolment.secret
+    assert stored.totp_secret_sealed is not None
+    assert enrolment.secret.encode() not in stored.totp_secret_sealed
     assert all(c not in json.dumps([r.digest for r in user_codes(session)]) for c in enrolment.recovery_codes)
 
 
@@ -169,7 +173,7 @@ def test_cli_patients_delete_needs_confirmation(cli_env: Settings, session: Sess
     refused = runner.invoke(app, ["patients", "delete", "--patient", "pat@example.org"])
     assert refused.exit_code == 2
     assert "--yes" in refused.stderr
-    assert session.scalar(select(Patient).where(Patient.email == "pat@example.org")) is not None
+    assert get_patient(session, "pat@example.org") is not None
     done = runner.invoke(app, ["patients", "delete", "--patient", "pat@example.org", "--yes", "--json"])
     assert done.exit_code == 0, done.stderr
     assert json.loads(done.stdout)["uploads"] == 0

@@ -29,7 +29,7 @@ from glucoshare.ingest.errors import (
     UnknownFormatError,
 )
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import erase_patient, import_file, import_files, remove_upload
+from glucoshare.ingest.service import erase_patient, import_file, import_files, read_raw, remove_upload
 from glucoshare.records.models import Record, Upload
 from glucoshare.records.service import delete_upload
 from glucoshare.simulator import simulate
@@ -113,10 +113,13 @@ def test_records_keep_provenance(session: Session, settings: Settings, timeline:
     patient = _patient(session)
     incoming = _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
     result = _import(session, settings, patient, incoming)
-    raw = settings.raw_files_dir / result.sha256[:2] / result.sha256
-    assert raw.read_bytes() == incoming.data
+    raw = settings.raw_files_dir / patient.id / result.sha256
     assert raw.stat().st_mode & 0o777 == 0o600
-    lines = raw.read_bytes().decode("utf-8-sig").splitlines()
+    assert incoming.data[:200] not in raw.read_bytes()  # sealed with the patient's data key
+    upload = session.scalars(select(Upload).where(Upload.id == result.id)).one()
+    kept = read_raw(session, settings, upload)
+    assert kept == incoming.data
+    lines = kept.decode("utf-8-sig").splitlines()
     record = session.scalars(select(Record).where(Record.type == "cbg").order_by(Record.time_ms)).first()
     assert record is not None
     assert session.scalar(select(Upload.id).where(Upload.seq == record.upload_seq)) == result.id
@@ -165,8 +168,9 @@ def test_removing_an_upload_keeps_what_other_uploads_hold(
         assert remaining == [part.id]
         assert session.scalar(select(func.count()).select_from(Record)) == sum(part.counts.values())
         assert verify_chain(session).intact
-    assert not (settings.raw_files_dir / full.sha256[:2] / full.sha256).exists()
-    assert (settings.raw_files_dir / part.sha256[:2] / part.sha256).exists()
+    folder = settings.raw_files_dir / patient.id
+    assert not (folder / full.sha256).exists()
+    assert (folder / part.sha256).exists()
 
 
 def test_audit_records_the_import(session: Session, settings: Settings, timeline: Timeline) -> None:
@@ -357,7 +361,7 @@ def test_raw_path_is_private(settings: Settings, session: Session, timeline: Tim
     result = _import(
         session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
     )
-    raw = Path(settings.raw_files_dir / result.sha256[:2] / result.sha256)
+    raw = Path(settings.raw_files_dir / patient.id / result.sha256)
     assert raw.exists()
 
 

@@ -1,6 +1,12 @@
 """Errors of the accounts domain."""
 
-from glucoshare.errors import ConflictError, InputError, NotFoundError, UnauthenticatedError
+from glucoshare.errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 
 
 class PatientNotFoundError(NotFoundError):
@@ -49,3 +55,15 @@ class AuthenticationError(UnauthenticatedError):
     """Wrong credentials, or a missing or wrong second factor: one answer for every case."""
 
     code = "authentication_failed"
+
+
+class InvalidSecondFactorError(InputError):
+    """A second-factor code that does not match the secret being enrolled."""
+
+    code = "invalid_second_factor"
+
+
+class SecondFactorMandatoryError(PermissionDeniedError):
+    """The account's role requires a second factor."""
+
+    code = "second_factor_mandatory"

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Date, Float, ForeignKey, String
+from sqlalchemy import BigInteger, Float, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
+from glucoshare.vault.sealed import OptionalSealedDate, OptionalSealedText, SealedText
 
 
 class Patient(Base):
-    """A person with diabetes whose device data Glucoshare holds."""
+    """A person with diabetes whose device data Glucoshare holds.
+
+    E-mail address, name and birth date are sealed with the patient's data key
+    (:mod:`glucoshare.vault`); ``email_lookup`` is the keyed hash that finds the patient by address.
+    """
 
     __tablename__ = "patients"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    email: Mapped[str] = mapped_column(String(254), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
-    birthdate: Mapped[dt.date | None] = mapped_column(Date)
+    email_lookup: Mapped[str] = mapped_column(String(64), unique=True)
+    email_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    name_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    birthdate_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    email = SealedText("email_sealed", lookup_column="email_lookup")
+    name = SealedText("name_sealed")
+    birthdate = OptionalSealedDate("birthdate_sealed")
     timezone: Mapped[str] = mapped_column(String(64))
     display_units: Mapped[str] = mapped_column(String(8))
     target_scheme: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
@@ -32,20 +41,27 @@ class Patient(Base):
 
 
 class User(Base):
-    """Someone who signs in: a patient, a clinician or a care partner (one account per e-mail)."""
+    """Someone who signs in: a patient, a clinician or a care partner (one account per e-mail).
+
+    E-mail address, name and the second factor's secret are sealed with the user's data key.
+    """
 
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    email: Mapped[str] = mapped_column(String(254), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
+    email_lookup: Mapped[str] = mapped_column(String(64), unique=True)
+    email_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    name_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    email = SealedText("email_sealed", lookup_column="email_lookup")
+    name = SealedText("name_sealed")
     role: Mapped[str] = mapped_column(String(16))
     """``patient``, ``clinician`` or ``carepartner``."""
     password_hash: Mapped[str | None] = mapped_column(String(255))
     """argon2id PHC string; ``None`` until a password is set (invited or clinic-created accounts)."""
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     email_verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_secret = OptionalSealedText("totp_secret_sealed")
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     """The last TOTP time step accepted: no code of it or an earlier step is taken again."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -53,7 +69,7 @@ class User(Base):
     @property
     def has_second_factor(self) -> bool:
         """Whether TOTP is enabled."""
-        return self.totp_secret is not None
+        return self.totp_secret_sealed is not None
 
 
 class RecoveryCode(Base):
@@ -114,7 +130,7 @@ class LoginFailure(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     account_key: Mapped[str] = mapped_column(String(64), index=True)
-    """SHA-256 of the normalised e-mail address that was tried (known or not): no address stored."""
+    """Keyed hash of the normalised e-mail address that was tried (known or not): no address stored."""
     ip: Mapped[str | None] = mapped_column(String(64), index=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
@@ -141,3 +157,23 @@ class EmailVerification(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class EmailChange(Base):
+    """A change of an account's e-mail address, done once both addresses confirmed it (24 hours).
+
+    The new address is sealed with the user's data key; the links are stored as digests.
+    """
+
+    __tablename__ = "email_changes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    new_email_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    new_email = SealedText("new_email_sealed", subject="user_id")
+    new_token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    old_token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    new_confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    old_confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

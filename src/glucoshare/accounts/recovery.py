@@ -28,6 +28,7 @@ from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
 from glucoshare.errors import UnauthenticatedError
 from glucoshare.mail.service import Mail, queue_mail
+from glucoshare.vault.service import lookup_hash
 
 LINK_LIFETIME = dt.timedelta(minutes=60)
 
@@ -47,7 +48,7 @@ def request_password_reset(
         key = normalise_email(email)
     except ValueError:
         return
-    user = session.scalar(select(User).where(User.email == key))
+    user = session.scalar(select(User).where(User.email_lookup == lookup_hash(session, key)))
     token, token_digest = new_token()
     if user is None:
         return

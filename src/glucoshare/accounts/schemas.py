@@ -7,7 +7,7 @@ import re
 import zoneinfo
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DisplayUnits = Literal["mg/dL", "mmol/L"]
 
@@ -123,6 +123,15 @@ class UserOut(BaseModel):
     created_at: dt.datetime
 
 
+class TotpStartOut(BaseModel):
+    """A TOTP secret offered for enrolment: scan the QR code (or type the secret), then confirm."""
+
+    secret: str
+    uri: str
+    qr_svg: str
+    """The ``otpauth://`` URI as an SVG QR code."""
+
+
 class TotpEnrolmentOut(BaseModel):
     """A new second factor: the secret (for the authenticator app), its URI and the recovery codes.
 
@@ -132,3 +141,37 @@ class TotpEnrolmentOut(BaseModel):
     secret: str
     uri: str
     recovery_codes: list[str]
+
+
+class ProfileUpdate(BaseModel):
+    """Changes to an account's profile; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    birthdate: dt.date | None = None
+    timezone: str | None = None
+    display_units: DisplayUnits | None = None
+    target_scheme: Literal["standard", "older", "pregnancy", "custom"] | None = None
+    target_low_mgdl: float | None = Field(default=None, ge=40, le=200)
+    target_high_mgdl: float | None = Field(default=None, ge=80, le=400)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
+
+    @field_validator("birthdate")
+    @classmethod
+    def _birthdate(cls, value: dt.date | None) -> dt.date | None:
+        return None if value is None else PatientCreate._birthdate(value)  # noqa: SLF001 - one rule for both
+
+
+class ProfileOut(BaseModel):
+    """An account with the patient profile of a patient's own account."""
+
+    user: UserOut
+    patient: PatientOut | None
+    target_scheme: str | None = None
+    target_low_mgdl: float | None = None
+    target_high_mgdl: float | None = None

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.errors import InvalidPatientError, PatientExistsError, PatientNotFoundError
 from glucoshare.accounts.models import Patient
 from glucoshare.accounts.schemas import PatientCreate
+from glucoshare.vault.service import lookup_hash, open_value, preload_data_keys
 
 
 def _first_error(exc: pydantic.ValidationError) -> str:
@@ -28,7 +29,9 @@ def validate_patient(**fields: object) -> PatientCreate:
 
 def add_patient(session: Session, data: PatientCreate) -> Patient:
     """Add a patient; e-mail addresses are unique (case-insensitive)."""
-    exists = session.scalar(select(Patient.id).where(Patient.email == data.email))
+    exists = session.scalar(
+        select(Patient.id).where(Patient.email_lookup == lookup_hash(session, data.email))
+    )
     if exists is not None:
         msg = "a patient with this e-mail address already exists"
         raise PatientExistsError(msg)
@@ -47,7 +50,7 @@ def add_patient(session: Session, data: PatientCreate) -> Patient:
 def get_patient(session: Session, ref: str) -> Patient:
     """Find a patient by e-mail address (any case) or by id."""
     key = ref.strip()
-    patient = session.scalar(select(Patient).where(Patient.email == key.lower()))
+    patient = session.scalar(select(Patient).where(Patient.email_lookup == lookup_hash(session, key)))
     if patient is None:
         patient = session.get(Patient, key)
     if patient is None:
@@ -56,6 +59,20 @@ def get_patient(session: Session, ref: str) -> Patient:
     return patient
 
 
+def patient_emails(session: Session, patient_ids: list[str]) -> dict[str, str]:
+    """The e-mail addresses of many patients at once (their data keys unwrapped in bulk)."""
+    preload_data_keys(session, patient_ids)
+    emails: dict[str, str] = {}
+    for start in range(0, len(patient_ids), 500):
+        chunk = patient_ids[start : start + 500]
+        for patient_id, sealed in session.execute(
+            select(Patient.id, Patient.email_sealed).where(Patient.id.in_(chunk))
+        ):
+            place = f"{Patient.__tablename__}.email_sealed:{patient_id}"
+            emails[patient_id] = open_value(session, patient_id, sealed, place).decode()
+    return emails
+
+
 def list_patients(session: Session) -> list[Patient]:
     """Every patient, ordered by e-mail address."""
-    return list(session.scalars(select(Patient).order_by(Patient.email)))
+    return sorted(session.scalars(select(Patient)), key=lambda p: p.email or "")

@@ -28,7 +28,7 @@ from glucoshare.errors import InputError, NotFoundError, UnauthenticatedError
 IDLE_TIMEOUT = dt.timedelta(minutes=30)
 ABSOLUTE_TIMEOUT = dt.timedelta(hours=12)
 TOKEN_KINDS = ("upload", "read", "nightscout")
-_TOKEN_PREFIX = "gs_"  # noqa: S105 - a prefix that makes a leaked token recognisable, not a secret
+API_TOKEN_PREFIX = "gs_"  # noqa: S105 - a prefix that makes a leaked token recognisable, not a secret
 
 
 class SessionExpiredError(UnauthenticatedError):
@@ -160,7 +160,7 @@ def create_api_token(session: Session, patient: Patient, *, kind: str, created_b
     if kind not in TOKEN_KINDS:
         msg = f"--kind must be one of {', '.join(TOKEN_KINDS)}"
         raise InvalidTokenKindError(msg)
-    token = _TOKEN_PREFIX + secrets.token_urlsafe(24)
+    token = API_TOKEN_PREFIX + secrets.token_urlsafe(24)
     secret = secrets.token_urlsafe(24) if kind == "nightscout" else None
     row = ApiToken(
         patient_id=patient.id,

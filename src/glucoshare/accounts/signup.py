@@ -27,6 +27,7 @@ from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
 from glucoshare.errors import UnauthenticatedError
 from glucoshare.mail.service import Mail, queue_mail
+from glucoshare.vault.service import lookup_hash
 
 LINK_LIFETIME = dt.timedelta(hours=24)
 SIGN_UP_ROLES = ("patient", "carepartner")
@@ -64,13 +65,16 @@ def sign_up(
         check_password(password, second_factor=False, email=data.email, name=data.name)
     except PasswordRejectedError as exc:
         raise WeakPasswordError(str(exc)) from None
-    existing = session.scalar(select(User).where(User.email == data.email))
+    existing = session.scalar(select(User).where(User.email_lookup == lookup_hash(session, data.email)))
     if existing is not None:
         queue_mail(session, settings, _notice(existing, settings))
         return
     user = add_user(session, data, password)
     # A patient record a clinic already made for this address is linked by invitation, not here.
-    clinic_made = session.scalar(select(Patient.id).where(Patient.email == data.email)) is not None
+    clinic_made = (
+        session.scalar(select(Patient.id).where(Patient.email_lookup == lookup_hash(session, data.email)))
+        is not None
+    )
     if role == "patient" and not clinic_made:
         patient = add_patient(session, patient_data)
         patient.user_id = user.id

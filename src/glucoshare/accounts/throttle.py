@@ -10,7 +10,6 @@ database, so every server process sees the same count; a successful sign-in clea
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 
 from sqlalchemy import delete, func, select
@@ -18,21 +17,22 @@ from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import LoginFailure
 from glucoshare.errors import TooManyRequestsError
+from glucoshare.vault.service import keyring_of
 
 MAX_FAILURES = 10
 WINDOW = dt.timedelta(minutes=15)
 
 
-def account_key(email: str) -> str:
-    """The key failures of an e-mail address are counted under (its SHA-256, lower-cased)."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+def account_key(session: Session, email: str) -> str:
+    """The key failures of an e-mail address are counted under: a keyed hash, never the address."""
+    return keyring_of(session).mac("throttle", email.strip().casefold())
 
 
 def check_throttle(session: Session, *, email: str, ip: str | None, now: dt.datetime) -> None:
     """Refuse an attempt when the account or the IP address has too many recent failures."""
     since = now - WINDOW
     session.execute(delete(LoginFailure).where(LoginFailure.at <= since))
-    filters = [LoginFailure.account_key == account_key(email)]
+    filters = [LoginFailure.account_key == account_key(session, email)]
     if ip is not None:
         filters.append(LoginFailure.ip == ip)
     for condition in filters:
@@ -49,7 +49,7 @@ def account_failures(session: Session, *, email: str, now: dt.datetime) -> int:
     """Failed attempts for an e-mail address within the window ending ``now``."""
     count = session.scalar(
         select(func.count()).where(
-            LoginFailure.account_key == account_key(email), LoginFailure.at > now - WINDOW
+            LoginFailure.account_key == account_key(session, email), LoginFailure.at > now - WINDOW
         )
     )
     return int(count or 0)
@@ -57,10 +57,10 @@ def account_failures(session: Session, *, email: str, now: dt.datetime) -> int:
 
 def record_failure(session: Session, *, email: str, ip: str | None, now: dt.datetime) -> None:
     """Count a failed attempt."""
-    session.add(LoginFailure(account_key=account_key(email), ip=ip, at=now))
+    session.add(LoginFailure(account_key=account_key(session, email), ip=ip, at=now))
     session.flush()
 
 
 def clear_failures(session: Session, *, email: str) -> None:
     """Forget an account's failures after a successful sign-in."""
-    session.execute(delete(LoginFailure).where(LoginFailure.account_key == account_key(email)))
+    session.execute(delete(LoginFailure).where(LoginFailure.account_key == account_key(session, email)))

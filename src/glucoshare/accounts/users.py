@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 
 from glucoshare.accounts.errors import (
     AuthenticationError,
+    InvalidSecondFactorError,
     InvalidUserError,
+    SecondFactorMandatoryError,
     UserExistsError,
     UserNotFoundError,
     WeakPasswordError,
@@ -31,7 +33,8 @@ from glucoshare.accounts.passwords import (
     hash_password,
     verify_password,
 )
-from glucoshare.accounts.schemas import TotpEnrolmentOut, UserCreate, UserOut, normalise_email
+from glucoshare.accounts.qr import qr_svg
+from glucoshare.accounts.schemas import TotpEnrolmentOut, TotpStartOut, UserCreate, UserOut, normalise_email
 from glucoshare.accounts.sessions import end_other_sessions
 from glucoshare.accounts.throttle import (
     MAX_FAILURES,
@@ -48,11 +51,13 @@ from glucoshare.accounts.totp import (
     provisioning_uri,
     recovery_digest,
 )
+from glucoshare.audit.context import Origin
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
 from glucoshare.errors import GlucoshareError, TooManyRequestsError
 from glucoshare.mail.service import Mail, queue_mail
+from glucoshare.vault.service import lookup_hash
 
 _FAILED = "wrong e-mail address, password or second-factor code"
 
@@ -83,7 +88,10 @@ def user_out(user: User) -> UserOut:
 
 def add_user(session: Session, data: UserCreate, password: str | None = None) -> User:
     """Add an account (one per e-mail address); with ``password``, checked and stored hashed."""
-    if session.scalar(select(User.id).where(User.email == data.email)) is not None:
+    if (
+        session.scalar(select(User.id).where(User.email_lookup == lookup_hash(session, data.email)))
+        is not None
+    ):
         msg = "an account with this e-mail address already exists"
         raise UserExistsError(msg)
     user = User(email=data.email, name=data.name, role=data.role)
@@ -97,7 +105,7 @@ def add_user(session: Session, data: UserCreate, password: str | None = None) ->
 def get_user(session: Session, ref: str) -> User:
     """Find an account by e-mail address (any case) or id."""
     key = ref.strip()
-    user = session.scalar(select(User).where(User.email == key.lower()))
+    user = session.scalar(select(User).where(User.email_lookup == lookup_hash(session, key)))
     if user is None:
         user = session.get(User, key)
     if user is None:
@@ -140,6 +148,80 @@ def enable_totp(session: Session, user: User, *, keep_session: str | None = None
     return TotpEnrolmentOut(secret=secret, uri=provisioning_uri(secret, user.email), recovery_codes=codes)
 
 
+def change_password(
+    session: Session, user: User, *, current: str, new: str, keep_session: str | None = None
+) -> None:
+    """Replace the password after checking the current one; every other session ends."""
+    if not verify_password(user.password_hash, current).ok:
+        msg = "the current password is wrong"
+        raise AuthenticationError(msg)
+    set_password(session, user, new, keep_session=keep_session)
+
+
+def start_totp_enrolment(user: User) -> TotpStartOut:
+    """A new TOTP secret for the account to confirm (nothing changes until it is confirmed)."""
+    secret = new_secret()
+    uri = provisioning_uri(secret, user.email or user.id)
+    return TotpStartOut(secret=secret, uri=uri, qr_svg=qr_svg(uri))
+
+
+def confirm_totp_enrolment(
+    session: Session,
+    user: User,
+    *,
+    secret: str,
+    code: str,
+    now: float | None = None,
+    keep_session: str | None = None,
+) -> TotpEnrolmentOut:
+    """Enable TOTP with ``secret`` once a code from the authenticator app proves it was scanned.
+
+    Replaces any earlier second factor and its recovery codes; every other session ends.
+    """
+    moment = time.time() if now is None else now
+    step = accepted_step(secret, code, now=moment, last_step=None)
+    if step is None:
+        msg = "the code does not match: check the time on your phone and try the next code"
+        raise InvalidSecondFactorError(msg)
+    codes = new_recovery_codes()
+    user.totp_secret = secret
+    user.totp_last_step = step
+    session.query(RecoveryCode).filter(RecoveryCode.user_id == user.id).delete()
+    session.add_all(RecoveryCode(user_id=user.id, digest=recovery_digest(c)) for c in codes)
+    end_other_sessions(session, user, keep=keep_session)
+    session.flush()
+    return TotpEnrolmentOut(
+        secret=secret, uri=provisioning_uri(secret, user.email or user.id), recovery_codes=codes
+    )
+
+
+def disable_totp(
+    session: Session,
+    user: User,
+    *,
+    password: str,
+    code: str,
+    now: float | None = None,
+    keep_session: str | None = None,
+) -> None:
+    """Turn the second factor off (password and a current code required; never for clinicians)."""
+    if user.role == "clinician":
+        msg = "clinicians must keep a second factor"
+        raise SecondFactorMandatoryError(msg)
+    moment = time.time() if now is None else now
+    if (
+        not verify_password(user.password_hash, password).ok
+        or user.totp_secret is None
+        or not check_second_factor(session, user, code, moment)
+    ):
+        raise AuthenticationError(_FAILED)
+    user.totp_secret = None
+    user.totp_last_step = None
+    session.query(RecoveryCode).filter(RecoveryCode.user_id == user.id).delete()
+    end_other_sessions(session, user, keep=keep_session)
+    session.flush()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Login:
     """A successful authentication."""
@@ -167,7 +249,11 @@ def authenticate(
         key = normalise_email(email)
     except ValueError:
         key = None
-    user = session.scalar(select(User).where(User.email == key)) if key is not None else None
+    user = (
+        session.scalar(select(User).where(User.email_lookup == lookup_hash(session, key)))
+        if key is not None
+        else None
+    )
     verification = verify_password(None if user is None else user.password_hash, password)
     if user is None or not verification.ok:
         raise AuthenticationError(_FAILED)
@@ -229,7 +315,7 @@ def attempt_login(
     blocked after too many failed attempts (once per block).
     """
     moment = dt.datetime.now(dt.UTC) if now is None else now
-    where = {"ip": ip, "user_agent": None if user_agent is None else user_agent[:200]}
+    where = Origin(ip=ip, user_agent=user_agent)
     try:
         check_throttle(session, email=email, ip=ip, now=moment)
     except TooManyRequestsError as exc:
@@ -237,14 +323,15 @@ def attempt_login(
             session,
             actor="anonymous",
             action=AuditTag.LOGIN_FAILURE,
-            details={**where, "outcome": "throttled"},
+            origin=where,
+            outcome="denied",
         )
         return LoginAttempt(login=None, error=exc)
     try:
         login = authenticate(session, email=email, password=password, code=code, now=moment.timestamp())
     except AuthenticationError as exc:
         record_failure(session, email=email, ip=ip, now=moment)
-        owner = session.scalar(select(User).where(User.email == email.strip().lower()))
+        owner = session.scalar(select(User).where(User.email_lookup == lookup_hash(session, email)))
         known = None if owner is None else owner.id
         if (
             owner is not None
@@ -256,7 +343,8 @@ def attempt_login(
             session,
             actor=f"user:{known}" if known else "anonymous",
             action=AuditTag.LOGIN_FAILURE,
-            details={**where, "outcome": "rejected"},
+            origin=where,
+            outcome="failure",
         )
         return LoginAttempt(login=None, error=exc)
     clear_failures(session, email=email)
@@ -264,7 +352,7 @@ def attempt_login(
         session,
         actor=f"user:{login.user.id}",
         action=AuditTag.LOGIN_SUCCESS,
-        details={**where, "outcome": "ok"},
+        origin=where,
     )
     return LoginAttempt(login=login, error=None)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from glucoshare.cli import audit, db, demo, export, patients, stats, token, uploads, users
+from glucoshare.cli import audit, db, demo, export, keys, patients, stats, token, uploads, users
 from glucoshare.cli.imports import import_command
+from glucoshare.cli.serve import serve_command
 
 app = typer.Typer(
     name="glucoshare",
@@ -20,7 +21,9 @@ app.add_typer(uploads.app, name="uploads")
 app.add_typer(users.app, name="users")
 app.add_typer(token.app, name="token")
 app.add_typer(audit.app, name="audit")
+app.add_typer(keys.app, name="keys")
 app.command("import")(import_command)
+app.command("serve")(serve_command)
 app.command("export")(export.export_command)
 app.command("demo")(demo.demo_command)
 app.command("stats")(stats.stats_command)

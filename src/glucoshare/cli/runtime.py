@@ -26,6 +26,7 @@ from glucoshare.db.migrate import upgrade
 from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.errors import GlucoshareError, InternalError
 from glucoshare.summaries.service import refresh_outdated
+from glucoshare.vault.keyfile import load_or_create
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,9 +50,12 @@ def settings() -> Settings:
 
 @functools.cache
 def engine() -> Engine:
-    """The database engine, with the schema brought up to date."""
-    db = create_db_engine(settings().effective_database_url)
-    upgrade(db)
+    """The database engine (with its master key), the schema brought up to date."""
+    config = settings()
+    db = create_db_engine(
+        config.effective_database_url, keyring=load_or_create(config.effective_secret_key_file)
+    )
+    upgrade(db, raw_files_dir=config.raw_files_dir)
     return db
 
 

@@ -6,5 +6,14 @@ from glucoshare.db.base import Base
 from glucoshare.devices import models as devices_models
 from glucoshare.records import models as records_models
 from glucoshare.summaries import models as summaries_models
+from glucoshare.vault import models as vault_models
 
-__all__ = ["Base", "accounts_models", "audit_models", "devices_models", "records_models", "summaries_models"]
+__all__ = [
+    "Base",
+    "accounts_models",
+    "audit_models",
+    "devices_models",
+    "records_models",
+    "summaries_models",
+    "vault_models",
+]

@@ -16,21 +16,26 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from glucoshare.files import private_file
+from glucoshare.vault.keyfile import KeyRing
+from glucoshare.vault.service import bind_keyring
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Overwrite deleted content (a destroyed data key must not linger in a free page).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
-def create_db_engine(url: str) -> Engine:
-    """Create an engine for ``url``.
+def create_db_engine(url: str, keyring: KeyRing | None = None) -> Engine:
+    """Create an engine for ``url``; with ``keyring``, its sessions seal and open identifying data.
 
-    For SQLite the database file is created owner-only and safe pragmas are set (foreign keys, WAL).
+    For SQLite the database file is created owner-only and safe pragmas are set (foreign keys, WAL,
+    secure delete).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -39,8 +44,11 @@ def create_db_engine(url: str) -> Engine:
             private_file(Path(parsed.database))
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    if keyring is not None:
+        bind_keyring(engine, keyring)
+    return engine
 
 
 @contextlib.contextmanager

@@ -64,6 +64,7 @@ from glucoshare.records.service import (
 )
 from glucoshare.records.vocabulary import RecordType
 from glucoshare.summaries.service import mark_outdated
+from glucoshare.vault.service import destroy_data_key, open_value, seal_value
 
 EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 """Records before this instant come from a device whose clock was never set; they are rejected."""
@@ -88,21 +89,36 @@ def _read_source(name: str, data: bytes) -> SourceText:
     return SourceText(name=name, text=decoded.text, encoding=decoded.encoding)
 
 
-def _raw_path(settings: Settings, sha256: str) -> Path:
-    """Where the raw bytes of an upload are kept (content addressed)."""
-    return settings.raw_files_dir / sha256[:2] / sha256
+def _raw_path(settings: Settings, patient_id: str, sha256: str) -> Path:
+    """Where the raw bytes of a patient's upload are kept, sealed with the patient's data key."""
+    return settings.raw_files_dir / patient_id / sha256
 
 
-def _store_raw(settings: Settings, sha256: str, data: bytes, session: Session) -> None:
-    """Keep the raw bytes, content addressed; remove them again if the transaction rolls back."""
-    target = _raw_path(settings, sha256)
+def _raw_place(patient_id: str, sha256: str) -> str:
+    return f"raw:{patient_id}:{sha256}"
+
+
+def read_raw(session: Session, settings: Settings, upload: Upload) -> bytes | None:
+    """The raw bytes of ``upload`` as they arrived, or ``None`` when the file is gone."""
+    path = _raw_path(settings, upload.patient_id, upload.sha256)
+    try:
+        sealed = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return open_value(session, upload.patient_id, sealed, _raw_place(upload.patient_id, upload.sha256))
+
+
+def _store_raw(settings: Settings, patient_id: str, sha256: str, data: bytes, session: Session) -> None:
+    """Keep the raw bytes, sealed; remove them again if the transaction rolls back."""
+    target = _raw_path(settings, patient_id, sha256)
     if target.exists():
         return
+    sealed = seal_value(session, patient_id, data, _raw_place(patient_id, sha256))
     private_directory(target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            handle.write(sealed)
         Path(tmp).chmod(0o600)
         Path(tmp).replace(target)
     except BaseException:
@@ -436,7 +452,7 @@ def import_file(
     session.flush()
     if new and builder.first_ms is not None and builder.last_ms is not None:
         mark_outdated(session, patient.id, builder.first_ms, builder.last_ms, "upload")
-    _store_raw(settings, sha256, data, session)
+    _store_raw(settings, patient.id, sha256, data, session)
     record_event(
         session,
         actor=actor,
@@ -505,18 +521,22 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
     restored = 0
     if patient is not None and removed and upload.first_ms is not None and upload.last_ms is not None:
         for other in uploads_overlapping(session, patient.id, upload.first_ms, upload.last_ms):
-            path = _raw_path(settings, other.sha256)
-            if not path.exists():
+            kept = read_raw(session, settings, other)
+            if kept is None:
                 continue
-            source = _read_source(other.file_name, path.read_bytes())
+            source = _read_source(other.file_name, kept)
             result = get_importer(other.format).parse(source, ParseContext(other.timezone))
             builder = _UploadBuilder(session, patient, other, result)
             builder.consume(None)
             restored += builder.new
         mark_outdated(session, patient.id, upload.first_ms, upload.last_ms, "upload deleted")
-    still_used = session.scalar(select(Upload.id).where(Upload.sha256 == upload.sha256).limit(1))
+    still_used = session.scalar(
+        select(Upload.id)
+        .where(Upload.sha256 == upload.sha256, Upload.patient_id == upload.patient_id)
+        .limit(1)
+    )
     if still_used is None:
-        raw = _raw_path(settings, upload.sha256)
+        raw = _raw_path(settings, upload.patient_id, upload.sha256)
         hooks: list[Callable[[], None]] = session.info.setdefault("commit_hooks", [])
         hooks.append(lambda: raw.unlink(missing_ok=True))
     record_event(
@@ -542,29 +562,28 @@ class PatientErasure:
 def erase_patient(session: Session, *, settings: Settings, patient: Patient, actor: str) -> PatientErasure:
     """Delete a patient with everything stored about them.
 
-    That is their account, devices, uploads, records, aggregates, tokens, and the raw files no
-    other patient's upload shares. The audit trail keeps its events (they hold the patient's id,
-    never their data) and records the erasure. Raw files go once the transaction has committed.
+    That is their account, devices, uploads, records, aggregates, tokens, raw files and data keys
+    (so that what a backup still holds of them can no longer be read). The audit trail keeps its
+    events (they hold the patient's id, never their data) and records the erasure. Raw files go
+    once the transaction has committed.
     """
     hashes = set(session.scalars(select(Upload.sha256).where(Upload.patient_id == patient.id)))
-    shared = set(
-        session.scalars(
-            select(Upload.sha256).where(Upload.sha256.in_(hashes), Upload.patient_id != patient.id)
-        )
-    )
     uploads = (
         session.scalar(select(func.count()).select_from(Upload).where(Upload.patient_id == patient.id)) or 0
     )
     patient_id, user_id = patient.id, patient.user_id
     session.delete(patient)
+    destroy_data_key(session, patient_id)
     if user_id is not None:
         user = session.get(User, user_id)
         if user is not None:
             session.delete(user)
+            destroy_data_key(session, user_id)
     session.flush()
-    doomed = [_raw_path(settings, sha256) for sha256 in sorted(hashes - shared)]
+    folder = settings.raw_files_dir / patient_id
+    doomed = [_raw_path(settings, patient_id, sha256) for sha256 in sorted(hashes)]
     hooks: list[Callable[[], None]] = session.info.setdefault("commit_hooks", [])
-    hooks.append(lambda: _unlink_all(doomed))
+    hooks.append(lambda: _unlink_all(doomed, folder))
     record_event(
         session,
         actor=actor,
@@ -576,6 +595,8 @@ def erase_patient(session: Session, *, settings: Settings, patient: Patient, act
     return PatientErasure(patient_id=patient_id, uploads=int(uploads), raw_files=len(doomed))
 
 
-def _unlink_all(paths: list[Path]) -> None:
+def _unlink_all(paths: list[Path], folder: Path) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     UniqueConstraint,
@@ -19,6 +20,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
+from glucoshare.vault.sealed import SealedText
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -36,7 +38,9 @@ class Upload(Base):
     id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     device_seq: Mapped[int | None] = mapped_column(ForeignKey("devices.seq", ondelete="SET NULL"))
-    file_name: Mapped[str] = mapped_column(String(255))
+    file_name_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    file_name = SealedText("file_name_sealed", subject="patient_id")
+    """The name of the uploaded file (sealed: exports often carry the patient's name)."""
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     format: Mapped[str] = mapped_column(String(40))

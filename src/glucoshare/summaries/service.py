@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient
+from glucoshare.accounts.service import patient_emails
 from glucoshare.analytics.coverage import one_per_slot, sampling_interval
 from glucoshare.analytics.population import CATEGORIES, SUM_COLUMNS, PeriodFigures, period_figures, triage
 from glucoshare.analytics.ranges import TargetRange, classify_readings, target_range
@@ -363,14 +364,17 @@ def population(
         raise InvalidStatsPeriodError(msg)
     now = int(time.time() * 1000) if now_ms is None else now_ms
     refresh_outdated(session, patient_ids)
-    people = select(Patient.id, Patient.email).order_by(Patient.email)
+    people = select(Patient.id)
     summaries = select(
         PeriodSummary.patient_id, PeriodSummary.previous, PeriodSummary.last_ms, *_PERIOD_SUMS
     ).where(PeriodSummary.days == days)
     if patient_ids is not None:
         people = people.where(Patient.id.in_(patient_ids))
         summaries = summaries.where(PeriodSummary.patient_id.in_(patient_ids))
-    patients = session.execute(people).all()
+    ids = list(session.scalars(people))
+    emails = patient_emails(session, ids)
+    ids.sort(key=emails.__getitem__)
+    patients = [(patient_id, emails[patient_id]) for patient_id in ids]
     position = {row[0]: at for at, row in enumerate(patients)}
     width = len(SUM_COLUMNS)
     current = np.zeros((len(patients), width))

@@ -1,0 +1,161 @@
+"""Data keys of patients and users: create, unwrap, seal and open values and files, destroy, rotate.
+
+The key ring travels with the engine (:func:`bind_keyring`), so every session on a database seals
+and opens with that database's master key. Services flush but never commit.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+
+from sqlalchemy import Engine, delete, event, select
+from sqlalchemy.orm import Session
+
+from glucoshare.db.base import utcnow
+from glucoshare.vault.cipher import new_key, seal, unseal
+from glucoshare.vault.errors import MasterKeyError, SealBrokenError
+from glucoshare.vault.keyfile import KeyRing, load_or_create, only_primary, with_new_primary, write_key_file
+from glucoshare.vault.models import DataKey
+from glucoshare.vault.schemas import RotationOut
+
+_RINGS: weakref.WeakKeyDictionary[Engine, KeyRing] = weakref.WeakKeyDictionary()
+_CACHE = "vault_data_keys"
+_DESTROYED = "vault_destroyed_keys"
+
+
+def bind_keyring(engine: Engine, ring: KeyRing) -> None:
+    """Use ``ring`` for every session on ``engine``."""
+    _RINGS[engine] = ring
+
+
+def bound_keyring(engine: Engine) -> KeyRing | None:
+    """The key ring bound to ``engine``, if any."""
+    return _RINGS.get(engine)
+
+
+def keyring_of(session: Session) -> KeyRing:
+    """The key ring of the database ``session`` works on."""
+    ring = _RINGS.get(_engine(session))
+    if ring is None:
+        msg = "no master key is bound to this database (create the engine with its key ring)"
+        raise MasterKeyError(msg)
+    return ring
+
+
+def _cache(session: Session) -> dict[str, bytes]:
+    cache: dict[str, bytes] = session.info.setdefault(_CACHE, {})
+    return cache
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_keys(session: Session) -> None:
+    """Forget the keys a rolled-back transaction created (gone again) or destroyed (back again)."""
+    session.info.pop(_CACHE, None)
+    session.info.pop(_DESTROYED, None)
+
+
+def was_destroyed(session: Session, subject_id: str) -> bool:
+    """Whether ``session`` destroyed the data key of ``subject_id`` (:func:`destroy_data_key`)."""
+    return subject_id in session.info.get(_DESTROYED, ())
+
+
+def data_key(session: Session, subject_id: str) -> bytes:
+    """The data key of ``subject_id``, created (and wrapped) on first use."""
+    cache = _cache(session)
+    key = cache.get(subject_id)
+    if key is not None:
+        return key
+    if was_destroyed(session, subject_id):
+        # Never a new key for an erased subject: nothing may be sealed for them again, and what
+        # was sealed for them stays closed.
+        msg = "a sealed value belongs to an erased patient or account: its key is gone"
+        raise SealBrokenError(msg)
+    ring = keyring_of(session)
+    row = session.get(DataKey, subject_id)
+    if row is None:
+        key = new_key()
+        master_id, wrapped = ring.wrap(key, subject_id)
+        session.add(DataKey(subject_id=subject_id, master_key_id=master_id, wrapped=wrapped))
+    else:
+        key = ring.unwrap(row.master_key_id, row.wrapped, subject_id)
+    cache[subject_id] = key
+    return key
+
+
+def preload_data_keys(session: Session, subject_ids: list[str]) -> None:
+    """Unwrap the data keys of many subjects with a few queries (before opening their values)."""
+    cache = _cache(session)
+    ring = keyring_of(session)
+    missing = [s for s in subject_ids if s not in cache]
+    for start in range(0, len(missing), 500):
+        chunk = missing[start : start + 500]
+        for row in session.scalars(select(DataKey).where(DataKey.subject_id.in_(chunk))):
+            cache[row.subject_id] = ring.unwrap(row.master_key_id, row.wrapped, row.subject_id)
+
+
+def has_data_key(session: Session, subject_id: str) -> bool:
+    """Whether ``subject_id`` still has a data key (it is destroyed with the subject)."""
+    return subject_id in _cache(session) or session.get(DataKey, subject_id) is not None
+
+
+def destroy_data_key(session: Session, subject_id: str) -> None:
+    """Delete a subject's data key: what was sealed with it can never be opened again."""
+    _cache(session).pop(subject_id, None)
+    destroyed: set[str] = session.info.setdefault(_DESTROYED, set())
+    destroyed.add(subject_id)
+    session.execute(delete(DataKey).where(DataKey.subject_id == subject_id))
+
+
+def seal_value(session: Session, subject_id: str, plaintext: bytes, place: str) -> bytes:
+    """Seal ``plaintext`` with the subject's data key for ``place`` (table, column and row)."""
+    return seal(data_key(session, subject_id), plaintext, place)
+
+
+def open_value(session: Session, subject_id: str, sealed: bytes, place: str) -> bytes:
+    """Open a value :func:`seal_value` sealed for the same subject and place."""
+    return unseal(data_key(session, subject_id), sealed, place)
+
+
+def lookup_hash(session: Session, value: str) -> str:
+    """The keyed hash that finds an account by e-mail address (never the address itself)."""
+    return keyring_of(session).lookup(value)
+
+
+def rotate_master_key(session: Session, key_file: Path) -> RotationOut:
+    """Put a new master key in force and re-wrap every data key under it.
+
+    Step one writes the new key in front of the old ones, so a crash before the transaction
+    commits leaves every data key readable; :func:`retire_master_keys` removes the old keys once
+    the re-wrapped keys are committed.
+    """
+    ring = load_or_create(key_file)
+    rotated = with_new_primary(ring)
+    write_key_file(key_file, rotated)
+    count = 0
+    for row in session.scalars(select(DataKey)):
+        key = rotated.unwrap(row.master_key_id, row.wrapped, row.subject_id)
+        row.master_key_id, row.wrapped = rotated.wrap(key, row.subject_id)
+        row.rewrapped_at = utcnow()
+        count += 1
+    session.flush()
+    bind_keyring(_engine(session), rotated)
+    return RotationOut(master_key=rotated.primary.id, rewrapped=count, retired=[])
+
+
+def retire_master_keys(session: Session, key_file: Path) -> list[str]:
+    """Remove from the key file the master keys that no data key is wrapped by any more."""
+    ring = load_or_create(key_file)
+    in_use = set(session.scalars(select(DataKey.master_key_id).distinct()))
+    if in_use - {ring.primary.id}:
+        return []
+    retired = [k.id for k in ring.keys[1:]]
+    if retired:
+        write_key_file(key_file, only_primary(ring))
+        bind_keyring(_engine(session), only_primary(ring))
+    return retired
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine

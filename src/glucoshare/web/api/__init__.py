@@ -1,0 +1,1 @@
+"""The REST API under ``/v1`` (OpenAPI at ``/openapi.json``, browsable at ``/docs``)."""

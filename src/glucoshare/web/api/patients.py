@@ -1,0 +1,126 @@
+"""``/v1/patients``: the patients a caller may see, their statistics and uploads.
+
+A caller without access to a patient gets ``404``, exactly as for a patient that does not exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+
+from glucoshare.accounts.access import accessible_patients, patient_access
+from glucoshare.accounts.schemas import PatientOut
+from glucoshare.audit.service import record_event
+from glucoshare.audit.tags import AuditTag
+from glucoshare.ingest.errors import FileTooLargeError
+from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.service import import_files, remove_upload
+from glucoshare.records.errors import UploadNotFoundError
+from glucoshare.records.schemas import UploadOut
+from glucoshare.records.service import get_upload, list_uploads
+from glucoshare.summaries.service import patient_stats, refresh_outdated, resolve_period
+from glucoshare.web.deps import Caller, settings_of, unit_of_work
+
+router = APIRouter(prefix="/v1/patients", tags=["patients"])
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such patient, or no access"}}
+
+
+@router.get("")
+def list_patients(caller: Caller, request: Request) -> list[PatientOut]:
+    """The patients whose data the caller may read."""
+    with unit_of_work(request) as session:
+        patients = accessible_patients(session, caller)
+        record_event(
+            session, actor=caller.actor, action=AuditTag.PATIENT_LIST, details={"count": len(patients)}
+        )
+        return [PatientOut.model_validate(p) for p in patients]
+
+
+@router.get("/{patient_id}", responses=_NOT_FOUND)
+def get_patient(patient_id: str, caller: Caller, request: Request) -> PatientOut:
+    """One patient's profile."""
+    with unit_of_work(request) as session:
+        patient = patient_access(session, caller, patient_id, "read")
+        record_event(
+            session,
+            actor=caller.actor,
+            action=AuditTag.PROFILE_READ,
+            patient_id=patient.id,
+            target=patient.id,
+        )
+        return PatientOut.model_validate(patient)
+
+
+@router.get("/{patient_id}/stats", responses=_NOT_FOUND)
+def get_stats(
+    patient_id: str,
+    caller: Caller,
+    request: Request,
+    days: Annotated[int | None, Query(ge=1, le=3660)] = None,
+    from_: Annotated[dt.date | None, Query(alias="from")] = None,
+    to: Annotated[dt.date | None, Query()] = None,
+) -> dict[str, Any]:
+    """The ``stats --json`` document (CONTRACT.md): glucose in mg/dL, percentages 0–100."""
+    with unit_of_work(request) as session:
+        patient = patient_access(session, caller, patient_id, "read")
+        period = resolve_period(session, patient, days=days, first=from_, last=to)
+        return patient_stats(session, patient, period, actor=caller.actor).document()
+
+
+@router.get("/{patient_id}/uploads", responses=_NOT_FOUND)
+def get_uploads(patient_id: str, caller: Caller, request: Request) -> list[UploadOut]:
+    """The patient's uploads, newest first."""
+    with unit_of_work(request) as session:
+        patient = patient_access(session, caller, patient_id, "read")
+        uploads = list_uploads(session, patient.id)
+        record_event(session, actor=caller.actor, action=AuditTag.UPLOAD_LIST, patient_id=patient.id)
+        return uploads
+
+
+@router.post(
+    "/{patient_id}/uploads",
+    status_code=status.HTTP_201_CREATED,
+    responses={**_NOT_FOUND, 413: {"description": "Too large"}, 415: {"description": "Unknown format"}},
+)
+def post_uploads(
+    patient_id: str,
+    caller: Caller,
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="One or more device exports")],
+    timezone: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[UploadOut]:
+    """Import device exports; all are stored, or (when one is refused) none."""
+    settings = settings_of(request)
+    incoming = []
+    for upload in files:
+        data = upload.file.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            msg = f"{upload.filename}: larger than the limit of {settings.max_upload_bytes:,} bytes"
+            raise FileTooLargeError(msg)
+        incoming.append(IncomingFile(upload.filename or "upload", data))
+    with unit_of_work(request) as session:
+        patient = patient_access(session, caller, patient_id, "upload")
+        results = import_files(
+            session, settings=settings, patient=patient, files=incoming, timezone=timezone, actor=caller.actor
+        )
+    with unit_of_work(request) as session:
+        refresh_outdated(session, [patient_id])
+    return results
+
+
+@router.delete(
+    "/{patient_id}/uploads/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOT_FOUND
+)
+def delete_upload(patient_id: str, upload_id: str, caller: Caller, request: Request) -> Response:
+    """Remove one upload and exactly the records it brought."""
+    with unit_of_work(request) as session:
+        patient = patient_access(session, caller, patient_id, "upload")
+        if get_upload(session, upload_id).patient_id != patient.id:
+            msg = "no upload with this id"
+            raise UploadNotFoundError(msg)
+        remove_upload(session, settings=settings_of(request), upload_id=upload_id, actor=caller.actor)
+    with unit_of_work(request) as session:
+        refresh_outdated(session, [patient_id])
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,87 @@
+"""The application factory: ``create_app(settings)`` builds the ASGI app that ``glucoshare serve`` runs."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine, text
+
+from glucoshare import __version__
+from glucoshare.config import Settings
+from glucoshare.db.migrate import upgrade
+from glucoshare.db.session import create_db_engine
+from glucoshare.vault.keyfile import load_or_create
+from glucoshare.web.api import account, auth, patients
+from glucoshare.web.api.schemas import Health
+from glucoshare.web.deps import unit_of_work
+from glucoshare.web.errors import install_error_handlers
+from glucoshare.web.security import AuditOrigin, BodyLimit, SecurityHeaders
+
+JSON_BODY_LIMIT = 1024 * 1024
+"""Largest JSON request body outside file uploads (1 MiB)."""
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Glucoshare API</title>
+<link rel="stylesheet" href="/static/vendor/swagger/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/static/vendor/swagger/swagger-ui-bundle.js"></script>
+<script src="/static/docs.js"></script>
+</body>
+</html>
+"""
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The web app on ``engine`` (default: the configured database with its master key, migrated)."""
+    if engine is None:
+        engine = create_db_engine(
+            settings.effective_database_url, keyring=load_or_create(settings.effective_secret_key_file)
+        )
+        upgrade(engine, raw_files_dir=settings.raw_files_dir)
+    app = FastAPI(
+        title="Glucoshare",
+        version=__version__,
+        summary="Diabetes device data from any device, in one place, shared safely.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    install_error_handlers(app)
+    for router in (auth.router, account.router, patients.router):
+        app.include_router(router)
+
+    @app.get("/health", tags=["operations"])
+    def health(request: Request) -> Health:
+        """The server answers and its database is reachable."""
+        with unit_of_work(request) as session:
+            session.execute(text("SELECT 1"))
+        return Health(status="ok", version=__version__)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """The API, browsable (Swagger UI served from this server, no CDN, no inline script)."""
+        return HTMLResponse(_DOCS_PAGE)
+
+    static = resources.files("glucoshare.web") / "static"
+    app.mount(
+        "/static/vendor/swagger", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static")
+    )
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    app.add_middleware(AuditOrigin)
+    app.add_middleware(
+        BodyLimit, default=JSON_BODY_LIMIT, limits={"/v1/patients/": settings.max_upload_bytes + 64 * 1024}
+    )
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,74 @@
+"""One JSON error shape for every HTTP error: ``{"error": {"code", "message", "status"}}``.
+
+Validation errors name the field and the rule but never echo the value (it may be a password).
+Unexpected exceptions answer ``500`` and are logged by type only: no request data, no health data.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from glucoshare.errors import GlucoshareError, TooManyRequestsError, UnauthenticatedError
+
+log = logging.getLogger("glucoshare.web")
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one error shape."""
+    body = {"error": {"code": code, "message": message, "status": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _glucoshare_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GlucoshareError)  # noqa: S101 - registered for this class only
+    headers: dict[str, str] = {}
+    if isinstance(exc, TooManyRequestsError):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, UnauthenticatedError):
+        headers["WWW-Authenticate"] = 'Bearer realm="glucoshare"'
+    if exc.http_status >= 500:  # noqa: PLR2004
+        log.error("internal error: %s (%s)", type(exc).__name__, exc.code)
+    return error_response(exc.http_status, exc.code, exc.message, headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    return error_response(422, "invalid_request", f"{where}: {message}" if where else message)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)  # noqa: S101
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("internal error: %s", type(exc).__name__)
+    return error_response(500, "internal_error", "internal error; nothing was stored")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error in the one shape."""
+    app.add_exception_handler(GlucoshareError, _glucoshare_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

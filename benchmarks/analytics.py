@@ -38,6 +38,7 @@ from glucoshare.summaries.data import CgmArrays, TherapyArrays
 from glucoshare.summaries.models import DailySummary
 from glucoshare.summaries.service import population, refresh_periods
 from glucoshare.summaries.stats import Period, compute_stats
+from glucoshare.vault.keyfile import load_or_create
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -218,23 +219,17 @@ def _triage_measurement(runs: int) -> list[Measurement]:
     rng = np.random.default_rng(3)
     today = (dt.datetime.now(dt.UTC).date() - dt.date(1970, 1, 1)).days
     with tempfile.TemporaryDirectory() as folder:
-        engine = create_db_engine(f"sqlite:///{folder}/triage.db")
+        engine = create_db_engine(
+            f"sqlite:///{folder}/triage.db", keyring=load_or_create(Path(folder) / "master.key")
+        )
         upgrade(engine)
         with session_scope(engine) as session:
             ids = [f"{n:032x}" for n in range(patients)]
-            session.execute(
-                sa.insert(Patient),
-                [
-                    {
-                        "id": i,
-                        "email": f"p{n}@example.org",
-                        "name": "P",
-                        "timezone": "UTC",
-                        "display_units": "mg/dL",
-                    }
-                    for n, i in enumerate(ids)
-                ],
+            session.add_all(  # names and addresses are sealed with each patient's own data key
+                Patient(id=i, email=f"p{n}@example.org", name="P", timezone="UTC", display_units="mg/dL")
+                for n, i in enumerate(ids)
             )
+            session.flush()
             rows = []
             for patient_id in ids:
                 shares = rng.dirichlet([1, 2, 40, 12, 3], size=days)

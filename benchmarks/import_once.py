@@ -21,6 +21,7 @@ from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.ingest.registry import importers
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import import_file
+from glucoshare.vault.keyfile import load_or_create
 
 
 def _peak_rss_kib() -> int:
@@ -44,10 +45,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=Path, help="a small file of another device, imported first")
     parser.add_argument("--timezone", default="Europe/Berlin")
     args = parser.parse_args()
-    engine = create_db_engine(args.url)
-    upgrade(engine)
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings(database_url=args.url, data_dir=Path(data_dir))
+        engine = create_db_engine(args.url, keyring=load_or_create(settings.effective_secret_key_file))
+        upgrade(engine)
         with session_scope(engine) as session:
             patient = add_patient(
                 session, validate_patient(email="bench@example.org", name="Bench", timezone=args.timezone)

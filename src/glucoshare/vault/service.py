@@ -90,8 +90,11 @@ def preload_data_keys(session: Session, subject_ids: list[str]) -> None:
     missing = [s for s in subject_ids if s not in cache]
     for start in range(0, len(missing), 500):
         chunk = missing[start : start + 500]
-        for row in session.scalars(select(DataKey).where(DataKey.subject_id.in_(chunk))):
-            cache[row.subject_id] = ring.unwrap(row.master_key_id, row.wrapped, row.subject_id)
+        rows = session.execute(
+            select(DataKey.subject_id, DataKey.master_key_id, DataKey.wrapped).where(DataKey.subject_id.in_(chunk))
+        )
+        for subject_id, master_key_id, wrapped in rows:
+            cache[subject_id] = ring.unwrap(master_key_id, wrapped, subject_id)
 
 
 def has_data_key(session: Session, subject_id: str) -> bool:

@@ -259,3 +259,29 @@ def test_cli_keys_rotate_on_an_empty_database(cli_env: Settings, keyring: KeyRin
     document = json.loads(result.stdout)
     assert (document["rewrapped"], document["retired"]) == (0, [keyring.primary.id])
     assert _key_ids(cli_env.effective_secret_key_file) == [document["master_key"]]
+
+
+def test_a_running_server_follows_a_rotation_made_by_another_process(
+    stored: Stored, database_url: str, settings: Settings
+) -> None:
+    key_file = settings.effective_secret_key_file
+    server = create_db_engine(database_url, keyring=load_or_create(key_file), key_file=key_file)
+    operator = create_db_engine(database_url, keyring=load_or_create(key_file), key_file=key_file)
+    try:
+        with session_scope(operator) as session:
+            rotation = rotate_master_key(session, key_file)
+        with session_scope(operator) as session:
+            assert retire_master_keys(session, key_file)
+        ring = bound_keyring(server)
+        assert ring is not None
+        assert [k.id for k in ring.keys] == [rotation.master_key]  # read again from the changed file
+        with session_scope(server) as session:
+            assert get_patient(session, PATIENT_EMAIL).name == PATIENT_NAME
+            add_other_patient(session, "after@example.org", "After Rotation")
+        with session_scope(operator) as session:
+            assert get_patient(session, "after@example.org").name == "After Rotation"
+            wrapped_by = session.execute(text("SELECT DISTINCT master_key_id FROM data_keys")).scalars().all()
+            assert wrapped_by == [rotation.master_key]
+    finally:
+        server.dispose()
+        operator.dispose()

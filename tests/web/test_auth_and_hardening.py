@@ -249,3 +249,17 @@ def test_the_export_holds_everything_and_deletion_removes_it(
     assert gone.status_code == 204
     assert user_row(engine, kim.user_id) is None
     assert not (app_settings.raw_files_dir / str(kim.patient_id)).exists()
+
+
+def test_a_refused_reach_for_someone_elses_data_is_in_their_access_log(
+    client: TestClient, engine: Engine
+) -> None:
+    kim = make_person(engine, "kim@example.org", "patient", patient=True)
+    lee = make_person(engine, "lee@example.org", "patient", patient=True)
+    assert client.get(f"/v1/patients/{kim.patient_id}/stats", headers=lee.headers).status_code == 404
+    assert client.get(f"/v1/patients/{'x' * 80}", headers=lee.headers).status_code == 404  # no such id
+    entries = client.get("/v1/account/access-log", headers=kim.headers).json()
+    denied = [e for e in entries if e["action"] == "accounts:access:denied"]
+    assert len(denied) == 1
+    assert denied[0]["outcome"] == "denied"
+    assert denied[0]["actor"] == f"user:{lee.user_id}"

@@ -41,11 +41,8 @@ def _database_bytes(engine: Engine) -> bytes:
                 "AND pg_relation_filepath(c.oid) IS NOT NULL"
             )
         ).scalars()
-        for path in paths:
-            chunks.append(
-                conn.execute(text("SELECT pg_read_binary_file(:p, 0, 50000000, true)"), {"p": path}).scalar()
-                or b""
-            )
+        read = text("SELECT pg_read_binary_file(:p, 0, 50000000, true)")
+        chunks.extend(conn.execute(read, {"p": path}).scalar() or b"" for path in paths)
     admin.dispose()
     return b"".join(chunks)
 
@@ -87,7 +84,7 @@ def test_the_canary_leaves_no_trace_in_logs_or_database_bytes(
 
     secrets = {
         "name": NAME,
-        "first name": NAME.split()[0],
+        "first name": NAME.split(maxsplit=1)[0],
         "email": EMAIL,
         "birthdate": BIRTHDATE,
         "password": PASSWORD,

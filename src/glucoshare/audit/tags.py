@@ -25,6 +25,7 @@ class AuditTag(enum.StrEnum):
     SECOND_FACTOR_DISABLE = "accounts:user:second-factor-disable"
     EMAIL_CHANGE_REQUEST = "accounts:email:change-request"
     EMAIL_CHANGE = "accounts:email:change"
+    ACCESS_DENIED = "accounts:access:denied"
     PROFILE_READ = "accounts:profile:read"
     PROFILE_UPDATE = "accounts:profile:update"
     ACCOUNT_EXPORT = "accounts:account:export"

@@ -31,8 +31,10 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> No
     cursor.close()
 
 
-def create_db_engine(url: str, keyring: KeyRing | None = None) -> Engine:
+def create_db_engine(url: str, keyring: KeyRing | None = None, key_file: Path | None = None) -> Engine:
     """Create an engine for ``url``; with ``keyring``, its sessions seal and open identifying data.
+
+    ``key_file`` is where the key ring came from: it is read again when it changes (key rotation).
 
     For SQLite the database file is created owner-only and safe pragmas are set (foreign keys, WAL,
     secure delete).
@@ -47,7 +49,7 @@ def create_db_engine(url: str, keyring: KeyRing | None = None) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     if keyring is not None:
-        bind_keyring(engine, keyring)
+        bind_keyring(engine, keyring, key_file)
     return engine
 
 

@@ -39,8 +39,13 @@ def local_time(time_ms: int, offset_min: int) -> str:
     return wall.isoformat(timespec=spec)
 
 
-def record_row(record: Record, device: Device, upload_id: str | None) -> dict[str, Any]:
-    """The export fields of one record (``payload`` stays a mapping); ``upload_id`` is public."""
+def record_row(
+    record: Record, device: Device, upload_id: str | None, payload: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The export fields of one record (``payload`` stays a mapping); ``upload_id`` is public.
+
+    ``payload`` replaces the stored one (a note's, opened from its seal).
+    """
     return {
         "id": record.id,
         "type": record.type,
@@ -54,7 +59,7 @@ def record_row(record: Record, device: Device, upload_id: str | None) -> dict[st
         "orig_unit": record.orig_unit,
         "duration_ms": record.duration_ms,
         "annotation": record.annotation,
-        "payload": record.payload,
+        "payload": record.payload if payload is None else payload,
         "device_manufacturer": device.manufacturer,
         "device_model": device.model,
         "device_serial": device.serial,

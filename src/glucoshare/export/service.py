@@ -22,7 +22,9 @@ from glucoshare.errors import InputError
 from glucoshare.export.rows import EXPORT_FIELDS, record_row
 from glucoshare.export.safety import safe_cell
 from glucoshare.files import private_directory
-from glucoshare.records.service import iter_records, list_uploads, upload_public_ids
+from glucoshare.records.service import iter_records, list_uploads, note_place, upload_public_ids
+from glucoshare.records.vocabulary import RecordType
+from glucoshare.vault.service import open_mapping
 
 ExportFormat = Literal["csv", "json"]
 
@@ -79,8 +81,14 @@ def export_patient(
 ) -> int:
     """Write the patient's records to ``out`` atomically; return how many were written."""
     uploads = upload_public_ids(session, patient.id)
+    notes_at = note_place(patient.id)
     rows = (
-        record_row(r, d, uploads.get(r.upload_seq))
+        record_row(
+            r,
+            d,
+            uploads.get(r.upload_seq),
+            open_mapping(session, patient.id, r.payload, notes_at) if r.type == RecordType.NOTE else None,
+        )
         for r, d in iter_records(session, patient.id, start_ms=start_ms, end_ms=end_ms)
     )
     target = out.resolve()

@@ -59,12 +59,20 @@ from glucoshare.records.service import (
     RecordWriter,
     dedup_key,
     delete_upload,
+    note_place,
     upload_out,
     uploads_overlapping,
 )
 from glucoshare.records.vocabulary import RecordType
 from glucoshare.summaries.service import mark_outdated
-from glucoshare.vault.service import destroy_data_key, open_value, seal_value
+from glucoshare.vault.service import (
+    data_key,
+    destroy_data_key,
+    keyring_of,
+    open_value,
+    seal_mapping,
+    seal_value,
+)
 
 EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 """Records before this instant come from a device whose clock was never set; they are rejected."""
@@ -218,7 +226,10 @@ class _UploadBuilder:
         device_seqs: dict[str, int] = {}
         batch: list[tuple[Any, ...]] = []
         append = batch.append
-        cbg = RecordType.CBG.value
+        cbg, note = RecordType.CBG.value, RecordType.NOTE.value
+        ring = keyring_of(self.session)
+        note_key = data_key(self.session, self.patient.id)  # before the writer thread owns the connection
+        notes_at = note_place(self.patient.id)
         try:
             for record in self.result.records:
                 if type(record) is ReadingBlock:
@@ -245,7 +256,14 @@ class _UploadBuilder:
                     first = time_ms
                 if time_ms > last:  # noqa: PLR1730
                     last = time_ms
-                key = subtype if kind == cbg else dedup_key(kind, subtype, value, record.identity)
+                payload = record.payload
+                if kind == note:  # free text the patient wrote: sealed, and identified by a keyed hash
+                    identity = ring.mac("note", record.identity)
+                    if payload is not None:
+                        payload = seal_mapping(note_key, payload, notes_at)
+                else:
+                    identity = record.identity
+                key = subtype if kind == cbg else dedup_key(kind, subtype, value, identity)
                 row = (
                     device_seq,
                     upload_seq,
@@ -259,7 +277,7 @@ class _UploadBuilder:
                     record.line,
                     key,
                 )
-                duration, annotation, payload = record.duration_ms, record.annotation, record.payload
+                duration, annotation = record.duration_ms, record.annotation
                 if duration is None and annotation is None and payload is None:
                     append(row)  # a plain row: see RecordWriter
                 else:

@@ -116,6 +116,11 @@ def _columns_sql(rows: int) -> str:
     )
 
 
+def note_place(patient_id: str) -> str:
+    """Where a patient's note texts are sealed (the associated data of their ciphertexts)."""
+    return f"records.note:{patient_id}"
+
+
 def dedup_key(record_type: str, subtype: str, value: float | None, identity: str) -> str:
     """The part of a record's natural identity beyond (device, type, instant).
 

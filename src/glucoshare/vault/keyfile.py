@@ -204,6 +204,16 @@ def load_or_create(path: Path) -> KeyRing:
     return _parse(path, text)
 
 
+def read_key_file(path: Path) -> KeyRing:
+    """The key ring in an existing key file (never creates one)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"{path}: the master key file cannot be read ({exc.strerror})"
+        raise MasterKeyError(msg) from exc
+    return _parse(path, text)
+
+
 def with_new_primary(ring: KeyRing) -> KeyRing:
     """``ring`` with a fresh master key in front (older keys kept until their data keys move)."""
     return KeyRing(keys=(_new_master_key(), *ring.keys), lookup_key=ring.lookup_key)

@@ -6,8 +6,12 @@ and opens with that database's master key. Services flush but never commit.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 import weakref
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.orm import Session
@@ -15,28 +19,66 @@ from sqlalchemy.orm import Session
 from glucoshare.db.base import utcnow
 from glucoshare.vault.cipher import new_key, seal, unseal
 from glucoshare.vault.errors import MasterKeyError, SealBrokenError
-from glucoshare.vault.keyfile import KeyRing, load_or_create, only_primary, with_new_primary, write_key_file
+from glucoshare.vault.keyfile import (
+    KeyRing,
+    load_or_create,
+    only_primary,
+    read_key_file,
+    with_new_primary,
+    write_key_file,
+)
 from glucoshare.vault.models import DataKey
 from glucoshare.vault.schemas import RotationOut
 
-_RINGS: weakref.WeakKeyDictionary[Engine, KeyRing] = weakref.WeakKeyDictionary()
+
+@dataclasses.dataclass(slots=True)
+class _BoundRing:
+    """An engine's key ring and, when known, the key file it came from (re-read when it changes)."""
+
+    ring: KeyRing
+    key_file: Path | None = None
+    stamp: tuple[int, int, int] | None = None
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino
+
+
+_RINGS: weakref.WeakKeyDictionary[Engine, _BoundRing] = weakref.WeakKeyDictionary()
 _CACHE = "vault_data_keys"
+SEALED_KEY = "sealed"
+"""The one key of a sealed JSON mapping."""
 _DESTROYED = "vault_destroyed_keys"
 
 
-def bind_keyring(engine: Engine, ring: KeyRing) -> None:
-    """Use ``ring`` for every session on ``engine``."""
-    _RINGS[engine] = ring
+def bind_keyring(engine: Engine, ring: KeyRing, key_file: Path | None = None) -> None:
+    """Use ``ring`` for every session on ``engine``.
+
+    With ``key_file``, the ring is read again whenever the file changes, so that a long-running
+    server follows a rotation (``glucoshare keys rotate``) made by another process.
+    """
+    _RINGS[engine] = _BoundRing(ring, key_file, None if key_file is None else _stamp(key_file))
 
 
 def bound_keyring(engine: Engine) -> KeyRing | None:
-    """The key ring bound to ``engine``, if any."""
-    return _RINGS.get(engine)
+    """The key ring bound to ``engine`` (re-read if its key file changed), if any."""
+    bound = _RINGS.get(engine)
+    if bound is None:
+        return None
+    if bound.key_file is not None:
+        stamp = _stamp(bound.key_file)
+        if stamp is not None and stamp != bound.stamp:
+            bound.ring, bound.stamp = read_key_file(bound.key_file), stamp
+    return bound.ring
 
 
 def keyring_of(session: Session) -> KeyRing:
     """The key ring of the database ``session`` works on."""
-    ring = _RINGS.get(_engine(session))
+    ring = bound_keyring(_engine(session))
     if ring is None:
         msg = "no master key is bound to this database (create the engine with its key ring)"
         raise MasterKeyError(msg)
@@ -91,7 +133,9 @@ def preload_data_keys(session: Session, subject_ids: list[str]) -> None:
     for start in range(0, len(missing), 500):
         chunk = missing[start : start + 500]
         rows = session.execute(
-            select(DataKey.subject_id, DataKey.master_key_id, DataKey.wrapped).where(DataKey.subject_id.in_(chunk))
+            select(DataKey.subject_id, DataKey.master_key_id, DataKey.wrapped).where(
+                DataKey.subject_id.in_(chunk)
+            )
         )
         for subject_id, master_key_id, wrapped in rows:
             cache[subject_id] = ring.unwrap(master_key_id, wrapped, subject_id)
@@ -120,6 +164,26 @@ def open_value(session: Session, subject_id: str, sealed: bytes, place: str) -> 
     return unseal(data_key(session, subject_id), sealed, place)
 
 
+def seal_mapping(key: bytes, mapping: dict[str, Any], place: str) -> dict[str, str]:
+    """A JSON-able mapping sealed with data key ``key`` as ``{"sealed": BASE64}`` (free text in JSON columns).
+
+    Takes the key itself (from :func:`data_key`), so that a hot loop seals without a query.
+    """
+    sealed = seal(key, json.dumps(mapping, sort_keys=True).encode(), place)
+    return {SEALED_KEY: base64.b64encode(sealed).decode()}
+
+
+def open_mapping(
+    session: Session, subject_id: str, stored: dict[str, Any] | None, place: str
+) -> dict[str, Any] | None:
+    """The mapping :func:`seal_mapping` sealed; other mappings are returned as they are."""
+    if not stored or set(stored) != {SEALED_KEY}:
+        return stored
+    plain = open_value(session, subject_id, base64.b64decode(stored[SEALED_KEY]), place)
+    opened: dict[str, Any] = json.loads(plain)
+    return opened
+
+
 def lookup_hash(session: Session, value: str) -> str:
     """The keyed hash that finds an account by e-mail address (never the address itself)."""
     return keyring_of(session).lookup(value)
@@ -142,7 +206,7 @@ def rotate_master_key(session: Session, key_file: Path) -> RotationOut:
         row.rewrapped_at = utcnow()
         count += 1
     session.flush()
-    bind_keyring(_engine(session), rotated)
+    bind_keyring(_engine(session), rotated, key_file)
     return RotationOut(master_key=rotated.primary.id, rewrapped=count, retired=[])
 
 
@@ -155,7 +219,7 @@ def retire_master_keys(session: Session, key_file: Path) -> list[str]:
     retired = [k.id for k in ring.keys[1:]]
     if retired:
         write_key_file(key_file, only_primary(ring))
-        bind_keyring(_engine(session), only_primary(ring))
+        bind_keyring(_engine(session), only_primary(ring), key_file)
     return retired
 
 

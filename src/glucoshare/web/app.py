@@ -44,8 +44,9 @@ _DOCS_PAGE = """<!doctype html>
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """The web app on ``engine`` (default: the configured database with its master key, migrated)."""
     if engine is None:
+        key_file = settings.effective_secret_key_file
         engine = create_db_engine(
-            settings.effective_database_url, keyring=load_or_create(settings.effective_secret_key_file)
+            settings.effective_database_url, keyring=load_or_create(key_file), key_file=key_file
         )
         upgrade(engine, raw_files_dir=settings.raw_files_dir)
     app = FastAPI(

@@ -16,14 +16,17 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from glucoshare.accounts.access import Principal
-from glucoshare.accounts.models import User
+from glucoshare.accounts.access import Permission, Principal, patient_access
+from glucoshare.accounts.errors import PatientNotFoundError
+from glucoshare.accounts.models import Patient, User
 from glucoshare.accounts.sessions import (
     API_TOKEN_PREFIX,
     InvalidTokenError,
     resolve_api_token,
     resume_session,
 )
+from glucoshare.audit.service import record_event
+from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
 from glucoshare.errors import PermissionDeniedError, UnauthenticatedError
@@ -32,6 +35,8 @@ from glucoshare.vault.service import bound_keyring
 SESSION_COOKIE = "gs_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ID_LENGTH = 32
+"""Length of Glucoshare's identifiers (32 hex digits)."""
 
 
 class CsrfError(PermissionDeniedError):
@@ -110,6 +115,31 @@ def authenticate(request: Request) -> Principal:
 
 Caller = Annotated[Principal, Depends(authenticate)]
 """The authenticated caller of a route."""
+
+
+def reach_patient(
+    request: Request, session: Session, caller: Principal, patient_id: str, need: Permission
+) -> Patient:
+    """The patient, when ``caller`` may ``need`` their data; else ``404`` and an audited denial.
+
+    The denial is stored in a transaction of its own (the request's rolls back with the error), in
+    the patient's own access log when the patient exists.
+    """
+    try:
+        return patient_access(session, caller, patient_id, need)
+    except PatientNotFoundError:
+        with unit_of_work(request) as audit:
+            exists = len(patient_id) <= ID_LENGTH and audit.get(Patient, patient_id) is not None
+            record_event(
+                audit,
+                actor=caller.actor,
+                action=AuditTag.ACCESS_DENIED,
+                patient_id=patient_id if exists else None,
+                target=patient_id[:64],
+                details={"need": need},
+                outcome="denied",
+            )
+        raise
 
 
 def current_user(session: Session, principal: Principal, *, enrolling: bool = False) -> User:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 
-from glucoshare.accounts.access import accessible_patients, patient_access
+from glucoshare.accounts.access import accessible_patients
 from glucoshare.accounts.schemas import PatientOut
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
@@ -21,7 +21,7 @@ from glucoshare.records.errors import UploadNotFoundError
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import get_upload, list_uploads
 from glucoshare.summaries.service import patient_stats, refresh_outdated, resolve_period
-from glucoshare.web.deps import Caller, settings_of, unit_of_work
+from glucoshare.web.deps import Caller, reach_patient, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such patient, or no access"}}
@@ -42,7 +42,7 @@ def list_patients(caller: Caller, request: Request) -> list[PatientOut]:
 def get_patient(patient_id: str, caller: Caller, request: Request) -> PatientOut:
     """One patient's profile."""
     with unit_of_work(request) as session:
-        patient = patient_access(session, caller, patient_id, "read")
+        patient = reach_patient(request, session, caller, patient_id, "read")
         record_event(
             session,
             actor=caller.actor,
@@ -64,7 +64,7 @@ def get_stats(
 ) -> dict[str, Any]:
     """The ``stats --json`` document (CONTRACT.md): glucose in mg/dL, percentages 0–100."""
     with unit_of_work(request) as session:
-        patient = patient_access(session, caller, patient_id, "read")
+        patient = reach_patient(request, session, caller, patient_id, "read")
         period = resolve_period(session, patient, days=days, first=from_, last=to)
         return patient_stats(session, patient, period, actor=caller.actor).document()
 
@@ -73,7 +73,7 @@ def get_stats(
 def get_uploads(patient_id: str, caller: Caller, request: Request) -> list[UploadOut]:
     """The patient's uploads, newest first."""
     with unit_of_work(request) as session:
-        patient = patient_access(session, caller, patient_id, "read")
+        patient = reach_patient(request, session, caller, patient_id, "read")
         uploads = list_uploads(session, patient.id)
         record_event(session, actor=caller.actor, action=AuditTag.UPLOAD_LIST, patient_id=patient.id)
         return uploads
@@ -101,7 +101,7 @@ def post_uploads(
             raise FileTooLargeError(msg)
         incoming.append(IncomingFile(upload.filename or "upload", data))
     with unit_of_work(request) as session:
-        patient = patient_access(session, caller, patient_id, "upload")
+        patient = reach_patient(request, session, caller, patient_id, "upload")
         results = import_files(
             session, settings=settings, patient=patient, files=incoming, timezone=timezone, actor=caller.actor
         )
@@ -116,7 +116,7 @@ def post_uploads(
 def delete_upload(patient_id: str, upload_id: str, caller: Caller, request: Request) -> Response:
     """Remove one upload and exactly the records it brought."""
     with unit_of_work(request) as session:
-        patient = patient_access(session, caller, patient_id, "upload")
+        patient = reach_patient(request, session, caller, patient_id, "upload")
         if get_upload(session, upload_id).patient_id != patient.id:
             msg = "no upload with this id"
             raise UploadNotFoundError(msg)

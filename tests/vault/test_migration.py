@@ -474,3 +474,31 @@ def test_foreign_keys_are_enforced_again_after_the_upgrade(
         patient = session.get(Patient, ADA["id"])
         assert patient is not None
         assert patient.name == ADA["name"]
+
+
+def test_upgrading_from_the_first_revisions_keeps_every_row(
+    keyed_engine: Engine, scratch_settings: Settings
+) -> None:
+    """Batch migrations re-create tables on SQLite; with foreign keys on that used to cascade-delete."""
+    upgrade(keyed_engine, "0002")
+    with keyed_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO patients (id, email, name, timezone, display_units, created_at, target_scheme) "
+                "VALUES ('p1', 'early@example.org', 'Early Bird', 'UTC', 'mg/dL', :t, 'standard')"
+            ),
+            {"t": "2025-01-01 00:00:00"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO devices (id, patient_id, manufacturer, model, serial, device_key, created_at) "
+                "VALUES ('d1', 'p1', 'Dexcom', 'G6', 'SN1', 'k1', :t)"
+            ),
+            {"t": "2025-01-01 00:00:00"},
+        )
+    upgrade(keyed_engine, raw_files_dir=scratch_settings.raw_files_dir)
+    with keyed_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM devices")).scalar() == 1
+        assert conn.execute(text("SELECT patient_id FROM devices")).scalar() == "p1"
+    with session_scope(keyed_engine) as session:
+        assert get_patient(session, "EARLY@example.org").name == "Early Bird"

@@ -12,19 +12,35 @@ target_metadata = Base.metadata
 
 
 def run_migrations_online() -> None:
-    """Run the migrations inside one transaction (batch mode on SQLite for ALTERs)."""
+    """Run the migrations inside one transaction (batch mode on SQLite for ALTERs).
+
+    On SQLite, batch mode re-creates a table (copy, ``DROP``, rename); with foreign keys on, the
+    ``DROP`` would delete or unlink every row that refers to it (``ON DELETE CASCADE`` / ``SET
+    NULL``). Foreign keys are therefore off while migrations run and checked once they are done.
+    """
     engine = config.attributes.get("engine")
     if engine is None:
         engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:  # the pragma only takes effect outside a transaction
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=sqlite,
             compare_type=True,
         )
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+            if broken:
+                msg = f"the migrated database has {len(broken)} rows referring to missing rows ({broken[0]})"
+                raise RuntimeError(msg)
 
 
 run_migrations_online()

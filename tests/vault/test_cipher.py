@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glucoshare.vault.cipher import FORMAT_VERSION, KEY_BYTES, NONCE_BYTES, new_key, seal, unseal
+from glucoshare.vault.cipher import FORMAT_VERSION, KEY_BYTES, NONCE_BYTES, new_key, seal, seal_into, unseal
 from glucoshare.vault.errors import SealBrokenError
 
 KEY = bytes(range(KEY_BYTES))
@@ -99,3 +99,16 @@ def test_any_flipped_bit_is_detected(plaintext: bytes, place: str, index: int, b
     sealed[index % len(sealed)] ^= 1 << bit
     with pytest.raises(SealBrokenError):
         unseal(KEY, bytes(sealed), place)
+
+
+@given(data=st.binary(max_size=3 * (1 << 20) + 7), place=st.text(max_size=40))
+@settings(max_examples=10)
+def test_sealing_piece_by_piece_opens_like_a_whole_seal(data: bytes, place: str) -> None:
+    key = new_key()
+    pieces: list[bytes] = []
+    seal_into(key, data, place, pieces.append)
+    sealed = b"".join(pieces)
+    assert len(sealed) == len(seal(key, data, place))
+    assert unseal(key, sealed, place) == data
+    with pytest.raises(SealBrokenError):
+        unseal(key, sealed, place + "x")

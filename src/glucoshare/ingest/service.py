@@ -71,7 +71,7 @@ from glucoshare.vault.service import (
     keyring_of,
     open_value,
     seal_mapping,
-    seal_value,
+    seal_value_into,
 )
 
 EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -121,12 +121,11 @@ def _store_raw(settings: Settings, patient_id: str, sha256: str, data: bytes, se
     target = _raw_path(settings, patient_id, sha256)
     if target.exists():
         return
-    sealed = seal_value(session, patient_id, data, _raw_place(patient_id, sha256))
     private_directory(target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(sealed)
+            seal_value_into(session, patient_id, data, _raw_place(patient_id, sha256), handle.write)
         Path(tmp).chmod(0o600)
         Path(tmp).replace(target)
     except BaseException:

@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import json
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.orm import Session
 
 from glucoshare.db.base import utcnow
-from glucoshare.vault.cipher import new_key, seal, unseal
+from glucoshare.vault.cipher import new_key, seal, seal_into, unseal
 from glucoshare.vault.errors import MasterKeyError, SealBrokenError
 from glucoshare.vault.keyfile import (
     KeyRing,
@@ -157,6 +158,13 @@ def destroy_data_key(session: Session, subject_id: str) -> None:
 def seal_value(session: Session, subject_id: str, plaintext: bytes, place: str) -> bytes:
     """Seal ``plaintext`` with the subject's data key for ``place`` (table, column and row)."""
     return seal(data_key(session, subject_id), plaintext, place)
+
+
+def seal_value_into(
+    session: Session, subject_id: str, plaintext: bytes, place: str, write: Callable[[bytes], object]
+) -> None:
+    """Seal a large value (a raw file) straight into ``write``, without a sealed copy in memory."""
+    seal_into(data_key(session, subject_id), plaintext, place, write)
 
 
 def open_value(session: Session, subject_id: str, sealed: bytes, place: str) -> bytes:

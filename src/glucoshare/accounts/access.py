@@ -1,9 +1,6 @@
-"""Who is asking, and which patient's data they may reach.
+"""Who is asking: a signed-in person (a session) or an app (an API token).
 
-A :class:`Principal` is a signed-in person (a session) or an app (an API token). Access to a
-patient's data is granted to the patient's own account and to the patient's API tokens within their
-scope. Anyone else gets :class:`~glucoshare.accounts.errors.PatientNotFoundError`, exactly as for a
-patient that does not exist (CONTRACT.md: 404), so no one learns whom Glucoshare holds.
+Which patients a principal may reach is decided by :mod:`glucoshare.sharing.access`.
 """
 
 from __future__ import annotations
@@ -14,17 +11,18 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from glucoshare.accounts.errors import PatientNotFoundError
 from glucoshare.accounts.models import ApiToken, Patient, User
 from glucoshare.errors import PermissionDeniedError
 
-Permission = Literal["read", "upload", "manage"]
-"""``read`` data and reports, ``upload`` data, ``manage`` the patient's account and tokens."""
+Permission = Literal["view", "upload", "manage_devices", "note", "manage"]
+"""``view`` data and reports, ``upload`` data, ``manage_devices`` (assign, rename), ``note`` (add
+notes), ``manage`` the patient's account itself (its sharing and tokens: the patient, or the clinic
+that holds an unclaimed account in custody)."""
 
 TOKEN_SCOPES: dict[str, frozenset[Permission]] = {
-    "read": frozenset({"read"}),
+    "read": frozenset({"view"}),
     "upload": frozenset({"upload"}),
-    "nightscout": frozenset({"read", "upload"}),
+    "nightscout": frozenset({"view", "upload"}),
 }
 
 
@@ -75,33 +73,3 @@ class Principal:
 def own_patient(session: Session, user: User) -> Patient | None:
     """The patient record of a patient's own account."""
     return session.scalar(select(Patient).where(Patient.user_id == user.id))
-
-
-def patient_access(session: Session, principal: Principal, patient_id: str, need: Permission) -> Patient:
-    """The patient ``patient_id`` if ``principal`` may ``need`` their data; else not found (404)."""
-    patient = session.get(Patient, patient_id)
-    if patient is not None and _allowed(principal, patient, need):
-        return patient
-    msg = "no patient with this id"
-    raise PatientNotFoundError(msg)
-
-
-def _allowed(principal: Principal, patient: Patient, need: Permission) -> bool:
-    if principal.token is not None:
-        return principal.token.patient_id == patient.id and need in TOKEN_SCOPES.get(
-            principal.token.kind, frozenset()
-        )
-    if principal.user is None or principal.must_enrol_second_factor:
-        return False
-    return patient.user_id == principal.user.id
-
-
-def accessible_patients(session: Session, principal: Principal) -> list[Patient]:
-    """Every patient whose data ``principal`` may read."""
-    if principal.token is not None:
-        patient = session.get(Patient, principal.token.patient_id)
-        return [patient] if patient is not None and "read" in TOKEN_SCOPES[principal.token.kind] else []
-    if principal.user is None or principal.must_enrol_second_factor:
-        return []
-    own = own_patient(session, principal.user)
-    return [own] if own is not None else []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+
 import pydantic
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -57,6 +60,40 @@ def get_patient(session: Session, ref: str) -> Patient:
         msg = "no patient with this e-mail address or id"
         raise PatientNotFoundError(msg)
     return patient
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a patient is (opened from the sealed columns)."""
+
+    email: str
+    name: str
+    birthdate: dt.date | None
+
+
+def patient_identities(session: Session, patient_ids: list[str]) -> dict[str, Identity]:
+    """E-mail address, name and birth date of many patients at once (data keys unwrapped in bulk)."""
+    preload_data_keys(session, patient_ids)
+    table = Patient.__tablename__
+    found: dict[str, Identity] = {}
+    for start in range(0, len(patient_ids), 500):
+        chunk = patient_ids[start : start + 500]
+        rows = session.execute(
+            select(Patient.id, Patient.email_sealed, Patient.name_sealed, Patient.birthdate_sealed).where(
+                Patient.id.in_(chunk)
+            )
+        )
+        for patient_id, email, name, birthdate in rows:
+            born = None
+            if birthdate is not None:
+                opened = open_value(session, patient_id, birthdate, f"{table}.birthdate_sealed:{patient_id}")
+                born = dt.date.fromisoformat(opened.decode())
+            found[patient_id] = Identity(
+                email=open_value(session, patient_id, email, f"{table}.email_sealed:{patient_id}").decode(),
+                name=open_value(session, patient_id, name, f"{table}.name_sealed:{patient_id}").decode(),
+                birthdate=born,
+            )
+    return found
 
 
 def patient_emails(session: Session, patient_ids: list[str]) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from glucoshare.cli import audit, db, demo, export, keys, patients, stats, token, uploads, users
+from glucoshare.cli import audit, clinics, db, demo, export, keys, patients, stats, token, uploads, users
 from glucoshare.cli.imports import import_command
 from glucoshare.cli.serve import serve_command
 
@@ -22,6 +22,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(token.app, name="token")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
+app.add_typer(clinics.app, name="clinics")
 app.command("import")(import_command)
 app.command("serve")(serve_command)
 app.command("export")(export.export_command)

@@ -54,6 +54,10 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+ID_LENGTH = 32
+"""Length of every identifier :func:`new_id` makes."""
+
+
 def new_id() -> str:
     """A new random identifier: 32 lower-case hex digits (a UUID4 without dashes)."""
     return uuid.uuid4().hex

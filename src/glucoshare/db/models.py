@@ -5,6 +5,7 @@ from glucoshare.audit import models as audit_models
 from glucoshare.db.base import Base
 from glucoshare.devices import models as devices_models
 from glucoshare.records import models as records_models
+from glucoshare.sharing import models as sharing_models
 from glucoshare.summaries import models as summaries_models
 from glucoshare.vault import models as vault_models
 
@@ -14,6 +15,7 @@ __all__ = [
     "audit_models",
     "devices_models",
     "records_models",
+    "sharing_models",
     "summaries_models",
     "vault_models",
 ]

@@ -351,13 +351,15 @@ def population(
     days: int = DEFAULT_DAYS,
     now_ms: int | None = None,
     recent_days: int | None = None,
+    emails: dict[str, str] | None = None,
 ) -> Population:
     """Triage a population from its period summaries (categories: :mod:`glucoshare.analytics.population`).
 
     Each patient's figures over their last ``days`` days of data (ending with the day of their
     latest reading) and the change against the ``days`` before. A patient whose latest reading is
     more than ``recent_days`` (default ``days``) days before ``now_ms`` is ``no_data``, whatever
-    their older figures. Patients still in the backlog are refreshed first.
+    their older figures. Patients still in the backlog are refreshed first. ``emails`` (patient id to
+    address) saves opening the addresses again when the caller already has them.
     """
     if days not in TRIAGE_PERIODS:
         msg = f"the triage period is one of {', '.join(map(str, TRIAGE_PERIODS))} days"
@@ -372,7 +374,8 @@ def population(
         people = people.where(Patient.id.in_(patient_ids))
         summaries = summaries.where(PeriodSummary.patient_id.in_(patient_ids))
     ids = list(session.scalars(people))
-    emails = patient_emails(session, ids)
+    if emails is None or not set(ids) <= set(emails):
+        emails = patient_emails(session, ids)
     ids.sort(key=emails.__getitem__)
     patients = [(patient_id, emails[patient_id]) for patient_id in ids]
     position = {row[0]: at for at, row in enumerate(patients)}

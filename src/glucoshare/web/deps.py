@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from glucoshare.accounts.access import Permission, Principal, patient_access
+from glucoshare.accounts.access import Permission, Principal
 from glucoshare.accounts.errors import PatientNotFoundError
 from glucoshare.accounts.models import Patient, User
 from glucoshare.accounts.sessions import (
@@ -28,15 +28,15 @@ from glucoshare.accounts.sessions import (
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
+from glucoshare.db.base import ID_LENGTH
 from glucoshare.db.session import session_scope
 from glucoshare.errors import PermissionDeniedError, UnauthenticatedError
+from glucoshare.sharing.access import patient_access
 from glucoshare.vault.service import bound_keyring
 
 SESSION_COOKIE = "gs_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-ID_LENGTH = 32
-"""Length of Glucoshare's identifiers (32 hex digits)."""
 
 
 class CsrfError(PermissionDeniedError):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fastapi import APIRouter, Request, Response, status
+from pydantic import BaseModel, Field
 
 from glucoshare.accounts.email_change import confirm_email_change
 from glucoshare.accounts.recovery import request_password_reset, reset_password
@@ -13,6 +16,7 @@ from glucoshare.accounts.users import attempt_login, user_out
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.errors import GlucoshareError, UnauthenticatedError
+from glucoshare.sharing.service import claim_account
 from glucoshare.web.api.schemas import (
     Accepted,
     EmailChangeOut,
@@ -150,3 +154,20 @@ def email_change_confirm(body: TokenIn, request: Request) -> EmailChangeOut:
     with unit_of_work(request) as session:
         result = confirm_email_change(session, token=body.token)
     return EmailChangeOut(confirmed="new" if result.confirmed == "new" else "old", completed=result.completed)
+
+
+class ClaimIn(BaseModel):
+    """Take over a clinic-created account: the link's token, the birth date and a new password."""
+
+    token: str = Field(min_length=1, max_length=200)
+    birthdate: dt.date
+    password: str = Field(min_length=1, max_length=1024)
+
+
+@router.post("/claim", responses=_ERRORS)
+def claim(body: ClaimIn, request: Request) -> UserOut:
+    """Claim the account a clinic created: the birth date must match; the clinic keeps its access."""
+    with unit_of_work(request) as session:
+        return user_out(
+            claim_account(session, token=body.token, birthdate=body.birthdate, password=body.password)
+        )

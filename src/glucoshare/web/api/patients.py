@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 
-from glucoshare.accounts.access import accessible_patients
 from glucoshare.accounts.schemas import PatientOut
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
@@ -20,6 +19,7 @@ from glucoshare.ingest.service import import_files, remove_upload
 from glucoshare.records.errors import UploadNotFoundError
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import get_upload, list_uploads
+from glucoshare.sharing.access import accessible_patients
 from glucoshare.summaries.service import patient_stats, refresh_outdated, resolve_period
 from glucoshare.web.deps import Caller, reach_patient, settings_of, unit_of_work
 
@@ -42,7 +42,7 @@ def list_patients(caller: Caller, request: Request) -> list[PatientOut]:
 def get_patient(patient_id: str, caller: Caller, request: Request) -> PatientOut:
     """One patient's profile."""
     with unit_of_work(request) as session:
-        patient = reach_patient(request, session, caller, patient_id, "read")
+        patient = reach_patient(request, session, caller, patient_id, "view")
         record_event(
             session,
             actor=caller.actor,
@@ -64,7 +64,7 @@ def get_stats(
 ) -> dict[str, Any]:
     """The ``stats --json`` document (CONTRACT.md): glucose in mg/dL, percentages 0–100."""
     with unit_of_work(request) as session:
-        patient = reach_patient(request, session, caller, patient_id, "read")
+        patient = reach_patient(request, session, caller, patient_id, "view")
         period = resolve_period(session, patient, days=days, first=from_, last=to)
         return patient_stats(session, patient, period, actor=caller.actor).document()
 
@@ -73,7 +73,7 @@ def get_stats(
 def get_uploads(patient_id: str, caller: Caller, request: Request) -> list[UploadOut]:
     """The patient's uploads, newest first."""
     with unit_of_work(request) as session:
-        patient = reach_patient(request, session, caller, patient_id, "read")
+        patient = reach_patient(request, session, caller, patient_id, "view")
         uploads = list_uploads(session, patient.id)
         record_event(session, actor=caller.actor, action=AuditTag.UPLOAD_LIST, patient_id=patient.id)
         return uploads

@@ -34,6 +34,8 @@ from glucoshare.analytics.metrics import cohort_metrics
 from glucoshare.analytics.ranges import target_range
 from glucoshare.db.migrate import upgrade
 from glucoshare.db.session import create_db_engine, session_scope
+from glucoshare.sharing.models import Clinic, Share
+from glucoshare.sharing.patient_list import clinic_patients
 from glucoshare.summaries.data import CgmArrays, TherapyArrays
 from glucoshare.summaries.models import DailySummary
 from glucoshare.summaries.service import population, refresh_periods
@@ -53,6 +55,7 @@ TARGETS = {
     "cohort_mage": 2.0,
     "patient_stats": 0.020,
     "triage": 0.3,
+    "clinic_list": 0.3,
 }
 
 
@@ -226,9 +229,33 @@ def _triage_measurement(runs: int) -> list[Measurement]:
         with session_scope(engine) as session:
             ids = [f"{n:032x}" for n in range(patients)]
             session.add_all(  # names and addresses are sealed with each patient's own data key
-                Patient(id=i, email=f"p{n}@example.org", name="P", timezone="UTC", display_units="mg/dL")
+                Patient(
+                    id=i,
+                    email=f"p{n}@example.org",
+                    name=f"Patient {n:05d}",
+                    birthdate=dt.date(1950, 1, 1) + dt.timedelta(days=n),
+                    timezone="UTC",
+                    display_units="mg/dL",
+                )
                 for n, i in enumerate(ids)
             )
+            session.flush()
+            clinic = Clinic(
+                name="Bench Clinic", details={}, share_code="BNCH-BNCH-BNCH", patient_tags=["pump"]
+            )
+            session.add(clinic)
+            session.flush()
+            clinic_id = clinic.id
+            for n, i in enumerate(ids):
+                share = Share(
+                    patient_id=i,
+                    clinic_id=clinic_id,
+                    permissions=["view", "upload", "note"],
+                    tags=["pump"] if n % 3 == 0 else [],
+                    created_by="benchmark",
+                )
+                share.mrn = f"M{n:06d}"
+                session.add(share)
             session.flush()
             rows = []
             for patient_id in ids:
@@ -266,8 +293,21 @@ def _triage_measurement(runs: int) -> list[Measurement]:
             with session_scope(engine) as session:
                 return population(session, days=14).out().model_dump_json()
 
+        def clinic_list() -> object:
+            with session_scope(engine) as session:
+                clinic = session.get(Clinic, clinic_id)
+                if clinic is None:
+                    raise RuntimeError("clinic missing")
+                listing = clinic_patients(
+                    session, clinic, days=14, search="patient 0", tag="pump", sort="time_in_range", limit=50
+                )
+                if not listing.total:
+                    raise RuntimeError("nothing listed")
+                return listing.model_dump_json()
+
         seconds = best_of(runs, work)
         whole = best_of(runs, document)
+        listing = best_of(runs, clinic_list)
         engine.dispose()
     return [
         Measurement(
@@ -276,6 +316,13 @@ def _triage_measurement(runs: int) -> list[Measurement]:
             f"{patients * days:,} daily aggregates) in SQLite",
             seconds,
             TARGETS["triage"],
+        ),
+        Measurement(
+            "clinic_list",
+            f"a clinic's patient list of {patients:,} patients: names, birth dates and MRNs opened, "
+            "searched by name, filtered by tag, sorted by time in range, first page of 50 as JSON",
+            listing,
+            TARGETS["clinic_list"],
         ),
         Measurement(
             "triage_document",

@@ -96,6 +96,20 @@ def patient_identities(session: Session, patient_ids: list[str]) -> dict[str, Id
     return found
 
 
+def patient_names(session: Session, patient_ids: list[str]) -> dict[str, str]:
+    """The names of many patients at once (data keys unwrapped in bulk), for lists and search."""
+    preload_data_keys(session, patient_ids)
+    names: dict[str, str] = {}
+    for start in range(0, len(patient_ids), 500):
+        chunk = patient_ids[start : start + 500]
+        for patient_id, sealed in session.execute(
+            select(Patient.id, Patient.name_sealed).where(Patient.id.in_(chunk))
+        ):
+            place = f"{Patient.__tablename__}.name_sealed:{patient_id}"
+            names[patient_id] = open_value(session, patient_id, sealed, place).decode()
+    return names
+
+
 def patient_emails(session: Session, patient_ids: list[str]) -> dict[str, str]:
     """The e-mail addresses of many patients at once (their data keys unwrapped in bulk)."""
     preload_data_keys(session, patient_ids)

@@ -10,18 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from glucoshare.accounts.service import patient_identities
+from glucoshare.accounts.models import Patient
+from glucoshare.accounts.service import Identity, patient_identities
 from glucoshare.analytics.population import CATEGORIES
 from glucoshare.sharing.models import Clinic, Share
 from glucoshare.summaries.schemas import PeriodOut, TriagePatientOut
-from glucoshare.summaries.service import population
-from glucoshare.vault.service import open_value
+from glucoshare.summaries.service import Population, population
+from glucoshare.vault.cipher import unseal as open_value_with
+from glucoshare.vault.models import DataKey
+from glucoshare.vault.service import lookup_hash, open_value, remember_data_keys
 
 DAY_MS = 86_400_000
 PLACEHOLDER_DOMAIN = "@patients.invalid"
@@ -70,10 +75,6 @@ class ClinicPatientListOut(BaseModel):
     patients: list[ClinicPatientOut]
 
 
-def _number(value: float | None) -> float:
-    return -math.inf if value is None else value
-
-
 def clinic_patients(
     session: Session,
     clinic: Clinic,
@@ -89,89 +90,130 @@ def clinic_patients(
     offset: int = 0,
     now_ms: int | None = None,
 ) -> ClinicPatientListOut:
-    """The clinic's patients matching ``search`` (name, MRN or birth date), ``tag`` and ``category``."""
+    """The clinic's patients matching ``search`` (name, MRN or birth date), ``tag`` and ``category``.
+
+    Names are opened for every patient (search and order need them); MRNs are matched through their
+    keyed hash; birth dates, addresses and MRNs are opened for the rows of the page only.
+    """
     now = int(time.time() * 1000) if now_ms is None else now_ms
+    active = (Share.clinic_id == clinic.id, Share.revoked_at.is_(None))
     shares = list(
         session.execute(
             select(
                 Share.id,
                 Share.patient_id,
                 Share.mrn_sealed,
+                Share.mrn_lookup,
                 Share.tags,
                 Share.custodian,
                 Share.last_reviewed_at,
                 Share.last_reviewed_by,
-            ).where(Share.clinic_id == clinic.id, Share.revoked_at.is_(None))
+                Patient.name_sealed,
+                DataKey.master_key_id,
+                DataKey.wrapped,
+            )
+            .join(Patient, Patient.id == Share.patient_id)
+            .join(DataKey, DataKey.subject_id == Share.patient_id)
+            .where(*active)
         )
     )
-    ids = [row.patient_id for row in shares]
-    people = patient_identities(session, ids)
+    keys = remember_data_keys(session, ((r.patient_id, r.master_key_id, r.wrapped) for r in shares))
+    table = Patient.__tablename__
+    names = {
+        r.patient_id: open_value_with(
+            keys[r.patient_id], r.name_sealed, f"{table}.name_sealed:{r.patient_id}"
+        ).decode()
+        for r in shares
+    }
+    ids = list(names)
     triaged = population(
-        session,
-        patient_ids=ids,
-        days=days,
-        now_ms=now,
-        emails={pid: who.email for pid, who in people.items()},
+        session, patient_ids=select(Share.patient_id).where(*active), days=days, now_ms=now, with_emails=False
     )
     at_of = {pid: at for at, pid in enumerate(triaged.patient_ids)}
     needle = (search or "").strip()
     folded = needle.casefold()
     as_date = _date(needle)
-    rows: list[ClinicPatientOut] = []
+    mrn_key = lookup_hash(session, f"mrn:{clinic.id}:{needle.upper()}") if needle else None
+    born = _birthdates(session, ids) if as_date is not None else {}
+    matches = []
     for share in shares:
-        who = people.get(share.patient_id)
         at = at_of.get(share.patient_id)
-        if who is None or at is None:
+        name = names.get(share.patient_id)
+        if at is None or name is None:
             continue
-        mrn = None
-        if share.mrn_sealed is not None:
-            place = f"shares.mrn_sealed:{share.id}"
-            mrn = open_value(session, share.patient_id, share.mrn_sealed, place).decode()
         if needle and not (
-            folded in who.name.casefold()
-            or (mrn is not None and mrn == needle.upper())
-            or as_date == who.birthdate
+            folded in name.casefold()
+            or share.mrn_lookup == mrn_key
+            or (as_date is not None and born.get(share.patient_id) == as_date)
         ):
             continue
         if tag is not None and tag not in (share.tags or []):
             continue
         if category is not None and triaged.categories[at] != category:
             continue
-        last = int(triaged.last_ms[at])
-        entry = TriagePatientOut.build(
-            patient_id=share.patient_id,
-            email=who.email,
-            category=triaged.categories[at],
-            current=triaged.current,
-            previous=triaged.previous,
-            at=at,
-            last_ms=last if last >= 0 else None,
-        )
-        rows.append(
-            ClinicPatientOut.model_construct(
-                patient_id=share.patient_id,
-                name=who.name,
-                email=None if who.email.endswith(PLACEHOLDER_DOMAIN) else who.email,
-                birthdate=who.birthdate,
-                mrn=mrn,
-                tags=list(share.tags or []),
-                custodial=bool(share.custodian),
-                last_reviewed_at=share.last_reviewed_at,
-                last_reviewed_by=share.last_reviewed_by,
-                category=entry.category,
-                current=entry.current,
-                previous=entry.previous,
-                time_in_range_change_pct=entry.time_in_range_delta_pct,
-                last_data=entry.last_data,
-                upload_reminder_due=last < 0 or last < now - reminder_days * DAY_MS,
-            )
-        )
+        matches.append((share, at, name))
     counts = dict.fromkeys(CATEGORIES, 0)
-    for row in rows:
-        counts[row.category] += 1
-    rows.sort(key=_sort_key(sort), reverse=descending)
+    for _, at, _ in matches:
+        counts[triaged.categories[at]] += 1
+    matches.sort(key=_sort_key(sort, triaged), reverse=descending)
+    page = matches[offset : offset + limit]
+    identities = patient_identities(session, [share.patient_id for share, _, _ in page])
+    rows = [
+        _row(
+            session, share, at, who=identities[share.patient_id], triaged=triaged, now=now, days=reminder_days
+        )
+        for share, at, _ in page
+    ]
     return ClinicPatientListOut(
-        clinic_id=clinic.id, days=days, total=len(rows), counts=counts, patients=rows[offset : offset + limit]
+        clinic_id=clinic.id, days=days, total=len(matches), counts=counts, patients=rows
+    )
+
+
+def _birthdates(session: Session, patient_ids: list[str]) -> dict[str, dt.date | None]:
+    return {pid: who.birthdate for pid, who in patient_identities(session, patient_ids).items()}
+
+
+def _row(
+    session: Session,
+    share: Any,  # noqa: ANN401 - a result row of the shares query
+    at: int,
+    *,
+    who: Identity,
+    triaged: Population,
+    now: int,
+    days: int,
+) -> ClinicPatientOut:
+    mrn = None
+    if share.mrn_sealed is not None:
+        mrn = open_value(
+            session, share.patient_id, share.mrn_sealed, f"shares.mrn_sealed:{share.id}"
+        ).decode()
+    last = int(triaged.last_ms[at])
+    entry = TriagePatientOut.build(
+        patient_id=share.patient_id,
+        email=who.email,
+        category=triaged.categories[at],
+        current=triaged.current,
+        previous=triaged.previous,
+        at=at,
+        last_ms=last if last >= 0 else None,
+    )
+    return ClinicPatientOut.model_construct(
+        patient_id=share.patient_id,
+        name=who.name,
+        email=None if who.email.endswith(PLACEHOLDER_DOMAIN) else who.email,
+        birthdate=who.birthdate,
+        mrn=mrn,
+        tags=list(share.tags or []),
+        custodial=bool(share.custodian),
+        last_reviewed_at=share.last_reviewed_at,
+        last_reviewed_by=share.last_reviewed_by,
+        category=entry.category,
+        current=entry.current,
+        previous=entry.previous,
+        time_in_range_change_pct=entry.time_in_range_delta_pct,
+        last_data=entry.last_data,
+        upload_reminder_due=last < 0 or last < now - days * DAY_MS,
     )
 
 
@@ -182,19 +224,32 @@ def _date(text: str) -> dt.date | None:
         return None
 
 
-def _sort_key(sort: SortKey):  # type: ignore[no-untyped-def]  # noqa: ANN202 - a key function per choice
-    rank = {name: at for at, name in enumerate(CATEGORIES)}
-    keys = {
-        "triage": lambda r: (rank[r.category], _number(r.current.time_in_range_pct), r.name.casefold()),
-        "name": lambda r: (r.name.casefold(), r.patient_id),
-        "last_data": lambda r: (r.last_data or "", r.name.casefold()),
-        "time_in_range": lambda r: (_number(r.current.time_in_range_pct), r.name.casefold()),
-        "time_below_range": lambda r: (
-            _number(r.current.time_very_low_pct) + _number(r.current.time_low_pct),
-            r.name.casefold(),
+def _sort_key(sort: SortKey, triaged: Population) -> Callable[[tuple[Any, int, str]], tuple[Any, ...]]:
+    """The key that orders ``(share, index, name)`` candidates by ``sort``."""
+    rank = [{name: at for at, name in enumerate(CATEGORIES)}[c] for c in triaged.categories]
+    now, before = triaged.current, triaged.previous
+    cached: dict[int, list[float]] = {}
+
+    def figure(array: np.ndarray, at: int) -> float:
+        values = cached.get(id(array))
+        if values is None:
+            values = cached[id(array)] = [v if math.isfinite(v) else -math.inf for v in array.tolist()]
+        return values[at]
+
+    keys: dict[str, Callable[[tuple[Any, int, str]], tuple[Any, ...]]] = {
+        "triage": lambda c: (rank[c[1]], figure(now.in_range_pct, c[1]), c[2].casefold()),
+        "name": lambda c: (c[2].casefold(), c[0].patient_id),
+        "last_data": lambda c: (int(triaged.last_ms[c[1]]), c[2].casefold()),
+        "time_in_range": lambda c: (figure(now.in_range_pct, c[1]), c[2].casefold()),
+        "time_below_range": lambda c: (
+            figure(now.very_low_pct, c[1]) + figure(now.low_pct, c[1]),
+            c[2].casefold(),
         ),
-        "gmi": lambda r: (_number(r.current.gmi_pct), r.name.casefold()),
-        "cgm_use": lambda r: (r.current.cgm_use_pct, r.name.casefold()),
-        "time_in_range_change": lambda r: (_number(r.time_in_range_change_pct), r.name.casefold()),
+        "gmi": lambda c: (figure(now.gmi_pct, c[1]), c[2].casefold()),
+        "cgm_use": lambda c: (figure(now.cgm_use_pct, c[1]), c[2].casefold()),
+        "time_in_range_change": lambda c: (
+            figure(now.in_range_pct, c[1]) - figure(before.in_range_pct, c[1]),
+            c[2].casefold(),
+        ),
     }
     return keys[sort]

@@ -16,9 +16,11 @@ import dataclasses
 import datetime as dt
 import time
 import zoneinfo
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient
@@ -41,6 +43,10 @@ MAX_DAYS = 3660
 DAY_MS = 86_400_000
 EXTREME_HIGH_MGDL = 350.0
 _EPOCH_DATE = dt.date(1970, 1, 1)
+
+
+PatientSelection = Sequence[str] | Select[Any]
+"""Some patients: their ids, or a query that selects them (a subquery keeps large lists out of SQL)."""
 
 
 def target_of(patient: Patient) -> TargetRange:
@@ -161,7 +167,7 @@ def mark_outdated(session: Session, patient_id: str, first_ms: int, last_ms: int
     session.flush()
 
 
-def refresh_outdated(session: Session, patient_ids: list[str] | None = None) -> int:
+def refresh_outdated(session: Session, patient_ids: PatientSelection | None = None) -> int:
     """Recompute the daily aggregates of every patient in the backlog (or of those given).
 
     Returns how many patients were refreshed.
@@ -347,11 +353,12 @@ class Population:
 def population(
     session: Session,
     *,
-    patient_ids: list[str] | None = None,
+    patient_ids: PatientSelection | None = None,
     days: int = DEFAULT_DAYS,
     now_ms: int | None = None,
     recent_days: int | None = None,
     emails: dict[str, str] | None = None,
+    with_emails: bool = True,
 ) -> Population:
     """Triage a population from its period summaries (categories: :mod:`glucoshare.analytics.population`).
 
@@ -359,7 +366,9 @@ def population(
     latest reading) and the change against the ``days`` before. A patient whose latest reading is
     more than ``recent_days`` (default ``days``) days before ``now_ms`` is ``no_data``, whatever
     their older figures. Patients still in the backlog are refreshed first. ``emails`` (patient id to
-    address) saves opening the addresses again when the caller already has them.
+    address) saves opening the addresses again when the caller already has them; ``with_emails=False``
+    skips them altogether (the patients are then labelled and ordered by id), for callers that label
+    patients themselves.
     """
     if days not in TRIAGE_PERIODS:
         msg = f"the triage period is one of {', '.join(map(str, TRIAGE_PERIODS))} days"
@@ -374,7 +383,9 @@ def population(
         people = people.where(Patient.id.in_(patient_ids))
         summaries = summaries.where(PeriodSummary.patient_id.in_(patient_ids))
     ids = list(session.scalars(people))
-    if emails is None or not set(ids) <= set(emails):
+    if not with_emails:
+        emails = {patient_id: patient_id for patient_id in ids}
+    elif emails is None or not set(ids) <= set(emails):
         emails = patient_emails(session, ids)
     ids.sort(key=emails.__getitem__)
     patients = [(patient_id, emails[patient_id]) for patient_id in ids]

@@ -10,7 +10,7 @@ import base64
 import dataclasses
 import json
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,22 @@ def preload_data_keys(session: Session, subject_ids: list[str]) -> None:
         )
         for subject_id, master_key_id, wrapped in rows:
             cache[subject_id] = ring.unwrap(master_key_id, wrapped, subject_id)
+
+
+def remember_data_keys(session: Session, rows: Iterable[tuple[str, str, bytes]]) -> dict[str, bytes]:
+    """Unwrap data keys the caller read itself and keep them for the session, by subject.
+
+    ``rows`` are ``(subject, master key id, wrapped)``, typically joined into a larger query.
+    """
+    cache = _cache(session)
+    ring = keyring_of(session)
+    keys: dict[str, bytes] = {}
+    for subject_id, master_key_id, wrapped in rows:
+        key = cache.get(subject_id)
+        if key is None:
+            key = cache[subject_id] = ring.unwrap(master_key_id, wrapped, subject_id)
+        keys[subject_id] = key
+    return keys
 
 
 def has_data_key(session: Session, subject_id: str) -> bool:

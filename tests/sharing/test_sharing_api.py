@@ -303,3 +303,58 @@ def test_the_clinic_patient_list_searches_filters_tags_and_sorts(api: TestClient
     assert desc["total"] == 3
     assert [p["name"] for p in desc["patients"]] == ["Cy Ada"]
     assert api.get(base, headers=doc.headers, params={"days": 5}).status_code == 400
+
+
+def test_a_printed_invitation_is_a_pdf_with_the_code_and_plain_instructions(
+    api: TestClient, engine: Engine
+) -> None:
+    import io  # noqa: PLC0415
+
+    from pypdf import PdfReader  # noqa: PLC0415
+
+    doc = make_person(engine, "doc@example.org", "clinician", totp=True)
+    clinic = _clinic(api, doc)
+    api.patch(f"/v1/clinics/{clinic['id']}", headers=doc.headers, json={"phone": "+49 30 555 0100"})
+    invitation = api.post(f"/v1/clinics/{clinic['id']}/invitations", headers=doc.headers, json={}).json()
+    response = api.get(f"/v1/clinics/{clinic['id']}/invitations/{invitation['id']}/pdf", headers=doc.headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/pdf"
+    reader = PdfReader(io.BytesIO(response.content))
+    assert len(reader.pages) == 1
+    text = " ".join(reader.pages[0].extract_text().split())  # lines wrap where the page wraps them
+    assert invitation["code"] in text
+    assert "Sunrise Clinic" in text
+    assert "+49 30 555 0100" in text
+    assert "Enter an invitation code" in text
+    outsider = make_person(engine, "other@example.org", "clinician", totp=True)
+    refused = api.get(
+        f"/v1/clinics/{clinic['id']}/invitations/{invitation['id']}/pdf", headers=outsider.headers
+    )
+    assert refused.status_code == 404
+
+
+def test_upload_reminders_go_by_mail_once_a_day(
+    api: TestClient, engine: Engine, mail: tuple[Settings, Inbox]
+) -> None:
+    _, inbox = mail
+    kim = make_person(engine, "kim@example.org", "patient", patient=True)
+    doc = make_person(engine, "doc@example.org", "clinician", totp=True)
+    clinic = _clinic(api, doc)
+    api.post("/v1/shares", headers=kim.headers, json={"clinic_code": clinic["share_code"]})
+    listing = api.get(f"/v1/clinics/{clinic['id']}/patients", headers=doc.headers).json()
+    assert listing["patients"][0]["upload_reminder_due"] is True  # no data at all yet
+    url = f"/v1/clinics/{clinic['id']}/patients/{kim.patient_id}/reminder"
+    assert api.post(url, headers=doc.headers).json() == {"sent": True}
+    assert "upload" in inbox.to("kim@example.org")[0]["Subject"]
+    again = api.post(url, headers=doc.headers)
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == "reminder_too_soon"
+    kept = api.post(
+        f"/v1/clinics/{clinic['id']}/patients",
+        headers=doc.headers,
+        json={"name": "No Mail", "birthdate": "2001-01-01"},
+    ).json()
+    no_address = api.post(
+        f"/v1/clinics/{clinic['id']}/patients/{kept['patient']['id']}/reminder", headers=doc.headers
+    )
+    assert no_address.json() == {"sent": False}

@@ -33,6 +33,7 @@ from glucoshare.sharing.service import (
     create_custodial_patient,
     grant,
     invite_care_partner,
+    invite_patient,
     share_with_clinic,
 )
 from glucoshare.web.app import create_app
@@ -58,6 +59,7 @@ class World:
     shares: dict[str, str]
     """Share ids: ``clinic_a``, ``clinic_c``, ``carepartner``, ``carer_up``."""
     invitation_id: str
+    clinic_invitation_id: str
     upload_ids: dict[str, str] = dataclasses.field(default_factory=dict)
     """An upload of the owner for each role that may delete one (the owner's for the others)."""
 
@@ -111,6 +113,8 @@ class Case:
     needs_upload: bool = False
     patient: str = "owner"
     """Whose id fills ``{patient_id}``: ``owner`` or ``custodial``."""
+    clinic_invitation: bool = False
+    """``{invitation_id}`` is clinic A's printed invitation (else the owner's care-partner invitation)."""
 
 
 def _public(status: str | int, body: Body = _none) -> Case:
@@ -225,6 +229,12 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("DELETE", "/v1/clinics/{clinic_id}/members/{member_id}"): _restricted({"member": 403, "clinician": OK}),
     ("POST", "/v1/clinics/{clinic_id}/invitations"): _restricted(CLINIC_A, lambda w, r: {"email": None}),
     ("GET", "/v1/clinics/{clinic_id}/invitations"): _restricted(CLINIC_A),
+    ("GET", "/v1/clinics/{clinic_id}/invitations/{invitation_id}/pdf"): _restricted(
+        CLINIC_A, clinic_invitation=True
+    ),
+    ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/reminder"): _restricted(
+        {"clinician": OK, "member": 400}  # the second reminder within a day is refused
+    ),
     ("GET", "/v1/clinics/{clinic_id}/patients"): _restricted(CLINIC_A),
     ("POST", "/v1/clinics/{clinic_id}/patients"): _restricted(
         CLINIC_A, lambda w, r: {"name": f"New Patient {r}", "birthdate": "1990-02-03"}
@@ -308,6 +318,7 @@ def _world(engine: Engine, settings: Settings, *, with_upload: bool, client: Tes
             actor="test",
         )
         invitation = invite_care_partner(session, settings, owner, "friend@example.org", None, actor="test")
+        printed = invite_patient(session, settings, clinic_a, None, actor="test")
         world = World(
             people=people,
             tokens={},
@@ -318,6 +329,7 @@ def _world(engine: Engine, settings: Settings, *, with_upload: bool, client: Tes
             custodial_id=custodial.id,
             shares=shares,
             invitation_id=invitation.id,
+            clinic_invitation_id=printed.id,
         )
     world.tokens = {
         "read": make_token(engine, str(people["owner"].patient_id), "read"),
@@ -358,7 +370,7 @@ def _path(template: str, world: World, role: str, case: Case) -> str:
         clinic_id=world.clinic_a,
         member_id=world.extra_member_id,
         share_id=world.shares[SHARE_OF_ROLE.get(role, "clinic_a")],
-        invitation_id=world.invitation_id,
+        invitation_id=world.clinic_invitation_id if case.clinic_invitation else world.invitation_id,
     )
 
 

@@ -47,6 +47,7 @@ class AuditTag(enum.StrEnum):
     CLINIC_PATIENTS_READ = "sharing:clinic-patients:read"
     CLINIC_PATIENT_UPDATE = "sharing:clinic-patient:update"
     CLINIC_PATIENT_REVIEW = "sharing:clinic-patient:review"
+    UPLOAD_REMINDER = "sharing:clinic-patient:upload-reminder"
     UPLOAD_CREATE = "ingest:upload:create"
     UPLOAD_LIST = "records:upload:list"
     UPLOAD_DELETE = "records:upload:delete"

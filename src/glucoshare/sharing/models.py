@@ -68,6 +68,8 @@ class Share(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     last_reviewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_reviewed_by: Mapped[str | None] = mapped_column(String(32))
+    last_reminder_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When the clinic last reminded the patient to upload."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(64))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

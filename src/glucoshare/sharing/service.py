@@ -901,3 +901,54 @@ def mark_reviewed(
         target=share.id,
     )
     return share
+
+
+REMINDER_INTERVAL = dt.timedelta(hours=20)
+"""At most one upload reminder a day per patient and clinic."""
+
+
+class ReminderTooSoonError(InvalidSharingError):
+    """The patient was reminded less than a day ago."""
+
+    code = "reminder_too_soon"
+
+
+def remind_to_upload(
+    session: Session,
+    settings: Settings,
+    clinic: Clinic,
+    share: Share,
+    *,
+    actor: str,
+    now: dt.datetime | None = None,
+) -> bool:
+    """E-mail the patient a reminder to upload (devices keep only about 90 days); once a day at most.
+
+    Returns ``False`` when the patient has no address to write to (a clinic-created account).
+    """
+    moment = _now(now)
+    if share.last_reminder_at is not None and moment - share.last_reminder_at < REMINDER_INTERVAL:
+        msg = "this patient was reminded less than a day ago"
+        raise ReminderTooSoonError(msg)
+    patient = session.get(Patient, share.patient_id)
+    if patient is None or patient.email is None or patient.email.endswith("@patients.invalid"):
+        return False
+    queue_mail(
+        session,
+        settings,
+        Mail(
+            to=patient.email,
+            subject=f"{clinic.name}: time to upload your diabetes devices",
+            body=(
+                f"Hello {patient.name},\n\n{clinic.name} has not seen new data from your devices for a "
+                "while. Meters, sensors and pumps keep only about 90 days of readings, so please upload them "
+                f"soon:\n\n{public_url(settings, '/upload')}\n"
+            ),
+        ),
+    )
+    share.last_reminder_at = moment
+    session.flush()
+    record_event(
+        session, actor=actor, action=AuditTag.UPLOAD_REMINDER, patient_id=share.patient_id, target=share.id
+    )
+    return True

@@ -19,9 +19,11 @@ from glucoshare.accounts.schemas import PatientOut
 from glucoshare.analytics.population import CATEGORIES
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.sharing.errors import InvalidSharingError
+from glucoshare.db.base import ID_LENGTH
+from glucoshare.sharing.errors import InvalidSharingError, InvitationNotFoundError
 from glucoshare.sharing.models import Invitation
 from glucoshare.sharing.patient_list import ClinicPatientListOut, SortKey, clinic_patients
+from glucoshare.sharing.printable import invitation_pdf
 from glucoshare.sharing.schemas import (
     ClinicCreate,
     ClinicOut,
@@ -44,6 +46,7 @@ from glucoshare.sharing.service import (
     invite_patient,
     mark_reviewed,
     members,
+    remind_to_upload,
     remove_member,
     rotate_share_code,
     send_claim_link,
@@ -177,6 +180,26 @@ def get_clinic_invitations(clinic_id: str, caller: Caller, request: Request) -> 
         return [invitation_out(i) for i in rows]
 
 
+@router.get(
+    "/{clinic_id}/invitations/{invitation_id}/pdf",
+    response_class=Response,
+    responses={**_NOT_FOUND, 200: {"content": {"application/pdf": {}}, "description": "A4, one page"}},
+)
+def get_invitation_pdf(clinic_id: str, invitation_id: str, caller: Caller, request: Request) -> Response:
+    """The printable invitation: the clinic, the code and plain instructions (no health data)."""
+    with unit_of_work(request) as session:
+        clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
+        invitation = session.get(Invitation, invitation_id) if len(invitation_id) <= ID_LENGTH else None
+        if invitation is None or invitation.clinic_id != clinic.id:
+            raise InvitationNotFoundError("no such invitation")
+        pdf = invitation_pdf(settings_of(request), clinic, invitation)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": 'inline; filename="glucoshare-invitation.pdf"'},
+    )
+
+
 @router.get("/{clinic_id}/patients", responses=_NOT_FOUND)
 def get_clinic_patients(
     clinic_id: str,
@@ -289,6 +312,23 @@ def post_claim_link(
             session, settings_of(request), clinic, patient, body.email, actor=caller.actor
         )
         return invitation_out(invitation)
+
+
+class ReminderOut(BaseModel):
+    """Whether an upload reminder was sent (a patient without an address cannot get one)."""
+
+    sent: bool
+
+
+@router.post("/{clinic_id}/patients/{patient_id}/reminder", responses=_NOT_FOUND)
+def post_reminder(clinic_id: str, patient_id: str, caller: Caller, request: Request) -> ReminderOut:
+    """E-mail the patient a reminder to upload their devices (at most once a day)."""
+    with unit_of_work(request) as session:
+        clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
+        share = clinic_share(session, clinic, patient_id)
+        return ReminderOut(
+            sent=remind_to_upload(session, settings_of(request), clinic, share, actor=caller.actor)
+        )
 
 
 def share_patient(session: Session, patient_id: str) -> Patient:

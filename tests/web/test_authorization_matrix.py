@@ -62,6 +62,8 @@ class World:
     clinic_invitation_id: str
     upload_ids: dict[str, str] = dataclasses.field(default_factory=dict)
     """An upload of the owner for each role that may delete one (the owner's for the others)."""
+    pending_id: str = "0" * 32
+    device_id: str = "0" * 32
 
     def person(self, role: str) -> Person | None:
         return self.people.get(role)
@@ -113,6 +115,8 @@ class Case:
     needs_upload: bool = False
     patient: str = "owner"
     """Whose id fills ``{patient_id}``: ``owner`` or ``custodial``."""
+    needs_pending: bool = False
+    """Clinic A holds an upload of an unassigned device (``{pending_id}``)."""
     clinic_invitation: bool = False
     """``{invitation_id}`` is clinic A's printed invitation (else the owner's care-partner invitation)."""
 
@@ -195,6 +199,7 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/v1/patients/{patient_id}"): _patient(VIEWERS),
     ("GET", "/v1/patients/{patient_id}/stats"): _patient(VIEWERS),
     ("GET", "/v1/patients/{patient_id}/uploads"): _patient(VIEWERS),
+    ("GET", "/v1/patients/{patient_id}/devices"): _patient(VIEWERS),
     ("POST", "/v1/patients/{patient_id}/uploads"): _patient(UPLOADERS, files=True),
     ("DELETE", "/v1/patients/{patient_id}/uploads/{upload_id}"): _patient(UPLOADERS, needs_upload=True),
     # sharing
@@ -231,6 +236,21 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/v1/clinics/{clinic_id}/invitations"): _restricted(CLINIC_A),
     ("GET", "/v1/clinics/{clinic_id}/invitations/{invitation_id}/pdf"): _restricted(
         CLINIC_A, clinic_invitation=True
+    ),
+    ("POST", "/v1/clinics/{clinic_id}/uploads"): _restricted(CLINIC_A, files=True),
+    ("GET", "/v1/clinics/{clinic_id}/pending-uploads"): _restricted(CLINIC_A),
+    ("POST", "/v1/clinics/{clinic_id}/pending-uploads/{pending_id}/assign"): _restricted(
+        {"clinician": OK, "member": 404},  # assigned by the admin already: no longer waiting
+        lambda w, r: {"patient_id": w.custodial_id},
+        needs_pending=True,
+    ),
+    ("DELETE", "/v1/clinics/{clinic_id}/pending-uploads/{pending_id}"): _restricted(
+        {"clinician": OK, "member": 404}, needs_pending=True
+    ),
+    ("POST", "/v1/clinics/{clinic_id}/devices/{device_id}/reassign"): _restricted(
+        {"clinician": OK, "member": 400},  # moved by the admin already: it is the target's now
+        lambda w, r: {"patient_id": w.custodial_id},
+        needs_upload=True,
     ),
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/reminder"): _restricted(
         {"clinician": OK, "member": 400}  # the second reminder within a day is refused
@@ -273,7 +293,9 @@ def test_every_route_has_a_matrix_entry(app_settings: Settings, engine: Engine) 
     assert set(MATRIX) - routes == set(), "matrix entries for routes that do not exist"
 
 
-def _world(engine: Engine, settings: Settings, *, with_upload: bool, client: TestClient) -> World:
+def _world(
+    engine: Engine, settings: Settings, *, with_upload: bool, with_pending: bool, client: TestClient
+) -> World:
     people = {
         "owner": make_person(engine, "owner@example.org", "patient", patient=True),
         "other": make_person(engine, "other@example.org", "patient", patient=True),
@@ -348,6 +370,19 @@ def _world(engine: Engine, settings: Settings, *, with_upload: bool, client: Tes
             )
             assert response.status_code == 201, response.text
             world.upload_ids[role] = response.json()[0]["id"]
+        devices = client.get(
+            f"/v1/patients/{world.people['owner'].patient_id}/devices", headers=world.people["owner"].headers
+        )
+        world.device_id = devices.json()[0]["id"]
+    if with_pending:
+        name, data = clarity_bytes(seed=99)
+        held = client.post(
+            f"/v1/clinics/{world.clinic_a}/uploads",
+            headers=world.people["clinician"].headers,
+            files={"files": (name, data)},
+        )
+        assert held.status_code == 201, held.text
+        world.pending_id = held.json()[0]["pending"]["id"]
     return world
 
 
@@ -368,6 +403,8 @@ def _path(template: str, world: World, role: str, case: Case) -> str:
         session_id=person.session_id if person else "0" * 32,
         token_id=world.tokens["read"][0],
         clinic_id=world.clinic_a,
+        pending_id=world.pending_id,
+        device_id=world.device_id,
         member_id=world.extra_member_id,
         share_id=world.shares[SHARE_OF_ROLE.get(role, "clinic_a")],
         invitation_id=world.clinic_invitation_id if case.clinic_invitation else world.invitation_id,
@@ -379,7 +416,9 @@ def test_route_answers_each_caller_as_decided(
     method: str, path: str, app_settings: Settings, engine: Engine, client: TestClient
 ) -> None:
     case = MATRIX[(method, path)]
-    world = _world(engine, app_settings, with_upload=case.needs_upload, client=client)
+    world = _world(
+        engine, app_settings, with_upload=case.needs_upload, with_pending=case.needs_pending, client=client
+    )
     for role in ROLES:
         expected = case.expect.get(role, case.default)
         kwargs: dict[str, Any] = {"headers": world.headers(role)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -13,3 +15,10 @@ class DeviceOut(BaseModel):
     manufacturer: str
     model: str
     serial: str | None
+
+
+class DeviceListedOut(DeviceOut):
+    """A patient's device with its id (to assign or move it) and when it was first seen."""
+
+    id: str
+    created_at: dt.datetime

@@ -35,6 +35,7 @@ from glucoshare.devices.models import Device
 from glucoshare.devices.service import resolve_device
 from glucoshare.files import private_directory
 from glucoshare.ingest.base import (
+    DeviceInfo,
     ParseContext,
     ParsedRecord,
     ParseResult,
@@ -114,6 +115,21 @@ def read_raw(session: Session, settings: Settings, upload: Upload) -> bytes | No
     except FileNotFoundError:
         return None
     return open_value(session, upload.patient_id, sealed, _raw_place(upload.patient_id, upload.sha256))
+
+
+def reseal_raw(
+    session: Session, settings: Settings, upload: Upload, patient_id: str
+) -> list[tuple[Path, Path]]:
+    """Seal an upload's raw file for another patient (a device moved to them): ``[(old, new)]``.
+
+    The old file stays until the caller removes it after the commit; nothing when there is no file.
+    """
+    data = read_raw(session, settings, upload)
+    if data is None:
+        return []
+    old = _raw_path(settings, upload.patient_id, upload.sha256)
+    _store_raw(settings, patient_id, upload.sha256, data, session)
+    return [(old, _raw_path(settings, patient_id, upload.sha256))]
 
 
 def _store_raw(settings: Settings, patient_id: str, sha256: str, data: bytes, session: Session) -> None:
@@ -490,6 +506,52 @@ def import_file(
             "change; their order placed them in the first or second pass of that hour"
         )
     return upload_out(upload, primary, warnings)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Inspection:
+    """What a file holds, read without storing anything: its format, devices and extent."""
+
+    format: str
+    primary: DeviceInfo | None
+    """The device the file is mostly about (the one a clinic assigns to a patient)."""
+    records: int
+    first_ms: int | None
+    last_ms: int | None
+
+
+def inspect_file(settings: Settings, incoming: IncomingFile, *, timezone: str) -> Inspection:
+    """Read a file the way an import would (same checks, same refusals) and store nothing."""
+    name, data = incoming.name, incoming.data
+    if len(data) > settings.max_upload_bytes:
+        msg = f"{name}: the file is larger than the limit of {settings.max_upload_bytes / 1e6:.0f} MB"
+        raise FileTooLargeError(msg)
+    try:
+        check_timezone(timezone)
+    except ValueError as exc:
+        raise InvalidTimezoneError(str(exc)) from exc
+    source = _read_source(name, data)
+    importer = detect_format(source)
+    _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
+    result = importer.parse(source, ParseContext(timezone))
+    per_device: collections.Counter[str] = collections.Counter()
+    first: int | None = None
+    last: int | None = None
+    for item in result.records:
+        if isinstance(item, ReadingBlock):
+            size = len(item)
+            if size:
+                low, high = int(item.time_ms.min()), int(item.time_ms.max())
+                per_device[item.device] += size
+                first = low if first is None else min(first, low)
+                last = high if last is None else max(last, high)
+            continue
+        per_device[item.device] += 1
+        first = item.time_ms if first is None else min(first, item.time_ms)
+        last = item.time_ms if last is None else max(last, item.time_ms)
+    key = result.primary_device or (per_device.most_common(1)[0][0] if per_device else None)
+    primary = result.devices.get(key) if key is not None else None
+    return Inspection(importer.format, primary, sum(per_device.values()), first, last)
 
 
 def import_files(

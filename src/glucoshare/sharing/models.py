@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
@@ -107,3 +107,34 @@ class Invitation(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(64))
+
+
+class PendingUpload(Base):
+    """A device export a clinic uploaded whose device is not assigned to a patient yet.
+
+    The raw file is kept sealed with the clinic's data key (``pending/<clinic>/<id>``) until a
+    clinician assigns the device to one of the clinic's patients, when it is imported for them.
+    """
+
+    __tablename__ = "pending_uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    clinic_id: Mapped[str] = mapped_column(ForeignKey("clinics.id", ondelete="CASCADE"), index=True)
+    file_name_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    file_name = OptionalSealedText("file_name_sealed", subject="clinic_id")
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(40))
+    timezone: Mapped[str] = mapped_column(String(64))
+    manufacturer: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(100))
+    serial: Mapped[str | None] = mapped_column(String(100))
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    first_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_ms: Mapped[int | None] = mapped_column(BigInteger)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    assigned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    assigned_patient_id: Mapped[str | None] = mapped_column(String(32))
+    assigned_by: Mapped[str | None] = mapped_column(String(64))
+    upload_id: Mapped[str | None] = mapped_column(String(32))

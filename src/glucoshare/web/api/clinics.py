@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +20,19 @@ from glucoshare.analytics.population import CATEGORIES
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.db.base import ID_LENGTH
+from glucoshare.ingest.errors import FileTooLargeError
+from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.records.schemas import UploadOut
+from glucoshare.sharing.assignment import (
+    ClinicUploadOut,
+    PendingUploadOut,
+    assign_pending,
+    discard_pending,
+    pending_out,
+    pending_uploads,
+    reassign_device,
+    upload_for_clinic,
+)
 from glucoshare.sharing.errors import InvalidSharingError, InvitationNotFoundError
 from glucoshare.sharing.models import Invitation
 from glucoshare.sharing.patient_list import ClinicPatientListOut, SortKey, clinic_patients
@@ -53,7 +66,7 @@ from glucoshare.sharing.service import (
     update_clinic,
     update_clinic_patient,
 )
-from glucoshare.summaries.service import TRIAGE_PERIODS
+from glucoshare.summaries.service import TRIAGE_PERIODS, refresh_outdated
 from glucoshare.web.deps import Caller, current_user, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/clinics", tags=["clinics"])
@@ -329,6 +342,126 @@ def post_reminder(clinic_id: str, patient_id: str, caller: Caller, request: Requ
         return ReminderOut(
             sent=remind_to_upload(session, settings_of(request), clinic, share, actor=caller.actor)
         )
+
+
+class AssignIn(BaseModel):
+    """The patient to give the held device's data to, and the serial number read off the device."""
+
+    patient_id: str = Field(min_length=1, max_length=64)
+    serial: str | None = Field(default=None, max_length=100)
+
+
+class ReassignIn(BaseModel):
+    """The patient the device (and its data) moves to."""
+
+    patient_id: str = Field(min_length=1, max_length=64)
+
+
+class DeviceMovedOut(BaseModel):
+    """Where a device belongs now."""
+
+    device_id: str
+    patient_id: str
+
+
+@router.post(
+    "/{clinic_id}/uploads",
+    status_code=status.HTTP_201_CREATED,
+    responses={**_NOT_FOUND, 409: {"description": "The device belongs to a patient who does not share it"}},
+)
+def post_clinic_uploads(
+    clinic_id: str,
+    caller: Caller,
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="One or more device exports")],
+    timezone: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[ClinicUploadOut]:
+    """Upload device exports: assigned devices go to their patients, others wait for assignment."""
+    settings = settings_of(request)
+    incoming = _read_files(files, settings.max_upload_bytes)
+    with unit_of_work(request) as session:
+        clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
+        results = [
+            upload_for_clinic(session, settings, clinic, caller, item, timezone=timezone, actor=caller.actor)
+            for item in incoming
+        ]
+    with unit_of_work(request) as session:
+        refresh_outdated(session, [r.patient_id for r in results if r.patient_id is not None])
+    return results
+
+
+@router.get("/{clinic_id}/pending-uploads", responses=_NOT_FOUND)
+def get_pending_uploads(clinic_id: str, caller: Caller, request: Request) -> list[PendingUploadOut]:
+    """Uploads of devices not assigned to a patient yet, newest first."""
+    with unit_of_work(request) as session:
+        clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
+        record_event(session, actor=caller.actor, action=AuditTag.PENDING_LIST, target=clinic.id)
+        return [pending_out(p) for p in pending_uploads(session, clinic)]
+
+
+@router.post(
+    "/{clinic_id}/pending-uploads/{pending_id}/assign",
+    status_code=status.HTTP_201_CREATED,
+    responses=_NOT_FOUND,
+)
+def post_assign(
+    clinic_id: str, pending_id: str, body: AssignIn, caller: Caller, request: Request
+) -> UploadOut:
+    """Confirm the device's serial and give its data to a patient of the clinic."""
+    settings = settings_of(request)
+    with unit_of_work(request) as session:
+        clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
+        upload = assign_pending(
+            session,
+            settings,
+            clinic,
+            caller,
+            pending_id,
+            patient_id=body.patient_id,
+            serial=body.serial,
+            actor=caller.actor,
+        )
+    with unit_of_work(request) as session:
+        refresh_outdated(session, [body.patient_id])
+    return upload
+
+
+@router.delete(
+    "/{clinic_id}/pending-uploads/{pending_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOT_FOUND
+)
+def delete_pending(clinic_id: str, pending_id: str, caller: Caller, request: Request) -> Response:
+    """Discard a held upload without assigning it."""
+    with unit_of_work(request) as session:
+        clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
+        discard_pending(session, settings_of(request), clinic, pending_id, actor=caller.actor)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{clinic_id}/devices/{device_id}/reassign", responses=_NOT_FOUND)
+def post_reassign(
+    clinic_id: str, device_id: str, body: ReassignIn, caller: Caller, request: Request
+) -> DeviceMovedOut:
+    """Move a device and its data to another patient of the clinic (both must let the clinic upload)."""
+    with unit_of_work(request) as session:
+        clinic_for(session, clinic_id, current_user(session, caller))
+        device = reassign_device(
+            session, settings_of(request), caller, device_id, patient_id=body.patient_id, actor=caller.actor
+        )
+        moved = DeviceMovedOut(device_id=device.id, patient_id=device.patient_id)
+    with unit_of_work(request) as session:
+        refresh_outdated(session)
+    return moved
+
+
+def _read_files(files: list[UploadFile], limit: int) -> list[IncomingFile]:
+    incoming = []
+    for upload in files:
+        data = upload.file.read(limit + 1)
+        if len(data) > limit:
+            msg = f"{upload.filename}: larger than the limit of {limit:,} bytes"
+            raise FileTooLargeError(msg)
+        incoming.append(IncomingFile(upload.filename or "upload", data))
+    return incoming
 
 
 def share_patient(session: Session, patient_id: str) -> Patient:

@@ -13,6 +13,8 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile, statu
 from glucoshare.accounts.schemas import PatientOut
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
+from glucoshare.devices.schemas import DeviceListedOut
+from glucoshare.devices.service import list_devices
 from glucoshare.ingest.errors import FileTooLargeError
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import import_files, remove_upload
@@ -67,6 +69,16 @@ def get_stats(
         patient = reach_patient(request, session, caller, patient_id, "view")
         period = resolve_period(session, patient, days=days, first=from_, last=to)
         return patient_stats(session, patient, period, actor=caller.actor).document()
+
+
+@router.get("/{patient_id}/devices", responses=_NOT_FOUND)
+def get_devices(patient_id: str, caller: Caller, request: Request) -> list[DeviceListedOut]:
+    """The patient's devices, oldest first."""
+    with unit_of_work(request) as session:
+        patient = reach_patient(request, session, caller, patient_id, "view")
+        devices = [DeviceListedOut.model_validate(d) for d in list_devices(session, patient.id)]
+        record_event(session, actor=caller.actor, action=AuditTag.DEVICE_LIST, patient_id=patient.id)
+        return devices
 
 
 @router.get("/{patient_id}/uploads", responses=_NOT_FOUND)

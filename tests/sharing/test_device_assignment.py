@@ -146,3 +146,38 @@ def test_a_device_moves_with_its_data_to_another_patient(api: TestClient, engine
     assert again.status_code == 400
     log = api.get(f"{base}/patients", headers=doc.headers, params={"search": "Ben"}).json()
     assert log["total"] == 1
+
+
+def test_an_unassigned_device_waits_again_and_its_data_leaves_the_patient(
+    api: TestClient, engine: Engine
+) -> None:
+    doc, clinic, anna, ben = _world(api, engine)
+    base = f"/v1/clinics/{clinic['id']}"
+    name, data = _pump_export(seed=7)
+    pending = api.post(f"{base}/uploads", headers=doc.headers, files={"files": (name, data)}).json()[0][
+        "pending"
+    ]
+    api.post(
+        f"{base}/pending-uploads/{pending['id']}/assign",
+        headers=doc.headers,
+        json={"patient_id": anna, "serial": pending["serial"]},
+    )
+    device_id = api.get(f"/v1/patients/{anna}/devices", headers=doc.headers).json()[0]["id"]
+    held = api.post(f"{base}/devices/{device_id}/unassign", headers=doc.headers)
+    assert held.status_code == 200, held.text
+    assert [h["serial"] for h in held.json()] == [pending["serial"]]
+    assert api.get(f"/v1/patients/{anna}/uploads", headers=doc.headers).json() == []
+    assert api.get(f"/v1/patients/{anna}/devices", headers=doc.headers).json() == []
+    assert api.get(f"/v1/patients/{anna}/stats", headers=doc.headers).json()["readings"] == 0
+    again = held.json()[0]["id"]
+    done = api.post(
+        f"{base}/pending-uploads/{again}/assign",
+        headers=doc.headers,
+        json={"patient_id": ben, "serial": pending["serial"]},
+    )
+    assert done.status_code == 201, done.text
+    assert api.get(f"/v1/patients/{ben}/stats", headers=doc.headers).json()["readings"] > 0
+    newest = api.get(
+        f"{base}/patients", headers=doc.headers, params={"sort": "added", "descending": True}
+    ).json()
+    assert [p["name"] for p in newest["patients"]] == ["Ben Lund", "Anna Berg"]

@@ -252,6 +252,10 @@ MATRIX: dict[tuple[str, str], Case] = {
         lambda w, r: {"patient_id": w.custodial_id},
         needs_upload=True,
     ),
+    ("POST", "/v1/clinics/{clinic_id}/devices/{device_id}/unassign"): _restricted(
+        {"clinician": OK, "member": 404},  # unassigned by the admin already: the device is gone
+        needs_upload=True,
+    ),
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/reminder"): _restricted(
         {"clinician": OK, "member": 400}  # the second reminder within a day is refused
     ),

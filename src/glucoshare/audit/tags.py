@@ -54,6 +54,7 @@ class AuditTag(enum.StrEnum):
     PENDING_LIST = "sharing:pending-upload:list"
     DEVICE_REASSIGN = "sharing:device:reassign"
     DEVICE_LIST = "devices:device:list"
+    DEVICE_UNASSIGN = "sharing:device:unassign"
     UPLOAD_CREATE = "ingest:upload:create"
     UPLOAD_LIST = "records:upload:list"
     UPLOAD_DELETE = "records:upload:delete"

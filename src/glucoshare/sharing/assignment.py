@@ -31,8 +31,8 @@ from glucoshare.devices.service import device_key
 from glucoshare.errors import ConflictError, NotFoundError
 from glucoshare.files import private_directory
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file, inspect_file, reseal_raw
-from glucoshare.records.models import Upload
+from glucoshare.ingest.service import import_file, inspect_file, read_raw, remove_upload, reseal_raw
+from glucoshare.records.models import Record, Upload
 from glucoshare.records.schemas import UploadOut
 from glucoshare.sharing.access import permissions_of
 from glucoshare.sharing.errors import InvalidSharingError
@@ -341,3 +341,63 @@ def reassign_device(
             details={"from": source.id, "to": target.id, "uploads": len(uploads)},
         )
     return device
+
+
+def unassign_device(
+    session: Session,
+    settings: Settings,
+    clinic: Clinic,
+    principal: Principal,
+    device_id: str,
+    *,
+    actor: str,
+) -> list[PendingUploadOut]:
+    """Take a device away from its patient: each upload it came in is held again for assignment.
+
+    The uploads and the records they brought are removed from the patient (records another upload
+    also holds stay); the raw files wait, sealed with the clinic's data key. Returns the held uploads.
+    """
+    device = (
+        session.scalar(select(Device).where(Device.id == device_id)) if len(device_id) <= ID_LENGTH else None
+    )
+    patient = None if device is None else session.get(Patient, device.patient_id)
+    if device is None or patient is None or "upload" not in permissions_of(session, principal, patient):
+        msg = "no such device"
+        raise NotFoundError(msg)
+    held: list[PendingUploadOut] = []
+    for upload in list(session.scalars(select(Upload).where(Upload.device_seq == device.seq))):
+        data = read_raw(session, settings, upload)
+        if data is None:  # pragma: no cover - raw files live as long as their upload
+            continue
+        pending = PendingUpload(
+            clinic_id=clinic.id,
+            sha256=upload.sha256,
+            size_bytes=upload.size_bytes,
+            format=upload.format,
+            timezone=upload.timezone,
+            manufacturer=device.manufacturer,
+            model=device.model,
+            serial=device.serial,
+            records=upload.new_count + upload.duplicate_count,
+            first_ms=upload.first_ms,
+            last_ms=upload.last_ms,
+            uploaded_by=actor,
+        )
+        pending.file_name = upload.file_name
+        session.add(pending)
+        session.flush()
+        _hold(session, settings, pending, data)
+        remove_upload(session, settings=settings, upload_id=upload.id, actor=actor)
+        held.append(pending_out(pending))
+    if session.scalar(select(Record.id).where(Record.device_seq == device.seq).limit(1)) is None:
+        session.delete(device)
+    session.flush()
+    record_event(
+        session,
+        actor=actor,
+        action=AuditTag.DEVICE_UNASSIGN,
+        patient_id=patient.id,
+        target=device_id,
+        details={"held": len(held)},
+    )
+    return held

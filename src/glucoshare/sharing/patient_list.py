@@ -32,6 +32,7 @@ DAY_MS = 86_400_000
 PLACEHOLDER_DOMAIN = "@patients.invalid"
 """Clinic-created patients without an address get one in this reserved domain (RFC 2606)."""
 SortKey = Literal[
+    "added",
     "triage",
     "name",
     "last_data",
@@ -108,6 +109,7 @@ def clinic_patients(
                 Share.custodian,
                 Share.last_reviewed_at,
                 Share.last_reviewed_by,
+                Share.created_at,
                 Patient.name_sealed,
                 DataKey.master_key_id,
                 DataKey.wrapped,
@@ -239,6 +241,7 @@ def _sort_key(sort: SortKey, triaged: Population) -> Callable[[tuple[Any, int, s
     keys: dict[str, Callable[[tuple[Any, int, str]], tuple[Any, ...]]] = {
         "triage": lambda c: (rank[c[1]], figure(now.in_range_pct, c[1]), c[2].casefold()),
         "name": lambda c: (c[2].casefold(), c[0].patient_id),
+        "added": lambda c: (c[0].created_at, c[0].patient_id),
         "last_data": lambda c: (int(triaged.last_ms[c[1]]), c[2].casefold()),
         "time_in_range": lambda c: (figure(now.in_range_pct, c[1]), c[2].casefold()),
         "time_below_range": lambda c: (

@@ -31,6 +31,7 @@ from glucoshare.sharing.assignment import (
     pending_out,
     pending_uploads,
     reassign_device,
+    unassign_device,
     upload_for_clinic,
 )
 from glucoshare.sharing.errors import InvalidSharingError, InvitationNotFoundError
@@ -451,6 +452,17 @@ def post_reassign(
     with unit_of_work(request) as session:
         refresh_outdated(session)
     return moved
+
+
+@router.post("/{clinic_id}/devices/{device_id}/unassign", responses=_NOT_FOUND)
+def post_unassign(clinic_id: str, device_id: str, caller: Caller, request: Request) -> list[PendingUploadOut]:
+    """Take a device from its patient: its uploads wait for assignment again (data removed from them)."""
+    with unit_of_work(request) as session:
+        clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
+        held = unassign_device(session, settings_of(request), clinic, caller, device_id, actor=caller.actor)
+    with unit_of_work(request) as session:
+        refresh_outdated(session)
+    return held
 
 
 def _read_files(files: list[UploadFile], limit: int) -> list[IncomingFile]:

@@ -26,7 +26,7 @@ from glucoshare.summaries.schemas import PeriodOut, TriagePatientOut
 from glucoshare.summaries.service import Population, population
 from glucoshare.vault.cipher import unseal as open_value_with
 from glucoshare.vault.models import DataKey
-from glucoshare.vault.service import lookup_hash, open_value, remember_data_keys
+from glucoshare.vault.service import lookup_hash, remember_data_keys
 
 DAY_MS = 86_400_000
 PLACEHOLDER_DOMAIN = "@patients.invalid"
@@ -98,22 +98,20 @@ def clinic_patients(
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
     active = (Share.clinic_id == clinic.id, Share.revoked_at.is_(None))
+    columns: list[Any] = [
+        Share.id,
+        Share.patient_id,
+        Share.mrn_lookup,
+        Patient.name_sealed,
+        DataKey.master_key_id,
+        DataKey.wrapped,
+    ]
+    # Only what filtering and ordering need, for every patient; the rest for the page's rows.
+    columns += [Share.tags] if tag is not None else []
+    columns += [Share.created_at] if sort == "added" else []
     shares = list(
         session.execute(
-            select(
-                Share.id,
-                Share.patient_id,
-                Share.mrn_sealed,
-                Share.mrn_lookup,
-                Share.tags,
-                Share.custodian,
-                Share.last_reviewed_at,
-                Share.last_reviewed_by,
-                Share.created_at,
-                Patient.name_sealed,
-                DataKey.master_key_id,
-                DataKey.wrapped,
-            )
+            select(*columns)
             .join(Patient, Patient.id == Share.patient_id)
             .join(DataKey, DataKey.subject_id == Share.patient_id)
             .where(*active)
@@ -160,9 +158,18 @@ def clinic_patients(
     matches.sort(key=_sort_key(sort, triaged), reverse=descending)
     page = matches[offset : offset + limit]
     identities = patient_identities(session, [share.patient_id for share, _, _ in page])
+    full = {
+        s.id: s
+        for s in session.scalars(select(Share).where(Share.id.in_([share.id for share, _, _ in page])))
+    }
     rows = [
         _row(
-            session, share, at, who=identities[share.patient_id], triaged=triaged, now=now, days=reminder_days
+            full[share.id],
+            at,
+            who=identities[share.patient_id],
+            triaged=triaged,
+            now=now,
+            days=reminder_days,
         )
         for share, at, _ in page
     ]
@@ -176,8 +183,7 @@ def _birthdates(session: Session, patient_ids: list[str]) -> dict[str, dt.date |
 
 
 def _row(
-    session: Session,
-    share: Any,  # noqa: ANN401 - a result row of the shares query
+    share: Share,
     at: int,
     *,
     who: Identity,
@@ -185,11 +191,7 @@ def _row(
     now: int,
     days: int,
 ) -> ClinicPatientOut:
-    mrn = None
-    if share.mrn_sealed is not None:
-        mrn = open_value(
-            session, share.patient_id, share.mrn_sealed, f"shares.mrn_sealed:{share.id}"
-        ).decode()
+    mrn = share.mrn
     last = int(triaged.last_ms[at])
     entry = TriagePatientOut.build(
         patient_id=share.patient_id,

@@ -319,8 +319,8 @@ def _triage_measurement(runs: int) -> list[Measurement]:
         ),
         Measurement(
             "clinic_list",
-            f"a clinic's patient list of {patients:,} patients: names, birth dates and MRNs opened, "
-            "searched by name, filtered by tag, sorted by time in range, first page of 50 as JSON",
+            f"a clinic's patient list of {patients:,} patients: every name opened and searched, MRNs "
+            "matched by keyed hash, filtered by tag, sorted by time in range, first page of 50 as JSON",
             listing,
             TARGETS["clinic_list"],
         ),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -53,25 +53,41 @@ def create_db_engine(url: str, keyring: KeyRing | None = None, key_file: Path | 
     return engine
 
 
+_COMMIT_HOOKS = "commit_hooks"
+_ROLLBACK_HOOKS = "rollback_hooks"
+
+
+def after_commit(session: Session, hook: Callable[[], object]) -> None:
+    """Run ``hook`` once the session's transaction has committed (remove a file, send a mail)."""
+    hooks: list[Callable[[], object]] = session.info.setdefault(_COMMIT_HOOKS, [])
+    hooks.append(hook)
+
+
+def after_rollback(session: Session, hook: Callable[[], object]) -> None:
+    """Run ``hook`` if the session's transaction rolls back (undo a file written for it)."""
+    hooks: list[Callable[[], object]] = session.info.setdefault(_ROLLBACK_HOOKS, [])
+    hooks.append(hook)
+
+
 @contextlib.contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One unit of work: commit when the block succeeds, roll back when it raises.
 
-    Services that touch files as well as rows register callables in ``session.info``:
-    ``"rollback_hooks"`` undo a file written for a transaction that then failed, and
-    ``"commit_hooks"`` do what may only happen once the rows are committed (removing a file).
+    Services that touch files as well as rows register hooks with :func:`after_commit` (what may
+    only happen once the rows are committed) and :func:`after_rollback` (undo a file written for a
+    transaction that then failed).
     """
     factory = sessionmaker(bind=engine, expire_on_commit=False)
     session = factory()
     try:
         yield session
         session.commit()
-        session.info.pop("rollback_hooks", None)
-        for hook in session.info.pop("commit_hooks", []):
+        session.info.pop(_ROLLBACK_HOOKS, None)
+        for hook in session.info.pop(_COMMIT_HOOKS, []):
             hook()
     except BaseException:
         session.rollback()
-        for hook in session.info.pop("rollback_hooks", []):
+        for hook in session.info.pop(_ROLLBACK_HOOKS, []):
             hook()
         raise
     finally:

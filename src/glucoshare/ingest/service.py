@@ -14,8 +14,6 @@ import dataclasses
 import datetime as dt
 import gc
 import hashlib
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,12 +28,13 @@ from glucoshare.accounts.schemas import check_timezone
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
+from glucoshare.db.session import after_commit, after_rollback
 from glucoshare.devices.errors import DeviceOwnedByAnotherPatientError
 from glucoshare.devices.models import Device
 from glucoshare.devices.service import resolve_device
-from glucoshare.files import private_directory
 from glucoshare.ingest.base import (
     DeviceInfo,
+    Importer,
     ParseContext,
     ParsedRecord,
     ParseResult,
@@ -70,9 +69,9 @@ from glucoshare.vault.service import (
     data_key,
     destroy_data_key,
     keyring_of,
-    open_value,
+    open_file,
+    seal_file,
     seal_mapping,
-    seal_value_into,
 )
 
 EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -110,26 +109,23 @@ def _raw_place(patient_id: str, sha256: str) -> str:
 def read_raw(session: Session, settings: Settings, upload: Upload) -> bytes | None:
     """The raw bytes of ``upload`` as they arrived, or ``None`` when the file is gone."""
     path = _raw_path(settings, upload.patient_id, upload.sha256)
-    try:
-        sealed = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    return open_value(session, upload.patient_id, sealed, _raw_place(upload.patient_id, upload.sha256))
+    return open_file(session, upload.patient_id, _raw_place(upload.patient_id, upload.sha256), path)
 
 
-def reseal_raw(
-    session: Session, settings: Settings, upload: Upload, patient_id: str
-) -> list[tuple[Path, Path]]:
-    """Seal an upload's raw file for another patient (a device moved to them): ``[(old, new)]``.
+def move_upload(session: Session, settings: Settings, upload: Upload, patient_id: str) -> Path | None:
+    """Give an upload to another patient (a device moved to them), sealed again with their data key.
 
-    The old file stays until the caller removes it after the commit; nothing when there is no file.
+    The raw file is written for the new owner (removed again if the transaction rolls back); the
+    old one is returned for the caller to remove once the move has committed (``None``: no file).
     """
     data = read_raw(session, settings, upload)
-    if data is None:
-        return []
+    name = upload.file_name  # sealed with the owner's data key: sealed again for the new owner
     old = _raw_path(settings, upload.patient_id, upload.sha256)
-    _store_raw(settings, patient_id, upload.sha256, data, session)
-    return [(old, _raw_path(settings, patient_id, upload.sha256))]
+    if data is not None:
+        _store_raw(settings, patient_id, upload.sha256, data, session)
+    upload.patient_id = patient_id
+    upload.file_name = name
+    return old if data is not None else None
 
 
 def _store_raw(settings: Settings, patient_id: str, sha256: str, data: bytes, session: Session) -> None:
@@ -137,24 +133,14 @@ def _store_raw(settings: Settings, patient_id: str, sha256: str, data: bytes, se
     target = _raw_path(settings, patient_id, sha256)
     if target.exists():
         return
-    private_directory(target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            seal_value_into(session, patient_id, data, _raw_place(patient_id, sha256), handle.write)
-        Path(tmp).chmod(0o600)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    seal_file(session, patient_id, data, _raw_place(patient_id, sha256), target)
 
     def forget() -> None:
         target.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             target.parent.rmdir()  # only succeeds when no other raw file shares the folder
 
-    hooks: list[Callable[[], None]] = session.info.setdefault("rollback_hooks", [])
-    hooks.append(forget)
+    after_rollback(session, forget)
 
 
 class _CollectorPause:
@@ -419,6 +405,28 @@ def _check_outcome(source: SourceText, builder: _UploadBuilder) -> None:
         raise MalformedFileError(msg)
 
 
+def _parse(
+    settings: Settings, incoming: IncomingFile, zone: str
+) -> tuple[SourceText, Importer, ParseContext, ParseResult]:
+    """Check and parse a file the way every import does: size, time zone, text, format, truncation."""
+    name, data = incoming.name, incoming.data
+    if len(data) > settings.max_upload_bytes:
+        msg = (
+            f"{name}: the file is {len(data) / 1e6:.1f} MB, more than the limit of "
+            f"{settings.max_upload_bytes / 1e6:.0f} MB (GLUCOSHARE_MAX_UPLOAD_BYTES)"
+        )
+        raise FileTooLargeError(msg)
+    try:
+        check_timezone(zone)
+    except ValueError as exc:
+        raise InvalidTimezoneError(str(exc)) from exc
+    source = _read_source(name, data)
+    importer = detect_format(source)
+    _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
+    ctx = ParseContext(zone)
+    return source, importer, ctx, importer.parse(source, ctx)
+
+
 def import_file(
     session: Session,
     *,
@@ -434,22 +442,8 @@ def import_file(
     ``timezone`` (IANA name) maps the file's local wall times to UTC; default: the patient's.
     """
     name, data = incoming.name, incoming.data
-    if len(data) > settings.max_upload_bytes:
-        msg = (
-            f"{name}: the file is {len(data) / 1e6:.1f} MB, more than the limit of "
-            f"{settings.max_upload_bytes / 1e6:.0f} MB (GLUCOSHARE_MAX_UPLOAD_BYTES)"
-        )
-        raise FileTooLargeError(msg)
     zone = timezone or patient.timezone
-    try:
-        check_timezone(zone)
-    except ValueError as exc:
-        raise InvalidTimezoneError(str(exc)) from exc
-    source = _read_source(name, data)
-    importer = detect_format(source)
-    _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
-    ctx = ParseContext(zone)
-    result = importer.parse(source, ctx)
+    source, importer, ctx, result = _parse(settings, incoming, zone)
     sha256 = hashlib.sha256(data).hexdigest()
     upload = Upload(
         patient_id=patient.id,
@@ -522,18 +516,7 @@ class Inspection:
 
 def inspect_file(settings: Settings, incoming: IncomingFile, *, timezone: str) -> Inspection:
     """Read a file the way an import would (same checks, same refusals) and store nothing."""
-    name, data = incoming.name, incoming.data
-    if len(data) > settings.max_upload_bytes:
-        msg = f"{name}: the file is larger than the limit of {settings.max_upload_bytes / 1e6:.0f} MB"
-        raise FileTooLargeError(msg)
-    try:
-        check_timezone(timezone)
-    except ValueError as exc:
-        raise InvalidTimezoneError(str(exc)) from exc
-    source = _read_source(name, data)
-    importer = detect_format(source)
-    _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
-    result = importer.parse(source, ParseContext(timezone))
+    _, importer, _, result = _parse(settings, incoming, timezone)
     per_device: collections.Counter[str] = collections.Counter()
     first: int | None = None
     last: int | None = None
@@ -616,8 +599,7 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
     )
     if still_used is None:
         raw = _raw_path(settings, upload.patient_id, upload.sha256)
-        hooks: list[Callable[[], None]] = session.info.setdefault("commit_hooks", [])
-        hooks.append(lambda: raw.unlink(missing_ok=True))
+        after_commit(session, lambda: raw.unlink(missing_ok=True))
     record_event(
         session,
         actor=actor,
@@ -642,9 +624,10 @@ def erase_patient(session: Session, *, settings: Settings, patient: Patient, act
     """Delete a patient with everything stored about them.
 
     That is their account, devices, uploads, records, aggregates, tokens, raw files and data keys
-    (so that what a backup still holds of them can no longer be read). The audit trail keeps its
-    events (they hold the patient's id, never their data) and records the erasure. Raw files go
-    once the transaction has committed.
+    (so that no copy of their sealed values left in this database or its files can be opened; a
+    backup taken earlier still holds the wrapped keys). The audit trail keeps its events (they hold
+    the patient's id, never their data) and records the erasure. Raw files go once the transaction
+    has committed.
     """
     hashes = set(session.scalars(select(Upload.sha256).where(Upload.patient_id == patient.id)))
     uploads = (
@@ -661,8 +644,7 @@ def erase_patient(session: Session, *, settings: Settings, patient: Patient, act
     session.flush()
     folder = settings.raw_files_dir / patient_id
     doomed = [_raw_path(settings, patient_id, sha256) for sha256 in sorted(hashes)]
-    hooks: list[Callable[[], None]] = session.info.setdefault("commit_hooks", [])
-    hooks.append(lambda: _unlink_all(doomed, folder))
+    after_commit(session, lambda: _unlink_all(doomed, folder))
     record_event(
         session,
         actor=actor,

@@ -14,7 +14,6 @@ import smtplib
 import ssl
 import time
 import uuid
-from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -23,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy.orm import Session
 
 from glucoshare.config import Settings
+from glucoshare.db.session import after_commit
 from glucoshare.files import private_directory, private_file
 
 LOG = logging.getLogger(__name__)
@@ -94,5 +94,4 @@ def deliver(mail: Mail, settings: Settings) -> None:
 
 def queue_mail(session: Session, settings: Settings, mail: Mail) -> None:
     """Deliver ``mail`` once the session's transaction has committed (nothing if it rolls back)."""
-    hooks: list[Callable[[], None]] = session.info.setdefault("commit_hooks", [])
-    hooks.append(lambda: deliver(mail, settings))
+    after_commit(session, lambda: deliver(mail, settings))

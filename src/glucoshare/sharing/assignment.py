@@ -10,9 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -26,19 +23,19 @@ from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
 from glucoshare.db.base import ID_LENGTH
+from glucoshare.db.session import after_commit, after_rollback
 from glucoshare.devices.models import Device
 from glucoshare.devices.service import device_key
 from glucoshare.errors import ConflictError, NotFoundError
-from glucoshare.files import private_directory
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file, inspect_file, read_raw, remove_upload, reseal_raw
+from glucoshare.ingest.service import import_file, inspect_file, move_upload, read_raw, remove_upload
 from glucoshare.records.models import Record, Upload
 from glucoshare.records.schemas import UploadOut
-from glucoshare.sharing.access import permissions_of
+from glucoshare.sharing.access import patient_access, permissions_of
 from glucoshare.sharing.errors import InvalidSharingError
 from glucoshare.sharing.models import Clinic, PendingUpload
 from glucoshare.summaries.service import mark_outdated
-from glucoshare.vault.service import open_value, seal_value_into
+from glucoshare.vault.service import open_file, seal_file
 
 
 class DeviceElsewhereError(ConflictError):
@@ -114,11 +111,6 @@ def _place(clinic_id: str, pending_id: str) -> str:
     return f"pending:{clinic_id}:{pending_id}"
 
 
-def _hooks(session: Session, name: str) -> list[Callable[[], None]]:
-    hooks: list[Callable[[], None]] = session.info.setdefault(name, [])
-    return hooks
-
-
 def upload_for_clinic(
     session: Session,
     settings: Settings,
@@ -166,10 +158,26 @@ def upload_for_clinic(
         last_ms=inspection.last_ms,
         uploaded_by=actor,
     )
-    pending.file_name = incoming.name[:255]
+    held = _hold(session, settings, pending, file_name=incoming.name[:255], data=incoming.data, actor=actor)
+    return ClinicUploadOut(file=incoming.name, outcome="pending", pending=held)
+
+
+def _hold(
+    session: Session,
+    settings: Settings,
+    pending: PendingUpload,
+    *,
+    file_name: str | None,
+    data: bytes,
+    actor: str,
+) -> PendingUploadOut:
+    """Store a held upload: its row, and its raw file sealed with the clinic's data key."""
+    pending.file_name = file_name
     session.add(pending)
     session.flush()
-    _hold(session, settings, pending, incoming.data)
+    target = _held_path(settings, pending.clinic_id, pending.id)
+    seal_file(session, pending.clinic_id, data, _place(pending.clinic_id, pending.id), target)
+    after_rollback(session, lambda: target.unlink(missing_ok=True))
     record_event(
         session,
         actor=actor,
@@ -177,24 +185,7 @@ def upload_for_clinic(
         target=pending.id,
         details={"format": pending.format},
     )
-    return ClinicUploadOut(file=incoming.name, outcome="pending", pending=pending_out(pending))
-
-
-def _hold(session: Session, settings: Settings, pending: PendingUpload, data: bytes) -> None:
-    target = _held_path(settings, pending.clinic_id, pending.id)
-    private_directory(target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            seal_value_into(
-                session, pending.clinic_id, data, _place(pending.clinic_id, pending.id), handle.write
-            )
-        Path(tmp).chmod(0o600)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _hooks(session, "rollback_hooks").append(lambda: target.unlink(missing_ok=True))
+    return pending_out(pending)
 
 
 def pending_uploads(session: Session, clinic: Clinic) -> list[PendingUpload]:
@@ -216,12 +207,16 @@ def _pending(session: Session, clinic: Clinic, pending_id: str) -> PendingUpload
     return pending
 
 
-def _patient_for_upload(session: Session, principal: Principal, patient_id: str) -> Patient:
-    patient = session.get(Patient, patient_id) if len(patient_id) <= ID_LENGTH else None
-    if patient is None or "upload" not in permissions_of(session, principal, patient):
-        msg = "no patient of this clinic with this id (who lets the clinic upload)"
+def _device_of(session: Session, principal: Principal, device_id: str) -> tuple[Device, Patient]:
+    """A device and its patient, when ``principal`` may upload for that patient; else not found."""
+    device = (
+        session.scalar(select(Device).where(Device.id == device_id)) if len(device_id) <= ID_LENGTH else None
+    )
+    patient = None if device is None else session.get(Patient, device.patient_id)
+    if device is None or patient is None or "upload" not in permissions_of(session, principal, patient):
+        msg = "no such device"
         raise NotFoundError(msg)
-    return patient
+    return device, patient
 
 
 def assign_pending(
@@ -240,14 +235,12 @@ def assign_pending(
     if pending.serial and (serial or "").strip().upper() != pending.serial.strip().upper():
         msg = "serial: it does not match the serial number in the file; check the device"
         raise InvalidSharingError(msg)
-    patient = _patient_for_upload(session, principal, patient_id)
+    patient = patient_access(session, principal, patient_id, "upload")
     held = _held_path(settings, clinic.id, pending.id)
-    try:
-        sealed = held.read_bytes()
-    except FileNotFoundError as exc:
+    data = open_file(session, clinic.id, _place(clinic.id, pending.id), held)
+    if data is None:
         msg = "the held file is gone; upload the export again"
-        raise PendingUploadNotFoundError(msg) from exc
-    data = open_value(session, clinic.id, sealed, _place(clinic.id, pending.id))
+        raise PendingUploadNotFoundError(msg)
     upload = import_file(
         session,
         settings=settings,
@@ -261,7 +254,7 @@ def assign_pending(
     pending.assigned_by = actor
     pending.upload_id = upload.id
     session.flush()
-    _hooks(session, "commit_hooks").append(lambda: held.unlink(missing_ok=True))
+    after_commit(session, lambda: held.unlink(missing_ok=True))
     record_event(
         session,
         actor=actor,
@@ -281,7 +274,7 @@ def discard_pending(
     held = _held_path(settings, clinic.id, pending.id)
     session.delete(pending)
     session.flush()
-    _hooks(session, "commit_hooks").append(lambda: held.unlink(missing_ok=True))
+    after_commit(session, lambda: held.unlink(missing_ok=True))
     record_event(session, actor=actor, action=AuditTag.PENDING_DISCARD, target=pending_id)
 
 
@@ -299,24 +292,15 @@ def reassign_device(
     Both patients must let the caller upload; the raw files are sealed again with the new
     patient's data key; both patients' summaries are brought up to date.
     """
-    device = (
-        session.scalar(select(Device).where(Device.id == device_id)) if len(device_id) <= ID_LENGTH else None
-    )
-    source = None if device is None else session.get(Patient, device.patient_id)
-    if device is None or source is None or "upload" not in permissions_of(session, principal, source):
-        msg = "no such device"
-        raise NotFoundError(msg)
-    target = _patient_for_upload(session, principal, patient_id)
+    device, source = _device_of(session, principal, device_id)
+    target = patient_access(session, principal, patient_id, "upload")
     if target.id == source.id:
         msg = "patient_id: the device already belongs to this patient"
         raise InvalidSharingError(msg)
     uploads = list(session.scalars(select(Upload).where(Upload.device_seq == device.seq)))
-    moved: list[tuple[Path, Path]] = []
-    for upload in uploads:
-        moved.extend(reseal_raw(session, settings, upload, target.id))
-        name = upload.file_name  # sealed with the owner's data key: seal it again with the new owner's
-        upload.patient_id = target.id
-        upload.file_name = name
+    left = [
+        old for upload in uploads if (old := move_upload(session, settings, upload, target.id)) is not None
+    ]
     device.patient_id = target.id
     if device.serial is None:  # a device without a serial is keyed per patient
         device.device_key = device_key(device.manufacturer, device.model, None, target.id)
@@ -327,10 +311,9 @@ def reassign_device(
         mark_outdated(session, source.id, first, last, "device moved away")
         mark_outdated(session, target.id, first, last, "device moved here")
     kept = set(session.scalars(select(Upload.sha256).where(Upload.patient_id == source.id)))
-    for old, new in moved:
+    for old in left:
         if old.name not in kept:  # another of the source patient's uploads may be the same file
-            _hooks(session, "commit_hooks").append(functools.partial(old.unlink, missing_ok=True))
-        _hooks(session, "rollback_hooks").append(functools.partial(new.unlink, missing_ok=True))
+            after_commit(session, functools.partial(old.unlink, missing_ok=True))
     for patient in (source, target):
         record_event(
             session,
@@ -357,13 +340,7 @@ def unassign_device(
     The uploads and the records they brought are removed from the patient (records another upload
     also holds stay); the raw files wait, sealed with the clinic's data key. Returns the held uploads.
     """
-    device = (
-        session.scalar(select(Device).where(Device.id == device_id)) if len(device_id) <= ID_LENGTH else None
-    )
-    patient = None if device is None else session.get(Patient, device.patient_id)
-    if device is None or patient is None or "upload" not in permissions_of(session, principal, patient):
-        msg = "no such device"
-        raise NotFoundError(msg)
+    device, patient = _device_of(session, principal, device_id)
     held: list[PendingUploadOut] = []
     for upload in list(session.scalars(select(Upload).where(Upload.device_seq == device.seq))):
         data = read_raw(session, settings, upload)
@@ -383,12 +360,8 @@ def unassign_device(
             last_ms=upload.last_ms,
             uploaded_by=actor,
         )
-        pending.file_name = upload.file_name
-        session.add(pending)
-        session.flush()
-        _hold(session, settings, pending, data)
+        held.append(_hold(session, settings, pending, file_name=upload.file_name, data=data, actor=actor))
         remove_upload(session, settings=settings, upload_id=upload.id, actor=actor)
-        held.append(pending_out(pending))
     if session.scalar(select(Record.id).where(Record.device_seq == device.seq).limit(1)) is None:
         session.delete(device)
     session.flush()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
+import tempfile
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.orm import Session
 
 from glucoshare.db.base import utcnow
+from glucoshare.files import private_directory
 from glucoshare.vault.cipher import new_key, seal, seal_into, unseal
 from glucoshare.vault.errors import MasterKeyError, SealBrokenError
 from glucoshare.vault.keyfile import (
@@ -176,11 +179,30 @@ def seal_value(session: Session, subject_id: str, plaintext: bytes, place: str) 
     return seal(data_key(session, subject_id), plaintext, place)
 
 
-def seal_value_into(
-    session: Session, subject_id: str, plaintext: bytes, place: str, write: Callable[[bytes], object]
-) -> None:
-    """Seal a large value (a raw file) straight into ``write``, without a sealed copy in memory."""
-    seal_into(data_key(session, subject_id), plaintext, place, write)
+def seal_file(session: Session, subject_id: str, plaintext: bytes, place: str, target: Path) -> None:
+    """Write ``plaintext`` sealed to ``target``, atomically and owner-only (0600).
+
+    For large values (raw files): sealed piece by piece, without a sealed copy in memory.
+    """
+    private_directory(target.parent)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            seal_into(data_key(session, subject_id), plaintext, place, handle.write)
+        Path(tmp).chmod(0o600)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def open_file(session: Session, subject_id: str, place: str, path: Path) -> bytes | None:
+    """The plaintext of a file :func:`seal_file` wrote, or ``None`` when the file is gone."""
+    try:
+        sealed = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return open_value(session, subject_id, sealed, place)
 
 
 def open_value(session: Session, subject_id: str, sealed: bytes, place: str) -> bytes:

@@ -314,12 +314,16 @@ def _world(
         user = {role: session.get(User, p.user_id) for role, p in people.items()}
         owner = session.get(Patient, people["owner"].patient_id)
         assert owner is not None
-        clinic_a = create_clinic(session, user["clinician"], ClinicCreate(name="Clinic A"), actor="test")  # type: ignore[arg-type]
+        clinic_a = create_clinic(
+            session, ClinicCreate(name="Clinic A"), founder=user["clinician"], actor="test"
+        )
         add_member(session, clinic_a, user["member"], "member", actor="test")  # type: ignore[arg-type]
         extra_member = add_member(session, clinic_a, session.get(User, extra.user_id), "member", actor="test")  # type: ignore[arg-type]
-        clinic_b = create_clinic(session, user["outsider"], ClinicCreate(name="Clinic B"), actor="test")  # type: ignore[arg-type]
+        clinic_b = create_clinic(
+            session, ClinicCreate(name="Clinic B"), founder=user["outsider"], actor="test"
+        )
         clinic_c = session.get(
-            Clinic, create_clinic(session, user["clinician"], ClinicCreate(name="C"), actor="t").id
+            Clinic, create_clinic(session, ClinicCreate(name="C"), founder=user["clinician"], actor="t").id
         )
         assert clinic_c is not None
         shares = {

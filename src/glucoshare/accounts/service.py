@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
+from typing import Any
 
 import pydantic
 from sqlalchemy import select
@@ -12,7 +14,8 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.errors import InvalidPatientError, PatientExistsError, PatientNotFoundError
 from glucoshare.accounts.models import Patient
 from glucoshare.accounts.schemas import PatientCreate
-from glucoshare.vault.service import lookup_hash, open_value, preload_data_keys
+from glucoshare.vault.sealed import Sealed
+from glucoshare.vault.service import lookup_hash, preload_data_keys
 
 
 def _first_error(exc: pydantic.ValidationError) -> str:
@@ -71,57 +74,37 @@ class Identity:
     birthdate: dt.date | None
 
 
+def _open_many(
+    session: Session, patient_ids: list[str], *fields: Sealed[Any]
+) -> Iterator[tuple[str, list[Any]]]:
+    """The given sealed fields of many patients, 500 per query, their data keys unwrapped in bulk."""
+    preload_data_keys(session, patient_ids)
+    columns = [getattr(Patient, field.column) for field in fields]
+    for start in range(0, len(patient_ids), 500):
+        chunk = patient_ids[start : start + 500]
+        for patient_id, *sealed in session.execute(select(Patient.id, *columns).where(Patient.id.in_(chunk))):
+            yield (
+                patient_id,
+                [
+                    f.open_column(session, patient_id, patient_id, v)
+                    for f, v in zip(fields, sealed, strict=True)
+                ],
+            )
+
+
 def patient_identities(session: Session, patient_ids: list[str]) -> dict[str, Identity]:
     """E-mail address, name and birth date of many patients at once (data keys unwrapped in bulk)."""
-    preload_data_keys(session, patient_ids)
-    table = Patient.__tablename__
-    found: dict[str, Identity] = {}
-    for start in range(0, len(patient_ids), 500):
-        chunk = patient_ids[start : start + 500]
-        rows = session.execute(
-            select(Patient.id, Patient.email_sealed, Patient.name_sealed, Patient.birthdate_sealed).where(
-                Patient.id.in_(chunk)
-            )
+    return {
+        patient_id: Identity(email=email, name=name, birthdate=born)
+        for patient_id, (email, name, born) in _open_many(
+            session, patient_ids, Patient.email, Patient.name, Patient.birthdate
         )
-        for patient_id, email, name, birthdate in rows:
-            born = None
-            if birthdate is not None:
-                opened = open_value(session, patient_id, birthdate, f"{table}.birthdate_sealed:{patient_id}")
-                born = dt.date.fromisoformat(opened.decode())
-            found[patient_id] = Identity(
-                email=open_value(session, patient_id, email, f"{table}.email_sealed:{patient_id}").decode(),
-                name=open_value(session, patient_id, name, f"{table}.name_sealed:{patient_id}").decode(),
-                birthdate=born,
-            )
-    return found
-
-
-def patient_names(session: Session, patient_ids: list[str]) -> dict[str, str]:
-    """The names of many patients at once (data keys unwrapped in bulk), for lists and search."""
-    preload_data_keys(session, patient_ids)
-    names: dict[str, str] = {}
-    for start in range(0, len(patient_ids), 500):
-        chunk = patient_ids[start : start + 500]
-        for patient_id, sealed in session.execute(
-            select(Patient.id, Patient.name_sealed).where(Patient.id.in_(chunk))
-        ):
-            place = f"{Patient.__tablename__}.name_sealed:{patient_id}"
-            names[patient_id] = open_value(session, patient_id, sealed, place).decode()
-    return names
+    }
 
 
 def patient_emails(session: Session, patient_ids: list[str]) -> dict[str, str]:
     """The e-mail addresses of many patients at once (their data keys unwrapped in bulk)."""
-    preload_data_keys(session, patient_ids)
-    emails: dict[str, str] = {}
-    for start in range(0, len(patient_ids), 500):
-        chunk = patient_ids[start : start + 500]
-        for patient_id, sealed in session.execute(
-            select(Patient.id, Patient.email_sealed).where(Patient.id.in_(chunk))
-        ):
-            place = f"{Patient.__tablename__}.email_sealed:{patient_id}"
-            emails[patient_id] = open_value(session, patient_id, sealed, place).decode()
-    return emails
+    return {patient_id: email for patient_id, (email,) in _open_many(session, patient_ids, Patient.email)}
 
 
 def list_patients(session: Session) -> list[Patient]:

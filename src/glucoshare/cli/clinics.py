@@ -11,7 +11,8 @@ from glucoshare.accounts.users import get_user
 from glucoshare.cli.runtime import JsonOption, actor, handle_errors, print_json, stdout, unit_of_work
 from glucoshare.sharing.errors import ClinicNotFoundError
 from glucoshare.sharing.models import Clinic
-from glucoshare.sharing.service import add_member, clinic_out, create_clinic_by_name
+from glucoshare.sharing.schemas import ClinicCreate
+from glucoshare.sharing.service import add_member, clinic_out, create_clinic
 
 app = typer.Typer(help="Clinic workspaces: clinics, their members and share codes.", no_args_is_help=True)
 
@@ -24,7 +25,7 @@ def add(
 ) -> None:
     """Create a clinic; prints its id and the share code its patients enter."""
     with unit_of_work() as session:
-        clinic = create_clinic_by_name(session, name, actor=actor())
+        clinic = create_clinic(session, ClinicCreate(name=name), founder=None, actor=actor())
         out = {"id": clinic.id, "share_code": clinic.share_code}
     if as_json:
         print_json(out)

@@ -63,3 +63,9 @@ class MrnTakenError(ConflictError):
     """Another patient of the clinic has this MRN."""
 
     code = "mrn_taken"
+
+
+class ReminderTooSoonError(InvalidSharingError):
+    """The patient was reminded less than a day ago."""
+
+    code = "reminder_too_soon"

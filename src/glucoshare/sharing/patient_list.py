@@ -22,15 +22,13 @@ from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import Identity, patient_identities
 from glucoshare.analytics.population import CATEGORIES
 from glucoshare.sharing.models import Clinic, Share
+from glucoshare.sharing.schemas import real_address
 from glucoshare.summaries.schemas import PeriodOut, TriagePatientOut
 from glucoshare.summaries.service import Population, population
-from glucoshare.vault.cipher import unseal as open_value_with
 from glucoshare.vault.models import DataKey
 from glucoshare.vault.service import lookup_hash, remember_data_keys
 
 DAY_MS = 86_400_000
-PLACEHOLDER_DOMAIN = "@patients.invalid"
-"""Clinic-created patients without an address get one in this reserved domain (RFC 2606)."""
 SortKey = Literal[
     "added",
     "triage",
@@ -117,12 +115,9 @@ def clinic_patients(
             .where(*active)
         )
     )
-    keys = remember_data_keys(session, ((r.patient_id, r.master_key_id, r.wrapped) for r in shares))
-    table = Patient.__tablename__
+    remember_data_keys(session, ((r.patient_id, r.master_key_id, r.wrapped) for r in shares))
     names = {
-        r.patient_id: open_value_with(
-            keys[r.patient_id], r.name_sealed, f"{table}.name_sealed:{r.patient_id}"
-        ).decode()
+        r.patient_id: Patient.name.open_column(session, r.patient_id, r.patient_id, r.name_sealed)
         for r in shares
     }
     ids = list(names)
@@ -205,7 +200,7 @@ def _row(
     return ClinicPatientOut.model_construct(
         patient_id=share.patient_id,
         name=who.name,
-        email=None if who.email.endswith(PLACEHOLDER_DOMAIN) else who.email,
+        email=real_address(who.email),
         birthdate=who.birthdate,
         mrn=mrn,
         tags=list(share.tags or []),

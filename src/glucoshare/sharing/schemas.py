@@ -9,8 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SharePermission = Literal["view", "upload", "manage_devices", "note"]
 MemberRole = Literal["admin", "member"]
+PLACEHOLDER_DOMAIN = "@patients.invalid"
+"""Clinic-created patients without an address get one in this reserved domain (RFC 2606)."""
 MAX_TAGS = 50
 _TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_+>< ")
+
+
+def real_address(email: str | None) -> str | None:
+    """A patient's address, or ``None`` for the placeholder of a clinic-created patient without one."""
+    return None if email is None or email.endswith(PLACEHOLDER_DOMAIN) else email
 
 
 def check_tags(tags: list[str]) -> list[str]:

@@ -9,15 +9,15 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from glucoshare.accounts.access import own_patient
-from glucoshare.accounts.errors import InvalidUserError, PatientNotFoundError, WeakPasswordError
+from glucoshare.accounts.errors import InvalidUserError, PatientNotFoundError
 from glucoshare.accounts.links import digest, new_token, public_url
 from glucoshare.accounts.models import Patient, User
-from glucoshare.accounts.passwords import PasswordRejectedError, check_password, hash_password
 from glucoshare.accounts.schemas import normalise_email
 from glucoshare.accounts.service import add_patient, validate_patient
+from glucoshare.accounts.users import add_user, validate_user
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
@@ -33,11 +33,13 @@ from glucoshare.sharing.errors import (
     InvitationNotFoundError,
     MrnTakenError,
     NotClinicAdminError,
+    ReminderTooSoonError,
     ShareCodeNotFoundError,
     ShareNotFoundError,
 )
 from glucoshare.sharing.models import Clinic, ClinicMember, Invitation, Share
 from glucoshare.sharing.schemas import (
+    PLACEHOLDER_DOMAIN,
     ClinicCreate,
     ClinicOut,
     ClinicPatientUpdate,
@@ -46,6 +48,7 @@ from glucoshare.sharing.schemas import (
     InvitationOut,
     MemberOut,
     ShareOut,
+    real_address,
 )
 from glucoshare.vault.service import lookup_hash
 
@@ -72,40 +75,37 @@ def _permissions(requested: Iterable[str] | None, default: Iterable[str]) -> lis
 # Clinics and members ---------------------------------------------------------------------------
 
 
-def _unused_share_code(session: Session) -> str:
+def _unused_code(
+    session: Session, column: InstrumentedAttribute[str | None] | InstrumentedAttribute[str]
+) -> str:
+    """A fresh share or invitation code that ``column`` does not hold yet."""
     while True:
         code = new_code()
-        if session.scalar(select(Clinic.id).where(Clinic.share_code == code)) is None:
+        if session.scalar(select(column).where(column == code)) is None:
             return code
 
 
-def create_clinic(session: Session, founder: User, data: ClinicCreate, *, actor: str) -> Clinic:
-    """A new clinic with ``founder`` (a clinician) as its first admin."""
-    if founder.role != "clinician":
+def create_clinic(session: Session, data: ClinicCreate, *, founder: User | None, actor: str) -> Clinic:
+    """A new clinic with ``founder`` (a clinician) as its first admin.
+
+    Without a founder (the command line) it has no members yet: an operator adds its admins next.
+    """
+    if founder is not None and founder.role != "clinician":
         msg = "only clinicians create clinics"
         raise InvalidSharingError(msg)
     clinic = Clinic(
         name=data.name,
         details={k: v for k in _DETAIL_FIELDS if (v := getattr(data, k)) is not None},
-        share_code=_unused_share_code(session),
+        share_code=_unused_code(session, Clinic.share_code),
         mrn_required=data.mrn_required,
         mrn_unique=data.mrn_unique,
         patient_tags=data.patient_tags,
     )
     session.add(clinic)
     session.flush()
-    session.add(ClinicMember(clinic_id=clinic.id, user_id=founder.id, role="admin"))
-    session.flush()
-    record_event(session, actor=actor, action=AuditTag.CLINIC_CREATE, target=clinic.id)
-    return clinic
-
-
-def create_clinic_by_name(session: Session, name: str, *, actor: str) -> Clinic:
-    """A new clinic without members (the command line: an operator adds its admins next)."""
-    data = ClinicCreate(name=name)
-    clinic = Clinic(name=data.name, details={}, share_code=_unused_share_code(session), patient_tags=[])
-    session.add(clinic)
-    session.flush()
+    if founder is not None:
+        session.add(ClinicMember(clinic_id=clinic.id, user_id=founder.id, role="admin"))
+        session.flush()
     record_event(session, actor=actor, action=AuditTag.CLINIC_CREATE, target=clinic.id)
     return clinic
 
@@ -185,7 +185,7 @@ def update_clinic(session: Session, clinic: Clinic, changes: ClinicUpdate, *, ac
 
 def rotate_share_code(session: Session, clinic: Clinic, *, actor: str) -> str:
     """Give the clinic a new share code; the old one stops working at once."""
-    clinic.share_code = _unused_share_code(session)
+    clinic.share_code = _unused_code(session, Clinic.share_code)
     session.flush()
     record_event(session, actor=actor, action=AuditTag.CLINIC_CODE_ROTATE, target=clinic.id)
     return clinic.share_code
@@ -392,10 +392,11 @@ def revoke_share(session: Session, share: Share, *, actor: str, now: dt.datetime
 
 def set_share_permissions(session: Session, share: Share, permissions: list[str], *, actor: str) -> Share:
     """Change what the grantee may do."""
-    share.permissions = _permissions(permissions, ())
-    if not share.permissions:
+    chosen = _permissions(permissions, ())
+    if not chosen:
         msg = "give at least one permission, or stop sharing"
         raise InvalidSharingError(msg)
+    share.permissions = chosen
     session.flush()
     record_event(
         session,
@@ -449,11 +450,7 @@ def _invite(
         except ValueError as exc:
             raise InvalidUserError(f"email: {exc}") from None
     token, token_digest = new_token()
-    code = None
-    if with_code:
-        code = new_code()
-        while session.scalar(select(Invitation.id).where(Invitation.code == code)) is not None:
-            code = new_code()
+    code = _unused_code(session, Invitation.code) if with_code else None
     invitation = Invitation(
         kind=kind,
         clinic_id=clinic_id,
@@ -695,9 +692,6 @@ def resend_invitation(
     session: Session, settings: Settings, invitation: Invitation, *, actor: str
 ) -> Invitation:
     """Send an invitation again with a new link, valid 7 more days (the old link stops working)."""
-    _usable(
-        invitation, dt.datetime.now(dt.UTC) - dt.timedelta(days=3650)
-    ) if invitation.accepted_at is None else None
     if invitation.accepted_at is not None or invitation.revoked_at is not None:
         msg = "this invitation was already answered or withdrawn"
         raise InvitationInvalidError(msg)
@@ -745,7 +739,7 @@ def create_custodial_patient(
     """A patient account the clinic holds in custody; an e-mail address gets a link to claim it."""
     lookup = _check_mrn(session, clinic, data.mrn)
     if data.email is None:
-        placeholder = f"custodial+{new_code().replace('-', '').lower()}@patients.invalid"
+        placeholder = f"custodial+{new_code().replace('-', '').lower()}{PLACEHOLDER_DOMAIN}"
     patient = add_patient(
         session,
         validate_patient(
@@ -816,15 +810,7 @@ def claim_account(
     if patient is None or patient.user_id is not None or patient.birthdate != birthdate:
         raise InvitationInvalidError("this link and birth date do not match an account waiting to be claimed")
     address = str(invitation.email)
-    from glucoshare.accounts.users import add_user, validate_user  # noqa: PLC0415 - accounts → sharing only here
-
-    try:
-        check_password(password, second_factor=False, email=address, name=patient.name)
-    except PasswordRejectedError as exc:
-        raise WeakPasswordError(str(exc)) from None
-    user = add_user(session, validate_user(email=address, name=patient.name, role="patient"))
-    user.password_hash = hash_password(password)
-    user.password_changed_at = _now(now)
+    user = add_user(session, validate_user(email=address, name=patient.name, role="patient"), password)
     user.email_verified_at = _now(now)  # the link arrived at this address
     patient.user_id = user.id
     patient.email = address
@@ -907,12 +893,6 @@ REMINDER_INTERVAL = dt.timedelta(hours=20)
 """At most one upload reminder a day per patient and clinic."""
 
 
-class ReminderTooSoonError(InvalidSharingError):
-    """The patient was reminded less than a day ago."""
-
-    code = "reminder_too_soon"
-
-
 def remind_to_upload(
     session: Session,
     settings: Settings,
@@ -931,13 +911,14 @@ def remind_to_upload(
         msg = "this patient was reminded less than a day ago"
         raise ReminderTooSoonError(msg)
     patient = session.get(Patient, share.patient_id)
-    if patient is None or patient.email is None or patient.email.endswith("@patients.invalid"):
+    address = None if patient is None else real_address(patient.email)
+    if patient is None or address is None:
         return False
     queue_mail(
         session,
         settings,
         Mail(
-            to=patient.email,
+            to=address,
             subject=f"{clinic.name}: time to upload your diabetes devices",
             body=(
                 f"Hello {patient.name},\n\n{clinic.name} has not seen new data from your devices for a "

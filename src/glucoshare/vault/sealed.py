@@ -47,8 +47,18 @@ class Sealed(Generic[T]):
         """The value sealed as ``data``."""
         raise NotImplementedError
 
+    def place_of(self, row_id: str) -> str:
+        """The associated data of this attribute's ciphertext in row ``row_id``."""
+        return f"{self.table}.{self.column}:{row_id}"
+
     def _place(self, obj: object) -> str:
-        return f"{self.table}.{self.column}:{obj.id}"  # type: ignore[attr-defined]
+        return self.place_of(obj.id)  # type: ignore[attr-defined]
+
+    def open_column(self, session: Session, subject_id: str, row_id: str, sealed: bytes | None) -> T:
+        """The value of this column as a query of its own read it (bulk reads, without objects)."""
+        if sealed is None:
+            return None  # type: ignore[return-value]  # only optional attributes have no value
+        return self.decode(open_value(session, subject_id, sealed, self.place_of(row_id)))
 
     @overload
     def __get__(self, obj: None, owner: type) -> Sealed[T]: ...

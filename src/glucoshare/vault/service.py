@@ -145,25 +145,16 @@ def preload_data_keys(session: Session, subject_ids: list[str]) -> None:
             cache[subject_id] = ring.unwrap(master_key_id, wrapped, subject_id)
 
 
-def remember_data_keys(session: Session, rows: Iterable[tuple[str, str, bytes]]) -> dict[str, bytes]:
-    """Unwrap data keys the caller read itself and keep them for the session, by subject.
+def remember_data_keys(session: Session, rows: Iterable[tuple[str, str, bytes]]) -> None:
+    """Unwrap data keys the caller read itself and keep them for the session (like :func:`preload_data_keys`).
 
     ``rows`` are ``(subject, master key id, wrapped)``, typically joined into a larger query.
     """
     cache = _cache(session)
     ring = keyring_of(session)
-    keys: dict[str, bytes] = {}
     for subject_id, master_key_id, wrapped in rows:
-        key = cache.get(subject_id)
-        if key is None:
-            key = cache[subject_id] = ring.unwrap(master_key_id, wrapped, subject_id)
-        keys[subject_id] = key
-    return keys
-
-
-def has_data_key(session: Session, subject_id: str) -> bool:
-    """Whether ``subject_id`` still has a data key (it is destroyed with the subject)."""
-    return subject_id in _cache(session) or session.get(DataKey, subject_id) is not None
+        if subject_id not in cache:
+            cache[subject_id] = ring.unwrap(master_key_id, wrapped, subject_id)
 
 
 def destroy_data_key(session: Session, subject_id: str) -> None:

@@ -13,10 +13,10 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, UploadFile
 from sqlalchemy.orm import Session
 
-from glucoshare.accounts.access import Permission, Principal
+from glucoshare.accounts.access import Permission, Principal, own_patient
 from glucoshare.accounts.errors import PatientNotFoundError
 from glucoshare.accounts.models import Patient, User
 from glucoshare.accounts.sessions import (
@@ -31,6 +31,8 @@ from glucoshare.config import Settings
 from glucoshare.db.base import ID_LENGTH
 from glucoshare.db.session import session_scope
 from glucoshare.errors import PermissionDeniedError, UnauthenticatedError
+from glucoshare.ingest.errors import FileTooLargeError
+from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.sharing.access import patient_access
 from glucoshare.vault.service import bound_keyring
 
@@ -150,3 +152,23 @@ def current_user(session: Session, principal: Principal, *, enrolling: bool = Fa
         msg = "the session has ended; sign in again"
         raise UnauthenticatedError(msg)
     return user
+
+
+def own_patient_of(session: Session, principal: Principal, refusal: str) -> Patient:
+    """The signed-in patient's own patient record; ``404`` with ``refusal`` for other accounts."""
+    patient = own_patient(session, current_user(session, principal))
+    if patient is None:
+        raise PatientNotFoundError(refusal)
+    return patient
+
+
+def read_uploads(files: list[UploadFile], limit: int) -> list[IncomingFile]:
+    """The uploaded files' bytes; a file larger than ``limit`` bytes is refused (``413``)."""
+    incoming = []
+    for upload in files:
+        data = upload.file.read(limit + 1)
+        if len(data) > limit:
+            msg = f"{upload.filename}: larger than the limit of {limit:,} bytes"
+            raise FileTooLargeError(msg)
+        incoming.append(IncomingFile(upload.filename or "upload", data))
+    return incoming

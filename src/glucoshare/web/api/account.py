@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from glucoshare.accounts.access import Principal, own_patient
+from glucoshare.accounts.access import own_patient
 from glucoshare.accounts.email_change import request_email_change
-from glucoshare.accounts.errors import AuthenticationError, PatientNotFoundError
-from glucoshare.accounts.models import ApiToken, Patient, User
+from glucoshare.accounts.errors import AuthenticationError
+from glucoshare.accounts.models import ApiToken, User
 from glucoshare.accounts.passwords import verify_password
 from glucoshare.accounts.profile import profile, update_profile
 from glucoshare.accounts.schemas import ProfileOut, ProfileUpdate, TotpEnrolmentOut, TotpStartOut
@@ -55,7 +55,14 @@ from glucoshare.web.api.schemas import (
     TokenOut,
     TotpConfirmIn,
 )
-from glucoshare.web.deps import SESSION_COOKIE, Caller, current_user, settings_of, unit_of_work
+from glucoshare.web.deps import (
+    SESSION_COOKIE,
+    Caller,
+    current_user,
+    own_patient_of,
+    settings_of,
+    unit_of_work,
+)
 
 router = APIRouter(prefix="/v1/account", tags=["account"])
 
@@ -259,7 +266,7 @@ def revoke_other_sessions(caller: Caller, request: Request) -> Response:
 def list_tokens(caller: Caller, request: Request) -> list[TokenOut]:
     """The patient's API tokens (never their values), with when each was last used."""
     with unit_of_work(request) as session:
-        patient = _own_patient(session, caller)
+        patient = own_patient_of(session, caller, "this account holds no patient data")
         rows = session.scalars(
             select(ApiToken).where(ApiToken.patient_id == patient.id).order_by(ApiToken.created_at.desc())
         )
@@ -270,7 +277,7 @@ def list_tokens(caller: Caller, request: Request) -> list[TokenOut]:
 def post_token(body: TokenCreateIn, caller: Caller, request: Request) -> TokenCreatedOut:
     """A new API token for the patient's apps: its value (and a Nightscout secret) is shown only now."""
     with unit_of_work(request) as session:
-        patient = _own_patient(session, caller)
+        patient = own_patient_of(session, caller, "this account holds no patient data")
         created = create_api_token(session, patient, kind=body.kind, created_by=caller.actor)
         record_event(
             session,
@@ -289,7 +296,7 @@ def post_token(body: TokenCreateIn, caller: Caller, request: Request) -> TokenCr
 def delete_token(token_id: str, caller: Caller, request: Request) -> Response:
     """Revoke one of the patient's API tokens at once."""
     with unit_of_work(request) as session:
-        patient = _own_patient(session, caller)
+        patient = own_patient_of(session, caller, "this account holds no patient data")
         revoke_api_token(session, token_id, patient=patient)
         record_event(
             session, actor=caller.actor, action=AuditTag.TOKEN_REVOKE, patient_id=patient.id, target=token_id
@@ -301,18 +308,10 @@ def delete_token(token_id: str, caller: Caller, request: Request) -> Response:
 def get_access_log(caller: Caller, request: Request) -> list[AccessEntryOut]:
     """Who read or changed the patient's data, when, from where, and the outcome (newest first)."""
     with unit_of_work(request) as session:
-        patient = _own_patient(session, caller)
+        patient = own_patient_of(session, caller, "this account holds no patient data")
         entries = access_log(session, patient.id)
         record_event(session, actor=caller.actor, action=AuditTag.ACCESS_LOG_READ, patient_id=patient.id)
         return entries
-
-
-def _own_patient(session: Session, caller: Principal) -> Patient:
-    patient = own_patient(session, current_user(session, caller))
-    if patient is None:
-        msg = "this account holds no patient data"
-        raise PatientNotFoundError(msg)
-    return patient
 
 
 def _reauthenticate(session: Session, user: User, body: ReauthIn) -> None:

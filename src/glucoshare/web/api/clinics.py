@@ -20,8 +20,6 @@ from glucoshare.analytics.population import CATEGORIES
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.db.base import ID_LENGTH
-from glucoshare.ingest.errors import FileTooLargeError
-from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.records.schemas import UploadOut
 from glucoshare.sharing.assignment import (
     ClinicUploadOut,
@@ -68,7 +66,7 @@ from glucoshare.sharing.service import (
     update_clinic_patient,
 )
 from glucoshare.summaries.service import TRIAGE_PERIODS, refresh_outdated
-from glucoshare.web.deps import Caller, current_user, settings_of, unit_of_work
+from glucoshare.web.deps import Caller, current_user, read_uploads, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/clinics", tags=["clinics"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such clinic, or not a member"}}
@@ -107,7 +105,7 @@ class ClinicPatientOutRow(BaseModel):
 def post_clinic(body: ClinicCreate, caller: Caller, request: Request) -> ClinicOut:
     """Create a clinic; the signed-in clinician becomes its first admin."""
     with unit_of_work(request) as session:
-        clinic = create_clinic(session, current_user(session, caller), body, actor=caller.actor)
+        clinic = create_clinic(session, body, founder=current_user(session, caller), actor=caller.actor)
         return clinic_out(clinic, "admin")
 
 
@@ -379,7 +377,7 @@ def post_clinic_uploads(
 ) -> list[ClinicUploadOut]:
     """Upload device exports: assigned devices go to their patients, others wait for assignment."""
     settings = settings_of(request)
-    incoming = _read_files(files, settings.max_upload_bytes)
+    incoming = read_uploads(files, settings.max_upload_bytes)
     with unit_of_work(request) as session:
         clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
         results = [
@@ -463,17 +461,6 @@ def post_unassign(clinic_id: str, device_id: str, caller: Caller, request: Reque
     with unit_of_work(request) as session:
         refresh_outdated(session)
     return held
-
-
-def _read_files(files: list[UploadFile], limit: int) -> list[IncomingFile]:
-    incoming = []
-    for upload in files:
-        data = upload.file.read(limit + 1)
-        if len(data) > limit:
-            msg = f"{upload.filename}: larger than the limit of {limit:,} bytes"
-            raise FileTooLargeError(msg)
-        incoming.append(IncomingFile(upload.filename or "upload", data))
-    return incoming
 
 
 def share_patient(session: Session, patient_id: str) -> Patient:

@@ -15,15 +15,13 @@ from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.devices.schemas import DeviceListedOut
 from glucoshare.devices.service import list_devices
-from glucoshare.ingest.errors import FileTooLargeError
-from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import import_files, remove_upload
 from glucoshare.records.errors import UploadNotFoundError
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import get_upload, list_uploads
 from glucoshare.sharing.access import accessible_patients
 from glucoshare.summaries.service import patient_stats, refresh_outdated, resolve_period
-from glucoshare.web.deps import Caller, reach_patient, settings_of, unit_of_work
+from glucoshare.web.deps import Caller, reach_patient, read_uploads, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such patient, or no access"}}
@@ -105,13 +103,7 @@ def post_uploads(
 ) -> list[UploadOut]:
     """Import device exports; all are stored, or (when one is refused) none."""
     settings = settings_of(request)
-    incoming = []
-    for upload in files:
-        data = upload.file.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            msg = f"{upload.filename}: larger than the limit of {settings.max_upload_bytes:,} bytes"
-            raise FileTooLargeError(msg)
-        incoming.append(IncomingFile(upload.filename or "upload", data))
+    incoming = read_uploads(files, settings.max_upload_bytes)
     with unit_of_work(request) as session:
         patient = reach_patient(request, session, caller, patient_id, "upload")
         results = import_files(

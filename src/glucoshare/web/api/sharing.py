@@ -11,11 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy import ScalarResult, select
-from sqlalchemy.orm import Session
 
-from glucoshare.accounts.access import Principal, own_patient
-from glucoshare.accounts.errors import PatientNotFoundError
-from glucoshare.accounts.models import Patient
+from glucoshare.accounts.access import own_patient
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.sharing.errors import InvitationInvalidError, ShareNotFoundError
@@ -38,7 +35,7 @@ from glucoshare.sharing.service import (
     share_with_clinic,
     shares_held_by,
 )
-from glucoshare.web.deps import Caller, current_user, settings_of, unit_of_work
+from glucoshare.web.deps import Caller, current_user, own_patient_of, settings_of, unit_of_work
 
 router = APIRouter(tags=["sharing"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such share, or not yours"}}
@@ -88,21 +85,13 @@ class InvitationsOut(BaseModel):
     sent: list[InvitationOut]
 
 
-def _own(session: Session, caller: Principal) -> Patient:
-    patient = own_patient(session, current_user(session, caller))
-    if patient is None:
-        msg = "only a patient's own account shares its data"
-        raise PatientNotFoundError(msg)
-    return patient
-
-
 @router.post(
     "/v1/shares", status_code=status.HTTP_201_CREATED, responses={404: {"description": "Unknown code"}}
 )
 def post_share(body: ShareCreate, caller: Caller, request: Request) -> ShareOut:
     """Share the signed-in patient's data with a clinic; the clinic sees the patient at once."""
     with unit_of_work(request) as session:
-        patient = _own(session, caller)
+        patient = own_patient_of(session, caller, "only a patient's own account shares its data")
         share = share_with_clinic(session, patient, body.clinic_code, body.permissions, actor=caller.actor)
         return share_out(session, share)
 
@@ -148,7 +137,7 @@ def delete_share(share_id: str, caller: Caller, request: Request) -> Response:
 def post_care_partner_invitation(body: CarePartnerInvite, caller: Caller, request: Request) -> InvitationOut:
     """Invite a care partner by e-mail (a link valid 7 days, for that address only)."""
     with unit_of_work(request) as session:
-        patient = _own(session, caller)
+        patient = own_patient_of(session, caller, "only a patient's own account shares its data")
         invitation = invite_care_partner(
             session, settings_of(request), patient, body.email, body.permissions, actor=caller.actor
         )

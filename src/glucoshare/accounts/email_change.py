@@ -16,12 +16,11 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.access import own_patient
-from glucoshare.accounts.errors import AuthenticationError, InvalidUserError
+from glucoshare.accounts.errors import InvalidUserError
 from glucoshare.accounts.links import digest, new_token, public_url
 from glucoshare.accounts.models import EmailChange, User
-from glucoshare.accounts.passwords import verify_password
 from glucoshare.accounts.schemas import normalise_email
-from glucoshare.accounts.users import check_second_factor
+from glucoshare.accounts.users import reauthenticate
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
@@ -60,12 +59,7 @@ def request_email_change(
 ) -> None:
     """Start a change of ``user``'s address to ``new_email`` (links by e-mail to both addresses)."""
     moment = dt.datetime.now(dt.UTC) if now is None else now
-    if not verify_password(user.password_hash, password).ok or (
-        user.totp_secret is not None
-        and (code is None or not check_second_factor(session, user, code, moment.timestamp()))
-    ):
-        msg = "wrong password or second-factor code"
-        raise AuthenticationError(msg)
+    reauthenticate(session, user, password=password, code=code, now=moment.timestamp())
     try:
         address = normalise_email(new_email)
     except ValueError as exc:

@@ -137,15 +137,36 @@ def enable_totp(session: Session, user: User, *, keep_session: str | None = None
 
     Every other session of the account ends.
     """
-    secret = new_secret()
+    return _install_totp(session, user, new_secret(), None, keep_session)
+
+
+def _install_totp(
+    session: Session, user: User, secret: str, step: int | None, keep_session: str | None
+) -> TotpEnrolmentOut:
+    """Make ``secret`` the account's TOTP secret with ten new recovery codes; other sessions end."""
     codes = new_recovery_codes()
     user.totp_secret = secret
-    user.totp_last_step = None
+    user.totp_last_step = step
     session.query(RecoveryCode).filter(RecoveryCode.user_id == user.id).delete()
     session.add_all(RecoveryCode(user_id=user.id, digest=recovery_digest(code)) for code in codes)
     end_other_sessions(session, user, keep=keep_session)
     session.flush()
-    return TotpEnrolmentOut(secret=secret, uri=provisioning_uri(secret, user.email), recovery_codes=codes)
+    return TotpEnrolmentOut(
+        secret=secret, uri=provisioning_uri(secret, user.email or user.id), recovery_codes=codes
+    )
+
+
+def reauthenticate(
+    session: Session, user: User, *, password: str, code: str | None, now: float | None = None
+) -> None:
+    """Check the password, and the second factor when enrolled, again (before a change that matters)."""
+    moment = time.time() if now is None else now
+    if not verify_password(user.password_hash, password).ok or (
+        user.totp_secret is not None
+        and (code is None or not check_second_factor(session, user, code, moment))
+    ):
+        msg = "wrong password or second-factor code"
+        raise AuthenticationError(msg)
 
 
 def change_password(
@@ -183,16 +204,7 @@ def confirm_totp_enrolment(
     if step is None:
         msg = "the code does not match: check the time on your phone and try the next code"
         raise InvalidSecondFactorError(msg)
-    codes = new_recovery_codes()
-    user.totp_secret = secret
-    user.totp_last_step = step
-    session.query(RecoveryCode).filter(RecoveryCode.user_id == user.id).delete()
-    session.add_all(RecoveryCode(user_id=user.id, digest=recovery_digest(c)) for c in codes)
-    end_other_sessions(session, user, keep=keep_session)
-    session.flush()
-    return TotpEnrolmentOut(
-        secret=secret, uri=provisioning_uri(secret, user.email or user.id), recovery_codes=codes
-    )
+    return _install_totp(session, user, secret, step, keep_session)
 
 
 def disable_totp(

@@ -12,14 +12,11 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from glucoshare.accounts.access import own_patient
 from glucoshare.accounts.email_change import request_email_change
-from glucoshare.accounts.errors import AuthenticationError
-from glucoshare.accounts.models import ApiToken, User
-from glucoshare.accounts.passwords import verify_password
+from glucoshare.accounts.models import ApiToken
 from glucoshare.accounts.profile import profile, update_profile
 from glucoshare.accounts.schemas import ProfileOut, ProfileUpdate, TotpEnrolmentOut, TotpStartOut
 from glucoshare.accounts.sessions import (
@@ -31,15 +28,14 @@ from glucoshare.accounts.sessions import (
 )
 from glucoshare.accounts.users import (
     change_password,
-    check_second_factor,
     confirm_totp_enrolment,
     disable_totp,
+    reauthenticate,
     start_totp_enrolment,
 )
 from glucoshare.audit.schemas import AccessEntryOut
 from glucoshare.audit.service import access_log, record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.db.base import utcnow
 from glucoshare.export.account import export_account
 from glucoshare.ingest.service import erase_patient
 from glucoshare.summaries.service import mark_outdated
@@ -108,7 +104,7 @@ def delete_account(body: ReauthIn, caller: Caller, request: Request) -> Response
     """
     with unit_of_work(request) as session:
         user = current_user(session, caller)
-        _reauthenticate(session, user, body)
+        reauthenticate(session, user, password=body.password, code=body.totp)
         patient = own_patient(session, user)
         if patient is not None:
             erase_patient(session, settings=settings_of(request), patient=patient, actor=caller.actor)
@@ -312,12 +308,3 @@ def get_access_log(caller: Caller, request: Request) -> list[AccessEntryOut]:
         entries = access_log(session, patient.id)
         record_event(session, actor=caller.actor, action=AuditTag.ACCESS_LOG_READ, patient_id=patient.id)
         return entries
-
-
-def _reauthenticate(session: Session, user: User, body: ReauthIn) -> None:
-    if not verify_password(user.password_hash, body.password).ok or (
-        user.totp_secret is not None
-        and (body.totp is None or not check_second_factor(session, user, body.totp, utcnow().timestamp()))
-    ):
-        msg = "wrong password or second-factor code"
-        raise AuthenticationError(msg)

@@ -24,6 +24,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 
+def error_document(code: str, message: str, status: int) -> dict[str, object]:
+    """The one JSON error shape: ``{"error": {"code", "message", "status"}}``."""
+    return {"error": {"code": code, "message": message, "status": status}}
+
+
 class GlucoshareError(Exception):
     """Root of every error Glucoshare raises on purpose."""
 
@@ -36,8 +41,8 @@ class GlucoshareError(Exception):
         self.message = message
 
     def to_dict(self) -> dict[str, object]:
-        """The one JSON error shape: ``{"error": {"code", "message", "status"}}``."""
-        return {"error": {"code": self.code, "message": self.message, "status": self.http_status}}
+        """This error in the one JSON error shape (:func:`error_document`)."""
+        return error_document(self.code, self.message, self.http_status)
 
 
 class InputError(GlucoshareError):

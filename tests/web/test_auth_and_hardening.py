@@ -263,3 +263,15 @@ def test_a_refused_reach_for_someone_elses_data_is_in_their_access_log(
     assert len(denied) == 1
     assert denied[0]["outcome"] == "denied"
     assert denied[0]["actor"] == f"user:{lee.user_id}"
+
+
+def test_signing_out_with_the_cookie_needs_the_csrf_token(client: TestClient, engine: Engine) -> None:
+    make_person(engine, "kim@example.org", "patient")
+    login = _login(client, "kim@example.org").json()
+    refused = client.post("/v1/auth/logout")  # a page of another site cannot end the session
+    assert refused.status_code == 403
+    assert client.get("/v1/account").status_code == 200
+    done = client.post("/v1/auth/logout", headers={"X-CSRF-Token": login["csrf_token"]})
+    assert done.status_code == 204
+    assert "gs_session=" in done.headers["set-cookie"]
+    assert client.get("/v1/account", headers={"Authorization": f"Bearer {login['token']}"}).status_code == 401

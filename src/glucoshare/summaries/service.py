@@ -357,7 +357,6 @@ def population(
     days: int = DEFAULT_DAYS,
     now_ms: int | None = None,
     recent_days: int | None = None,
-    emails: dict[str, str] | None = None,
     with_emails: bool = True,
 ) -> Population:
     """Triage a population from its period summaries (categories: :mod:`glucoshare.analytics.population`).
@@ -365,9 +364,8 @@ def population(
     Each patient's figures over their last ``days`` days of data (ending with the day of their
     latest reading) and the change against the ``days`` before. A patient whose latest reading is
     more than ``recent_days`` (default ``days``) days before ``now_ms`` is ``no_data``, whatever
-    their older figures. Patients still in the backlog are refreshed first. ``emails`` (patient id to
-    address) saves opening the addresses again when the caller already has them; ``with_emails=False``
-    skips them altogether (the patients are then labelled and ordered by id), for callers that label
+    their older figures. Patients still in the backlog are refreshed first. ``with_emails=False`` skips
+    opening the addresses (the patients are then labelled and ordered by id), for callers that label
     patients themselves.
     """
     if days not in TRIAGE_PERIODS:
@@ -383,10 +381,7 @@ def population(
         people = people.where(Patient.id.in_(patient_ids))
         summaries = summaries.where(PeriodSummary.patient_id.in_(patient_ids))
     ids = list(session.scalars(people))
-    if not with_emails:
-        emails = {patient_id: patient_id for patient_id in ids}
-    elif emails is None or not set(ids) <= set(emails):
-        emails = patient_emails(session, ids)
+    emails = patient_emails(session, ids) if with_emails else {patient_id: patient_id for patient_id in ids}
     ids.sort(key=emails.__getitem__)
     patients = [(patient_id, emails[patient_id]) for patient_id in ids]
     position = {row[0]: at for at, row in enumerate(patients)}

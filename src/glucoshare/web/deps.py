@@ -13,13 +13,14 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request, UploadFile
+from fastapi import Depends, Request, Response, UploadFile
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.access import Permission, Principal, own_patient
 from glucoshare.accounts.errors import PatientNotFoundError
 from glucoshare.accounts.models import Patient, User
 from glucoshare.accounts.sessions import (
+    ABSOLUTE_TIMEOUT,
     API_TOKEN_PREFIX,
     InvalidTokenError,
     resolve_api_token,
@@ -45,6 +46,24 @@ class CsrfError(PermissionDeniedError):
     """A cookie-authenticated change without the session's CSRF token, or from another site."""
 
     code = "csrf_failed"
+
+
+def set_session_cookie(response: Response, token: str) -> None:
+    """The browser's session: ``Secure``, ``HttpOnly``, ``SameSite=Lax``, ending with the session."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(ABSOLUTE_TIMEOUT.total_seconds()),
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    """Tell the browser to forget its session cookie."""
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
 
 
 def settings_of(request: Request) -> Settings:

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from glucoshare.errors import GlucoshareError, TooManyRequestsError, UnauthenticatedError
+from glucoshare.errors import GlucoshareError, TooManyRequestsError, UnauthenticatedError, error_document
 
 log = logging.getLogger("glucoshare.web")
 
@@ -30,8 +30,7 @@ def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """The one error shape."""
-    body = {"error": {"code": code, "message": message, "status": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_document(code, message, status), status_code=status, headers=headers)
 
 
 async def _glucoshare_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -8,11 +8,11 @@ sit in shared or browser caches).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from glucoshare.audit.context import Origin, request_origin
+from glucoshare.web.errors import error_response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -67,11 +67,6 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _json_error(status: int, code: str, message: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    body = json.dumps({"error": {"code": code, "message": message, "status": status}}).encode()
-    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())], body
-
-
 class BodyLimit:
     """Refuse request bodies larger than the limit of their path with ``413`` (declared or streamed).
 
@@ -99,7 +94,7 @@ class BodyLimit:
         limit = self.limit_for(str(scope.get("path", "")))
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._refuse(send, limit)
+            await self._refuse(scope, receive, send, limit)
             return
         seen = 0
         started = False
@@ -123,15 +118,12 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLargeError:
             if not started:
-                await self._refuse(send, limit)
+                await self._refuse(scope, receive, send, limit)
 
     @staticmethod
-    async def _refuse(send: Send, limit: int) -> None:
-        headers, body = _json_error(
-            413, "payload_too_large", f"the request body is larger than {limit:,} bytes, the limit here"
-        )
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        message = f"the request body is larger than {limit:,} bytes, the limit here"
+        await error_response(413, "payload_too_large", message)(scope, receive, send)
 
 
 class _BodyTooLargeError(Exception):

@@ -52,8 +52,8 @@ from glucoshare.web.api.schemas import (
     TotpConfirmIn,
 )
 from glucoshare.web.deps import (
-    SESSION_COOKIE,
     Caller,
+    clear_session_cookie,
     current_user,
     own_patient_of,
     settings_of,
@@ -114,7 +114,7 @@ def delete_account(body: ReauthIn, caller: Caller, request: Request) -> Response
             destroy_data_key(session, user_id)
             record_event(session, actor=caller.actor, action=AuditTag.PATIENT_DELETE, target=user_id)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+    clear_session_cookie(response)
     return response
 
 

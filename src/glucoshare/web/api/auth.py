@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from glucoshare.accounts.email_change import confirm_email_change
 from glucoshare.accounts.recovery import request_password_reset, reset_password
 from glucoshare.accounts.schemas import UserOut
-from glucoshare.accounts.sessions import ABSOLUTE_TIMEOUT, end_session, resume_session, start_session
+from glucoshare.accounts.sessions import end_session, start_session
 from glucoshare.accounts.signup import sign_up, verify_email
 from glucoshare.accounts.users import attempt_login, user_out
 from glucoshare.audit.service import record_event
@@ -27,24 +27,19 @@ from glucoshare.web.api.schemas import (
     SignUpIn,
     TokenIn,
 )
-from glucoshare.web.deps import SESSION_COOKIE, client_ip, csrf_token, settings_of, unit_of_work
+from glucoshare.web.deps import (
+    Caller,
+    clear_session_cookie,
+    client_ip,
+    csrf_token,
+    set_session_cookie,
+    settings_of,
+    unit_of_work,
+)
 
 router = APIRouter(prefix="/v1/auth", tags=["authentication"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {401: {"description": "Wrong credentials"}}
-
-
-def set_session_cookie(response: Response, token: str) -> None:
-    """The browser's session: ``Secure``, ``HttpOnly``, ``SameSite=Lax``, ending with the session."""
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(ABSOLUTE_TIMEOUT.total_seconds()),
-        path="/",
-        secure=True,
-        httponly=True,
-        samesite="lax",
-    )
 
 
 @router.post(
@@ -87,20 +82,16 @@ def login(body: LoginIn, request: Request, response: Response) -> LoginOut:
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
-def logout(request: Request) -> Response:
-    """End the current session (bearer token or cookie)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    token = value.strip() if scheme.lower() == "bearer" else request.cookies.get(SESSION_COOKIE)
-    if not token:
+def logout(caller: Caller, request: Request) -> Response:
+    """End the current session (bearer token, or cookie with its CSRF token); app tokens have none."""
+    if caller.user is None or caller.session_id is None:
         msg = "not signed in"
         raise UnauthenticatedError(msg)
     with unit_of_work(request) as session:
-        user, row = resume_session(session, token)
-        end_session(session, user, row.id)
-        record_event(session, actor=f"user:{user.id}", action=AuditTag.LOGOUT, target=row.id)
+        end_session(session, caller.user, caller.session_id)
+        record_event(session, actor=caller.actor, action=AuditTag.LOGOUT, target=caller.session_id)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+    clear_session_cookie(response)
     return response
 
 

@@ -9,6 +9,7 @@ PostgreSQL half is skipped with the reason, unless ``GLUCOSHARE_TEST_REQUIRE_POS
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -55,11 +56,12 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session (worker); dropped at the end."""
+@contextlib.contextmanager
+def scratch_postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped at the end); skipped (or failed, when required)
+    when the server cannot be reached."""
     server = make_url(_postgres_server_url())
-    name = f"glucoshare_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -72,14 +74,22 @@ def postgres_database() -> Iterator[str]:
         if REQUIRE_POSTGRES:
             pytest.fail(reason + " (GLUCOSHARE_TEST_REQUIRE_POSTGRES=1)")
         pytest.skip(reason)
-    url = server.set(database=name).render_as_string(hide_password=False)
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session (worker); dropped at the end."""
+    with scratch_postgres_database("glucoshare_test") as url:
+        engine = create_db_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 def _truncate_all(engine: Engine) -> None:

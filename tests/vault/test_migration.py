@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.errors import PatientExistsError
@@ -35,7 +32,7 @@ from glucoshare.ingest.service import read_raw
 from glucoshare.records.models import Record, Upload
 from glucoshare.vault.keyfile import KeyRing, load_or_create
 from glucoshare.vault.models import DataKey
-from tests.conftest import DEFAULT_POSTGRES, REQUIRE_POSTGRES
+from tests.conftest import scratch_postgres_database
 from tests.vault.helpers import database_values, leaks
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -135,31 +132,11 @@ def _columns(engine: Engine, table: str) -> set[str]:
         return {c["name"] for c in inspect(conn).get_columns(table)}
 
 
-def _postgres_server_url() -> str:
-    return os.environ.get("GLUCOSHARE_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
-
-
 @pytest.fixture(scope="module")
 def scratch_postgres() -> Iterator[str]:
     """A PostgreSQL database of this module's own (dropped at the end)."""
-    server = make_url(_postgres_server_url())
-    name = f"glucoshare_vault_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the server means "no PostgreSQL"
-        admin.dispose()
-        reason = (
-            f"PostgreSQL not reachable at {server.render_as_string(hide_password=True)}: {type(exc).__name__}"
-        )
-        if REQUIRE_POSTGRES:
-            pytest.fail(reason + " (GLUCOSHARE_TEST_REQUIRE_POSTGRES=1)")
-        pytest.skip(reason)
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres_database("glucoshare_vault") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,6 +8,7 @@ for their data keys) and searches the opened values; figures come from the perio
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Text, cast, null, select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient
@@ -23,10 +24,11 @@ from glucoshare.accounts.service import Identity, patient_identities
 from glucoshare.analytics.population import CATEGORIES
 from glucoshare.sharing.models import Clinic, Share
 from glucoshare.sharing.schemas import real_address
+from glucoshare.sharing.service import mrn_lookup
 from glucoshare.summaries.schemas import PeriodOut, TriagePatientOut
-from glucoshare.summaries.service import Population, population
+from glucoshare.summaries.service import Population, triage_patients
 from glucoshare.vault.models import DataKey
-from glucoshare.vault.service import lookup_hash, remember_data_keys
+from glucoshare.vault.service import remember_data_keys
 
 DAY_MS = 86_400_000
 SortKey = Literal[
@@ -96,85 +98,98 @@ def clinic_patients(
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
     active = (Share.clinic_id == clinic.id, Share.revoked_at.is_(None))
+    # Only what filtering and ordering need, for every patient; the rest for the page's rows.
+    # Tags as their JSON text: only the rows that mention the tag are decoded.
     columns: list[Any] = [
-        Share.id,
         Share.patient_id,
         Share.mrn_lookup,
         Patient.name_sealed,
         DataKey.master_key_id,
         DataKey.wrapped,
+        cast(Share.tags, Text) if tag is not None else null(),
+        Share.created_at if sort == "added" else null(),
     ]
-    # Only what filtering and ordering need, for every patient; the rest for the page's rows.
-    columns += [Share.tags] if tag is not None else []
-    columns += [Share.created_at] if sort == "added" else []
-    shares = list(
-        session.execute(
-            select(*columns)
-            .join(Patient, Patient.id == Share.patient_id)
-            .join(DataKey, DataKey.subject_id == Share.patient_id)
-            .where(*active)
-        )
+    query = (
+        select(*columns)
+        .join(Patient, Patient.id == Share.patient_id)
+        .join(DataKey, DataKey.subject_id == Share.patient_id)
+        .where(*active)
     )
-    remember_data_keys(session, ((r.patient_id, r.master_key_id, r.wrapped) for r in shares))
-    names = {
-        r.patient_id: Patient.name.open_column(session, r.patient_id, r.patient_id, r.name_sealed)
-        for r in shares
-    }
-    ids = list(names)
-    triaged = population(
-        session, patient_ids=select(Share.patient_id).where(*active), days=days, now_ms=now, with_emails=False
+    # Core rows, read by position: no ORM bookkeeping per patient (a clinic may have thousands).
+    shares = session.connection().execute(query).all()
+    ids, mrn_keys, sealed_names, masters, wrapped, tag_texts, added = (
+        [list(column) for column in zip(*shares, strict=True)] if shares else [[] for _ in columns]
     )
-    at_of = {pid: at for at, pid in enumerate(triaged.patient_ids)}
+    remember_data_keys(session, zip(ids, masters, wrapped, strict=True))
+    names = Patient.name.open_columns(session, ids, ids, sealed_names)
+    triaged = triage_patients(
+        session, ids, ids, selection=select(Share.patient_id).where(*active), days=days, now_ms=now
+    )
+    keep = np.ones(len(ids), np.bool_)
     needle = (search or "").strip()
-    folded = needle.casefold()
-    as_date = _date(needle)
-    mrn_key = lookup_hash(session, f"mrn:{clinic.id}:{needle.upper()}") if needle else None
-    born = _birthdates(session, ids) if as_date is not None else {}
-    matches = []
-    for share in shares:
-        at = at_of.get(share.patient_id)
-        name = names.get(share.patient_id)
-        if at is None or name is None:
-            continue
-        if needle and not (
-            folded in name.casefold()
-            or share.mrn_lookup == mrn_key
-            or (as_date is not None and born.get(share.patient_id) == as_date)
-        ):
-            continue
-        if tag is not None and tag not in (share.tags or []):
-            continue
-        if category is not None and triaged.categories[at] != category:
-            continue
-        matches.append((share, at, name))
+    if needle:
+        keep &= _matching(session, clinic, needle=needle, ids=ids, names=names, mrn_keys=mrn_keys)
+    if tag is not None:
+        quoted = json.dumps(tag)
+        keep &= np.fromiter(
+            (bool(text) and quoted in text and tag in json.loads(text) for text in tag_texts),
+            np.bool_,
+            len(ids),
+        )
+    categories = np.asarray(triaged.categories)
+    if category is not None:
+        keep &= categories == category
     counts = dict.fromkeys(CATEGORIES, 0)
-    for _, at, _ in matches:
-        counts[triaged.categories[at]] += 1
-    matches.sort(key=_sort_key(sort, triaged), reverse=descending)
+    found, times = np.unique(categories[keep], return_counts=True)
+    counts.update(zip(found.tolist(), times.tolist(), strict=True))
+    matches = np.flatnonzero(keep).tolist()
+    matches.sort(key=_sort_key(sort, triaged, names, added), reverse=descending)
     page = matches[offset : offset + limit]
-    identities = patient_identities(session, [share.patient_id for share, _, _ in page])
+    identities = patient_identities(session, [ids[at] for at in page])
     full = {
-        s.id: s
-        for s in session.scalars(select(Share).where(Share.id.in_([share.id for share, _, _ in page])))
+        share.patient_id: share
+        for share in session.scalars(
+            select(Share).where(*active, Share.patient_id.in_([ids[at] for at in page]))
+        )
     }
     rows = [
         _row(
-            full[share.id],
+            full[ids[at]],
             at,
-            who=identities[share.patient_id],
+            who=identities[ids[at]],
             triaged=triaged,
             now=now,
             days=reminder_days,
         )
-        for share, at, _ in page
+        for at in page
     ]
     return ClinicPatientListOut(
         clinic_id=clinic.id, days=days, total=len(matches), counts=counts, patients=rows
     )
 
 
-def _birthdates(session: Session, patient_ids: list[str]) -> dict[str, dt.date | None]:
-    return {pid: who.birthdate for pid, who in patient_identities(session, patient_ids).items()}
+def _matching(
+    session: Session,
+    clinic: Clinic,
+    *,
+    needle: str,
+    ids: list[str],
+    names: list[str],
+    mrn_keys: list[str | None],
+) -> np.ndarray:
+    """Which patients ``needle`` finds: part of the name, the whole MRN or the birth date (ISO)."""
+    folded = needle.casefold()
+    mrn_key = mrn_lookup(session, clinic.id, needle)
+    found = np.fromiter(
+        (folded in name.casefold() or mrn == mrn_key for name, mrn in zip(names, mrn_keys, strict=True)),
+        np.bool_,
+        len(ids),
+    )
+    as_date = _date(needle)
+    if as_date is not None:
+        born = patient_identities(session, ids)
+        found |= np.fromiter((born[pid].birthdate == as_date for pid in ids), np.bool_, len(ids))
+    return found
 
 
 def _row(
@@ -223,33 +238,28 @@ def _date(text: str) -> dt.date | None:
         return None
 
 
-def _sort_key(sort: SortKey, triaged: Population) -> Callable[[tuple[Any, int, str]], tuple[Any, ...]]:
-    """The key that orders ``(share, index, name)`` candidates by ``sort``."""
+def _sort_key(
+    sort: SortKey, triaged: Population, names: list[str], added: list[dt.datetime | None]
+) -> Callable[[int], tuple[Any, ...]]:
+    """The key that orders patients (by their index in ``triaged``) by ``sort``, ties by name."""
     rank = [{name: at for at, name in enumerate(CATEGORIES)}[c] for c in triaged.categories]
     now, before = triaged.current, triaged.previous
-    cached: dict[int, list[float]] = {}
+    folded = [name.casefold() for name in names]
+    ids = triaged.patient_ids
 
-    def figure(array: np.ndarray, at: int) -> float:
-        values = cached.get(id(array))
-        if values is None:
-            values = cached[id(array)] = [v if math.isfinite(v) else -math.inf for v in array.tolist()]
-        return values[at]
+    def figure(array: np.ndarray) -> list[float]:
+        return [v if math.isfinite(v) else -math.inf for v in array.tolist()]
 
-    keys: dict[str, Callable[[tuple[Any, int, str]], tuple[Any, ...]]] = {
-        "triage": lambda c: (rank[c[1]], figure(now.in_range_pct, c[1]), c[2].casefold()),
-        "name": lambda c: (c[2].casefold(), c[0].patient_id),
-        "added": lambda c: (c[0].created_at, c[0].patient_id),
-        "last_data": lambda c: (int(triaged.last_ms[c[1]]), c[2].casefold()),
-        "time_in_range": lambda c: (figure(now.in_range_pct, c[1]), c[2].casefold()),
-        "time_below_range": lambda c: (
-            figure(now.very_low_pct, c[1]) + figure(now.low_pct, c[1]),
-            c[2].casefold(),
-        ),
-        "gmi": lambda c: (figure(now.gmi_pct, c[1]), c[2].casefold()),
-        "cgm_use": lambda c: (figure(now.cgm_use_pct, c[1]), c[2].casefold()),
-        "time_in_range_change": lambda c: (
-            figure(now.in_range_pct, c[1]) - figure(before.in_range_pct, c[1]),
-            c[2].casefold(),
-        ),
+    primary: dict[str, Callable[[], list[Any]]] = {
+        "triage": lambda: list(zip(rank, figure(now.in_range_pct), strict=True)),
+        "name": lambda: folded,
+        "added": lambda: added,
+        "last_data": triaged.last_ms.tolist,
+        "time_in_range": lambda: figure(now.in_range_pct),
+        "time_below_range": lambda: figure(now.very_low_pct + now.low_pct),
+        "gmi": lambda: figure(now.gmi_pct),
+        "cgm_use": lambda: figure(now.cgm_use_pct),
+        "time_in_range_change": lambda: figure(now.in_range_pct - before.in_range_pct),
     }
-    return keys[sort]
+    values = primary[sort]()
+    return lambda at: (values[at], folded[at], ids[at])

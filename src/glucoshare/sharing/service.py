@@ -714,6 +714,11 @@ def resend_invitation(
 # Clinic-created accounts -------------------------------------------------------------------------
 
 
+def mrn_lookup(session: Session, clinic_id: str, mrn: str) -> str:
+    """The keyed hash that finds a patient by the MRN a clinic gave them (MRNs are upper case)."""
+    return lookup_hash(session, f"mrn:{clinic_id}:{mrn.strip().upper()}")
+
+
 def _check_mrn(
     session: Session, clinic: Clinic, mrn: str | None, patient_id: str | None = None
 ) -> str | None:
@@ -721,7 +726,7 @@ def _check_mrn(
         if clinic.mrn_required:
             raise InvalidSharingError("mrn: this clinic requires an MRN")
         return None
-    lookup = lookup_hash(session, f"mrn:{clinic.id}:{mrn}")
+    lookup = mrn_lookup(session, clinic.id, mrn)
     if clinic.mrn_unique:
         other = session.scalar(
             select(Share.patient_id).where(

@@ -368,39 +368,70 @@ def population(
     opening the addresses (the patients are then labelled and ordered by id), for callers that label
     patients themselves.
     """
+    people = select(Patient.id)
+    if patient_ids is not None:
+        people = people.where(Patient.id.in_(patient_ids))
+    ids = list(session.scalars(people))
+    emails = patient_emails(session, ids) if with_emails else {patient_id: patient_id for patient_id in ids}
+    ids.sort(key=emails.__getitem__)
+    return triage_patients(
+        session,
+        ids,
+        [emails[patient_id] for patient_id in ids],
+        selection=patient_ids,
+        days=days,
+        now_ms=now_ms,
+        recent_days=recent_days,
+    )
+
+
+def triage_patients(
+    session: Session,
+    patient_ids: list[str],
+    labels: list[str],
+    *,
+    selection: PatientSelection | None,
+    days: int = DEFAULT_DAYS,
+    now_ms: int | None = None,
+    recent_days: int | None = None,
+) -> Population:
+    """:func:`population` of the patients the caller has found already (``selection`` holds them all).
+
+    ``patient_ids`` and their ``labels`` are kept in the order given; ``selection`` (``None``: every
+    patient) narrows the summaries read, which are then matched to ``patient_ids``.
+    """
     if days not in TRIAGE_PERIODS:
         msg = f"the triage period is one of {', '.join(map(str, TRIAGE_PERIODS))} days"
         raise InvalidStatsPeriodError(msg)
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    refresh_outdated(session, patient_ids)
-    people = select(Patient.id)
+    refresh_outdated(session, selection)
     summaries = select(
         PeriodSummary.patient_id, PeriodSummary.previous, PeriodSummary.last_ms, *_PERIOD_SUMS
     ).where(PeriodSummary.days == days)
-    if patient_ids is not None:
-        people = people.where(Patient.id.in_(patient_ids))
-        summaries = summaries.where(PeriodSummary.patient_id.in_(patient_ids))
-    ids = list(session.scalars(people))
-    emails = patient_emails(session, ids) if with_emails else {patient_id: patient_id for patient_id in ids}
-    ids.sort(key=emails.__getitem__)
-    patients = [(patient_id, emails[patient_id]) for patient_id in ids]
-    position = {row[0]: at for at, row in enumerate(patients)}
+    if selection is not None:
+        summaries = summaries.where(PeriodSummary.patient_id.in_(selection))
+    position = {patient_id: at for at, patient_id in enumerate(patient_ids)}
     width = len(SUM_COLUMNS)
-    current = np.zeros((len(patients), width))
-    previous = np.zeros((len(patients), width))
-    last_ms = np.full(len(patients), -1, np.int64)
-    for row in session.execute(summaries):
-        at = position.get(row[0])
-        if at is None:
-            continue
-        (previous if row[1] else current)[at] = row[3:]
-        last_ms[at] = row[2]
+    # Core rows (no ORM bookkeeping) into arrays column by column: a clinic may have thousands.
+    rows = session.connection().execute(summaries).all()
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in range(3 + width)]
+    at = np.fromiter((position.get(pid, -1) for pid in columns[0]), np.intp, len(rows))
+    ours = at >= 0
+    is_previous = np.asarray(columns[1], np.bool_).reshape(-1) & ours
+    is_current = ~is_previous & ours
+    sums = np.asarray(columns[3:], np.float64).reshape(width, len(rows)).T
+    current = np.zeros((len(patient_ids), width))
+    previous = np.zeros((len(patient_ids), width))
+    current[at[is_current]] = sums[is_current]
+    previous[at[is_previous]] = sums[is_previous]
+    last_ms = np.full(len(patient_ids), -1, np.int64)
+    last_ms[at[ours]] = np.asarray(columns[2], np.int64).reshape(-1)[ours]
     now_figures, before = period_figures(current, days), period_figures(previous, days)
     recent = last_ms >= now - (recent_days or days) * DAY_MS
     return Population(
         days=days,
-        patient_ids=[row[0] for row in patients],
-        emails=[row[1] for row in patients],
+        patient_ids=list(patient_ids),
+        emails=list(labels),
         categories=triage(now_figures, before, recent),
         current=now_figures,
         previous=before,

@@ -11,7 +11,9 @@ import dataclasses
 import json
 import os
 import tempfile
+import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,54 @@ from glucoshare.vault.keyfile import (
 from glucoshare.vault.models import DataKey
 from glucoshare.vault.schemas import RotationOut
 
+UNWRAPPED_KEYS_KEPT = 50_000
+"""How many unwrapped data keys a process keeps (the most recently used; about 15 MB)."""
+
+
+class UnwrappedKeys:
+    """The data keys a process has unwrapped, kept so that reading many patients does not unwrap each again.
+
+    Keyed by subject and checked against the wrapped key read from the database on every use, so
+    the database stays the truth: a key destroyed or rewrapped elsewhere is never served from here.
+    The master key that unwraps them is in the same memory, so keeping them exposes nothing more.
+    """
+
+    def __init__(self, capacity: int = UNWRAPPED_KEYS_KEPT) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[str, tuple[str, bytes, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def unwrap(self, ring: KeyRing, subject_id: str, master_key_id: str, wrapped: bytes) -> bytes:
+        """The data key ``wrapped`` holds, unwrapped with ``ring`` unless kept from before."""
+        with self._lock:
+            kept = self._keys.get(subject_id)
+            if kept is not None and kept[0] == master_key_id and kept[1] == wrapped:
+                self._keys.move_to_end(subject_id)
+                return kept[2]
+        key = ring.unwrap(master_key_id, wrapped, subject_id)
+        with self._lock:
+            self._keys[subject_id] = (master_key_id, bytes(wrapped), key)
+            self._keys.move_to_end(subject_id)
+            while len(self._keys) > self.capacity:
+                self._keys.popitem(last=False)
+        return key
+
+    def forget(self, subject_id: str) -> None:
+        """Drop the kept key of ``subject_id`` (its key is destroyed)."""
+        with self._lock:
+            self._keys.pop(subject_id, None)
+
+    def clear(self) -> None:
+        """Drop every kept key (the master keys changed)."""
+        with self._lock:
+            self._keys.clear()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, subject_id: object) -> bool:
+        return subject_id in self._keys
+
 
 @dataclasses.dataclass(slots=True)
 class _BoundRing:
@@ -42,6 +92,7 @@ class _BoundRing:
     ring: KeyRing
     key_file: Path | None = None
     stamp: tuple[int, int, int] | None = None
+    unwrapped: UnwrappedKeys = dataclasses.field(default_factory=UnwrappedKeys)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -77,6 +128,7 @@ def bound_keyring(engine: Engine) -> KeyRing | None:
         stamp = _stamp(bound.key_file)
         if stamp is not None and stamp != bound.stamp:
             bound.ring, bound.stamp = read_key_file(bound.key_file), stamp
+            bound.unwrapped.clear()
     return bound.ring
 
 
@@ -87,6 +139,16 @@ def keyring_of(session: Session) -> KeyRing:
         msg = "no master key is bound to this database (create the engine with its key ring)"
         raise MasterKeyError(msg)
     return ring
+
+
+def unwrapped_keys(session: Session) -> UnwrappedKeys:
+    """The process's kept data keys of the database ``session`` works on."""
+    keyring_of(session)  # raises without a ring
+    return _RINGS[_engine(session)].unwrapped
+
+
+def _unwrap(session: Session, subject_id: str, master_key_id: str, wrapped: bytes) -> bytes:
+    return unwrapped_keys(session).unwrap(keyring_of(session), subject_id, master_key_id, wrapped)
 
 
 def _cache(session: Session) -> dict[str, bytes]:
@@ -117,14 +179,13 @@ def data_key(session: Session, subject_id: str) -> bytes:
         # was sealed for them stays closed.
         msg = "a sealed value belongs to an erased patient or account: its key is gone"
         raise SealBrokenError(msg)
-    ring = keyring_of(session)
     row = session.get(DataKey, subject_id)
     if row is None:
         key = new_key()
-        master_id, wrapped = ring.wrap(key, subject_id)
+        master_id, wrapped = keyring_of(session).wrap(key, subject_id)
         session.add(DataKey(subject_id=subject_id, master_key_id=master_id, wrapped=wrapped))
     else:
-        key = ring.unwrap(row.master_key_id, row.wrapped, subject_id)
+        key = _unwrap(session, subject_id, row.master_key_id, row.wrapped)
     cache[subject_id] = key
     return key
 
@@ -132,6 +193,7 @@ def data_key(session: Session, subject_id: str) -> bytes:
 def preload_data_keys(session: Session, subject_ids: list[str]) -> None:
     """Unwrap the data keys of many subjects with a few queries (before opening their values)."""
     cache = _cache(session)
+    kept = unwrapped_keys(session)
     ring = keyring_of(session)
     missing = [s for s in subject_ids if s not in cache]
     for start in range(0, len(missing), 500):
@@ -142,7 +204,7 @@ def preload_data_keys(session: Session, subject_ids: list[str]) -> None:
             )
         )
         for subject_id, master_key_id, wrapped in rows:
-            cache[subject_id] = ring.unwrap(master_key_id, wrapped, subject_id)
+            cache[subject_id] = kept.unwrap(ring, subject_id, master_key_id, wrapped)
 
 
 def remember_data_keys(session: Session, rows: Iterable[tuple[str, str, bytes]]) -> None:
@@ -151,15 +213,17 @@ def remember_data_keys(session: Session, rows: Iterable[tuple[str, str, bytes]])
     ``rows`` are ``(subject, master key id, wrapped)``, typically joined into a larger query.
     """
     cache = _cache(session)
+    kept = unwrapped_keys(session)
     ring = keyring_of(session)
     for subject_id, master_key_id, wrapped in rows:
         if subject_id not in cache:
-            cache[subject_id] = ring.unwrap(master_key_id, wrapped, subject_id)
+            cache[subject_id] = kept.unwrap(ring, subject_id, master_key_id, wrapped)
 
 
 def destroy_data_key(session: Session, subject_id: str) -> None:
     """Delete a subject's data key: what was sealed with it can never be opened again."""
     _cache(session).pop(subject_id, None)
+    unwrapped_keys(session).forget(subject_id)
     destroyed: set[str] = session.info.setdefault(_DESTROYED, set())
     destroyed.add(subject_id)
     session.execute(delete(DataKey).where(DataKey.subject_id == subject_id))

@@ -7,10 +7,10 @@ INSTALLED := $(VENV)/.installed
 # place by the tests, never copied into the project): the iglu-python 0.4.3 source distribution.
 ORACLES := .oracles/iglu_python-0.4.3.tar.gz
 
-.PHONY: run test lint bench fuzz install clean help
+.PHONY: run test lint bench fuzz install clean help report-images
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -35,6 +35,12 @@ lint: $(INSTALLED) ## ruff, ruff format --check and mypy --strict
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+
+report-images: $(INSTALLED) ## render every report of simulated patients and copy the pictures to docs/images/reports
+	GLUCOSHARE_TEST_ARTIFACTS=build/test-artifacts $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/reports/test_report_service.py -k "sqlite and (every_report_renders or agp_pdf_is_one_page)"
+	mkdir -p docs/images/reports
+	cp build/test-artifacts/reports/*.png docs/images/reports/
 
 bench: $(INSTALLED) ## run the benchmarks and write BENCHMARKS.md
 	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md

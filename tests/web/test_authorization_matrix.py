@@ -200,6 +200,10 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/v1/patients/{patient_id}/stats"): _patient(VIEWERS),
     ("GET", "/v1/patients/{patient_id}/uploads"): _patient(VIEWERS),
     ("GET", "/v1/patients/{patient_id}/devices"): _patient(VIEWERS),
+    ("GET", "/v1/patients/{patient_id}/reports/{kind}"): _patient(VIEWERS),
+    ("POST", "/v1/patients/{patient_id}/reports/{kind}/send"): _patient(
+        VIEWERS, body=lambda w, r: {"share_id": w.shares["clinic_a"]}
+    ),
     ("POST", "/v1/patients/{patient_id}/uploads"): _patient(UPLOADERS, files=True),
     ("DELETE", "/v1/patients/{patient_id}/uploads/{upload_id}"): _patient(UPLOADERS, needs_upload=True),
     # sharing
@@ -416,6 +420,7 @@ def _path(template: str, world: World, role: str, case: Case) -> str:
         member_id=world.extra_member_id,
         share_id=world.shares[SHARE_OF_ROLE.get(role, "clinic_a")],
         invitation_id=world.clinic_invitation_id if case.clinic_invitation else world.invitation_id,
+        kind="agp",
     )
 
 

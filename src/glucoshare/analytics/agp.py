@@ -293,3 +293,59 @@ def daily_profiles(
             )
         )
     return profiles
+
+
+TREND_PERCENTILES = (10.0, 25.0, 50.0, 75.0, 90.0)
+"""The percentiles of the trends (overlay) view, after Tidepool's CGM trends."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimeOfDayBins:
+    """Glucose (mg/dL) by time of day in fixed bins: extremes and :data:`TREND_PERCENTILES`.
+
+    Bin ``k`` covers ``[k·bin_minutes, (k + 1)·bin_minutes)`` minutes after local midnight; every
+    statistic is NaN in a bin without readings. ``percentiles[i]`` is the curve of
+    ``TREND_PERCENTILES[i]`` (linear interpolation, NumPy's default).
+    """
+
+    bin_minutes: int
+    start_min: npt.NDArray[np.int64]
+    minimum: npt.NDArray[np.float64]
+    maximum: npt.NDArray[np.float64]
+    percentiles: npt.NDArray[np.float64]
+    """Shape ``(len(TREND_PERCENTILES), bins)``."""
+    readings: npt.NDArray[np.int64]
+
+
+def time_of_day_bins(local_ms: npt.ArrayLike, mgdl: npt.ArrayLike, *, bin_minutes: int = 30) -> TimeOfDayBins:
+    """The readings' distribution by local time of day in ``bin_minutes`` bins (trends view).
+
+    Unlike :func:`agp`, bins do not overlap and nothing is pooled across them: this is the view of
+    Tidepool's CGM trends (30-minute bins: minimum, 10th–90th and 25th–75th percentile ranges,
+    median, maximum). ``bin_minutes`` must divide 1,440 (``ValueError`` otherwise).
+    """
+    if bin_minutes <= 0 or DAY_MINUTES % bin_minutes:
+        msg = f"bin_minutes must divide a day of {DAY_MINUTES} minutes, not {bin_minutes}"
+        raise ValueError(msg)
+    times, values = _check_readings(local_ms, mgdl)
+    bins = DAY_MINUTES // bin_minutes
+    index = ((times % DAY_MS) // (bin_minutes * MINUTE_MS)).astype(np.intp)
+    order = np.argsort(index, kind="stable")
+    index, values = index[order], values[order]
+    bounds = np.searchsorted(index, np.arange(bins + 1))
+    curves = np.full((len(TREND_PERCENTILES), bins), np.nan)
+    minimum = np.full(bins, np.nan)
+    maximum = np.full(bins, np.nan)
+    for k in range(bins):  # at most 288 bins; each one's values are sorted by NumPy in C
+        chunk = values[bounds[k] : bounds[k + 1]]
+        if chunk.size:
+            curves[:, k] = np.percentile(chunk, TREND_PERCENTILES)
+            minimum[k], maximum[k] = chunk.min(), chunk.max()
+    return TimeOfDayBins(
+        bin_minutes=bin_minutes,
+        start_min=np.arange(bins, dtype=np.int64) * bin_minutes,
+        minimum=minimum,
+        maximum=maximum,
+        percentiles=curves,
+        readings=np.diff(bounds).astype(np.int64),
+    )

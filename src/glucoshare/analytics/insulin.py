@@ -82,8 +82,12 @@ def empty_basal() -> BasalSegments:
     )
 
 
-def _segment_ends(basal: BasalSegments) -> tuple[IntArray, IntArray]:
-    """Sorted starts and effective ends (see the module notes on overlaps and open segments)."""
+def segment_ends(basal: BasalSegments) -> tuple[IntArray, IntArray]:
+    """The order that sorts the segments by start, and their effective ends (local ms) in that order.
+
+    A segment ends at its start plus its duration, or earlier where the next one starts; a segment
+    of unknown duration runs until the next one, at most a day (module notes).
+    """
     order = np.argsort(basal.start, kind="stable")
     start = basal.start[order]
     duration = basal.duration[order]
@@ -132,7 +136,7 @@ def insulin_summary(
     boluses, rapid_pen, long_pen = inside(boluses), inside(rapid_pen), inside(long_pen)
     wizard_carbs, food_carbs = inside(wizard_carbs), inside(food_carbs)
 
-    order, end = _segment_ends(basal)
+    order, end = segment_ends(basal)
     start = np.clip(basal.start[order], low, high)
     end = np.clip(end, low, high)
     hours = np.maximum(end - start, 0) / HOUR_MS

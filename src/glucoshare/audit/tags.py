@@ -63,3 +63,5 @@ class AuditTag(enum.StrEnum):
     ACCESS_LOG_READ = "audit:access-log:read"
     STATS_READ = "summaries:stats:read"
     POPULATION_READ = "summaries:population:read"
+    REPORT_READ = "reports:report:read"
+    REPORT_SEND = "reports:report:send"

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from glucoshare.cli import audit, clinics, db, demo, export, keys, patients, stats, token, uploads, users
+from glucoshare.cli import (
+    audit,
+    clinics,
+    db,
+    demo,
+    export,
+    keys,
+    patients,
+    report,
+    stats,
+    token,
+    uploads,
+    users,
+)
 from glucoshare.cli.imports import import_command
 from glucoshare.cli.serve import serve_command
 
@@ -26,6 +39,7 @@ app.add_typer(clinics.app, name="clinics")
 app.command("import")(import_command)
 app.command("serve")(serve_command)
 app.command("export")(export.export_command)
+app.command("report")(report.report_command)
 app.command("demo")(demo.demo_command)
 app.command("stats")(stats.stats_command)
 app.command("compare")(stats.compare_command)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, BinaryIO, Literal, TextIO
 
 from sqlalchemy.orm import Session
 
@@ -21,7 +20,7 @@ from glucoshare.devices.service import list_devices
 from glucoshare.errors import InputError
 from glucoshare.export.rows import EXPORT_FIELDS, record_row
 from glucoshare.export.safety import safe_cell
-from glucoshare.files import private_directory
+from glucoshare.files import private_binary_file, private_text_file
 from glucoshare.records.service import iter_records, list_uploads, note_place, upload_public_ids
 from glucoshare.records.vocabulary import RecordType
 from glucoshare.vault.service import open_mapping
@@ -70,6 +69,40 @@ def _write_json(handle: IO[str], header: dict[str, Any], rows: Iterator[dict[str
     return count
 
 
+@contextlib.contextmanager
+def _writable(out: Path) -> Iterator[Path]:
+    """``out`` resolved; a folder, or a place the process may not write, is an :class:`ExportTargetError`."""
+    target = out.resolve()
+    if target.is_dir():
+        msg = f"{out}: is a directory; give a file name"
+        raise ExportTargetError(msg)
+    try:
+        yield target
+    except OSError as exc:
+        msg = f"{out}: cannot write there ({exc.strerror or type(exc).__name__})"
+        raise ExportTargetError(msg) from exc
+
+
+@contextlib.contextmanager
+def export_target(out: Path) -> Iterator[TextIO]:
+    """A text handle that writes ``out`` all or nothing, owner-only (0600), with clear errors."""
+    with _writable(out) as target, private_text_file(target) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def export_binary_target(out: Path) -> Iterator[BinaryIO]:
+    """:func:`export_target` for bytes (an archive, a PDF)."""
+    with _writable(out) as target, private_binary_file(target) as handle:
+        yield handle
+
+
+def write_export(out: Path, data: bytes) -> None:
+    """Write ``data`` to ``out`` all or nothing, owner-only (0600), with clear errors."""
+    with export_binary_target(out) as handle:
+        handle.write(data)
+
+
 def export_patient(
     session: Session,
     *,
@@ -91,40 +124,24 @@ def export_patient(
         )
         for r, d in iter_records(session, patient.id, start_ms=start_ms, end_ms=end_ms)
     )
-    target = out.resolve()
-    if target.is_dir():
-        msg = f"{out}: is a directory; give a file name"
-        raise ExportTargetError(msg)
-    try:
-        private_directory(target.parent)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".export-")
-    except OSError as exc:
-        msg = f"{out}: cannot write there ({exc.strerror or type(exc).__name__})"
-        raise ExportTargetError(msg) from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            if fmt == "csv":
-                count = _write_csv(handle, rows)
-            else:
-                header = {
-                    "format": "glucoshare-export",
-                    "version": 1,
-                    "generator": f"glucoshare {__version__}",
-                    "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    "patient": PatientOut.model_validate(patient).model_dump(mode="json"),
-                    "devices": [
-                        DeviceOut.model_validate(d).model_dump(mode="json")
-                        for d in list_devices(session, patient.id)
-                    ],
-                    "uploads": [
-                        u.model_dump(mode="json", exclude={"rejected", "warnings"})
-                        for u in list_uploads(session, patient.id)
-                    ],
-                }
-                count = _write_json(handle, header, rows)
-        Path(tmp).chmod(0o600)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with export_target(out) as handle:
+        if fmt == "csv":
+            count = _write_csv(handle, rows)
+        else:
+            header = {
+                "format": "glucoshare-export",
+                "version": 1,
+                "generator": f"glucoshare {__version__}",
+                "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "patient": PatientOut.model_validate(patient).model_dump(mode="json"),
+                "devices": [
+                    DeviceOut.model_validate(d).model_dump(mode="json")
+                    for d in list_devices(session, patient.id)
+                ],
+                "uploads": [
+                    u.model_dump(mode="json", exclude={"rejected", "warnings"})
+                    for u in list_uploads(session, patient.id)
+                ],
+            }
+            count = _write_json(handle, header, rows)
     return count

@@ -16,7 +16,7 @@ from glucoshare.config import Settings
 from glucoshare.db.migrate import upgrade
 from glucoshare.db.session import create_db_engine
 from glucoshare.vault.keyfile import load_or_create
-from glucoshare.web.api import account, auth, clinics, patients, sharing
+from glucoshare.web.api import account, auth, clinics, patients, reports, sharing
 from glucoshare.web.api.schemas import Health
 from glucoshare.web.deps import unit_of_work
 from glucoshare.web.errors import install_error_handlers
@@ -60,7 +60,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     install_error_handlers(app)
-    for router in (auth.router, account.router, patients.router, sharing.router, clinics.router):
+    for router in (
+        auth.router,
+        account.router,
+        patients.router,
+        reports.router,
+        sharing.router,
+        clinics.router,
+    ):
         app.include_router(router)
 
     @app.get("/health", tags=["operations"])
@@ -79,6 +86,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.mount(
         "/static/vendor/swagger", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static")
     )
+    reports_static = resources.files("glucoshare.reports") / "static"
+    app.mount("/static/reports", StaticFiles(directory=str(reports_static)), name="report-static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.add_middleware(AuditOrigin)
     app.add_middleware(

@@ -11,7 +11,12 @@ followed by their bolus (most ``Normal``, some written as ``Square`` or as the t
 ``Dual`` bolus, interrupted ones with less delivered than selected), meter readings with their
 linked meter (every other one also sent to the sensor as a calibration at the same second),
 rewind and fill (prime) rows, suspend and resume rows, exercise markers and a ``New Device Time``
-row. Carbohydrates reach a pump file only through the bolus wizard, as on the device. A CGM-only
+row. Carbohydrates reach a pump file only through the bolus wizard, as on the device. The wizard
+rows carry the bolus calculator settings in force at their local time of day
+(:func:`calculator_schedule`: carb ratios, sensitivities and target ranges by time of day, with the
+lunch carb ratio weakened by 1 g/U from the local midnight in the middle of the timeline), and their
+estimates follow from those settings (food = carbs ÷ ratio; correction = (BG − high target) ÷
+sensitivity above the range, (BG − low target) ÷ sensitivity below it). A CGM-only
 timeline (a Guardian app) gives meter readings, ``Meal`` and ``Insulin`` event markers and a
 second, empty Pump section for another app installation (49 columns). Both get alarms on low and
 high crossings of the sensor trace and sensor connections, and the Sensor section's readings as
@@ -197,6 +202,85 @@ class CareLinkOptions:
     """How a sensor reading outside 40 to 400 mg/dL is written: its number, or ``Low``/``High``."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CalculatorSettings:
+    """Bolus calculator settings by local time of day; starts in minutes after local midnight.
+
+    ``carb_ratios`` in g/U, ``sensitivities`` in mg/dL per U, ``targets`` as (start, low, high) in
+    mg/dL; each schedule starts at minute 0.
+    """
+
+    carb_ratios: tuple[tuple[int, float], ...]
+    sensitivities: tuple[tuple[int, float], ...]
+    targets: tuple[tuple[int, float, float], ...]
+
+    def carb_ratio_at(self, minute: int) -> float:
+        """The carb ratio (g/U) in force at ``minute`` of the local day."""
+        return next(value for start, value in reversed(self.carb_ratios) if start <= minute)
+
+    def sensitivity_at(self, minute: int) -> float:
+        """The sensitivity (mg/dL per U) in force at ``minute`` of the local day."""
+        return next(value for start, value in reversed(self.sensitivities) if start <= minute)
+
+    def target_at(self, minute: int) -> tuple[float, float]:
+        """The target range (low, high mg/dL) in force at ``minute`` of the local day."""
+        return next((low, high) for start, low, high in reversed(self.targets) if start <= minute)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CalculatorSchedule:
+    """The settings a simulated pump's bolus calculator uses, with one change.
+
+    ``before`` until ``change_ms`` (UTC ms, a local midnight), ``after`` from then on (only the
+    11:00 carb ratio differs).
+    """
+
+    before: CalculatorSettings
+    after: CalculatorSettings
+    change_ms: int
+
+    def at(self, utc_ms: int) -> CalculatorSettings:
+        """The settings in force at an instant."""
+        return self.before if utc_ms < self.change_ms else self.after
+
+
+def _half(value: float) -> float:
+    """Rounded to 0.5 (the step pumps offer for carb ratios)."""
+    return round(value * 2.0) / 2.0
+
+
+def _fives(value: float) -> float:
+    """Rounded to a multiple of 5 (mg/dL per U)."""
+    return float(5 * round(value / 5.0))
+
+
+def calculator_schedule(timeline: Timeline) -> CalculatorSchedule:
+    """The bolus calculator settings the simulated pump of ``timeline`` uses.
+
+    Built from the patient's carb ratio and sensitivity (those of the timeline's wizard events;
+    10 g/U and 50 mg/dL/U without any): carb ratios 00:00 × 0.75 (breakfast needs more insulin),
+    11:00 × 1 and 17:00 × 0.85 (to 0.5 g/U); sensitivities 00:00 × 0.85 and 11:00 × 1 (to 5 mg/dL/U);
+    targets 00:00 110–130, 06:00 100–120 and 21:00 110–130 mg/dL. From the local midnight starting
+    the middle day of the timeline (``days // 2``) the 11:00 carb ratio is 1 g/U higher.
+    """
+    wizard = next((e for e in timeline.events if e.kind == "wizard" and e.ratio and e.isf), None)
+    ratio = wizard.ratio if wizard is not None and wizard.ratio else 10.0
+    isf = wizard.isf if wizard is not None and wizard.isf else 50.0
+    lunch = _half(ratio)
+    before = CalculatorSettings(
+        carb_ratios=((0, _half(ratio * 0.75)), (11 * 60, lunch), (17 * 60, _half(ratio * 0.85))),
+        sensitivities=((0, _fives(isf * 0.85)), (11 * 60, _fives(isf))),
+        targets=((0, 110.0, 130.0), (6 * 60, 100.0, 120.0), (21 * 60, 110.0, 130.0)),
+    )
+    after = dataclasses.replace(
+        before, carb_ratios=tuple((s, v + 1.0 if s == 11 * 60 else v) for s, v in before.carb_ratios)
+    )
+    first = timeline.local(timeline.start_ms).date()
+    days = (timeline.local(timeline.end_ms - 1).date() - first).days + 1
+    middle = dt.datetime.combine(first + dt.timedelta(days=days // 2), dt.time(0)).replace(tzinfo=timeline.tz)
+    return CalculatorSchedule(before, after, int(middle.timestamp() * 1000))
+
+
 @dataclasses.dataclass(slots=True)
 class _Row:
     """One row to write: its instant, its tie-break order, its cells by (mg/dL) column name."""
@@ -280,6 +364,7 @@ class _Writer:
         self.pump = timeline.profile.therapy == "pump"
         self.gen = options.generation
         self.order = 0
+        self.calculator = calculator_schedule(timeline)
 
     def row(self, rows: list[_Row], utc_ms: int, cells: dict[str, str], *expected: ExpectedRecord) -> None:
         self.order += 1
@@ -401,18 +486,24 @@ class _Writer:
     def wizard(self, rows: list[_Row], at: int, event: Event) -> None:
         fmt = self.fmt
         carbs = event.value or 0.0
-        ratio = round(event.ratio or 10.0, 1)
-        isf = round(event.isf or 50.0)
-        target = event.target or 110.0
+        local = self.timeline.local(at)
+        settings = self.calculator.at(at)
+        minute = local.hour * 60 + local.minute
+        ratio = settings.carb_ratio_at(minute)
+        isf = settings.sensitivity_at(minute)
+        low, high = settings.target_at(minute)
         bg = event.bg
-        correction = max(0.0, (bg - target) / isf) if bg is not None else 0.0
+        correction = 0.0
+        if bg is not None and bg > high:
+            correction = (bg - high) / isf
+        elif bg is not None and bg < low:
+            correction = (bg - low) / isf
         food = carbs / ratio
-        target_text, _ = fmt.glucose(target)
         isf_text = fmt.num(isf / MGDL_PER_MMOLL, 1) if fmt.mmol else fmt.num(isf, 2)
         cells = {
-            "BWZ Estimate (U)": fmt.insulin(event.recommended or 0.0),
-            "BWZ Target High BG (mg/dL)": target_text,
-            "BWZ Target Low BG (mg/dL)": target_text,
+            "BWZ Estimate (U)": fmt.insulin(max(0.0, food + correction)),
+            "BWZ Target High BG (mg/dL)": fmt.glucose(high)[0],
+            "BWZ Target Low BG (mg/dL)": fmt.glucose(low)[0],
             "BWZ Carb Ratio (g/U)": fmt.num(ratio, 2),
             "BWZ Insulin Sensitivity (mg/dL/U)": isf_text,
             "BWZ Carb Input (grams)": fmt.num(carbs, 2),

@@ -1,0 +1,99 @@
+"""``/v1/patients/{id}/reports``: a patient's reports as HTML or PDF, and sending one to someone with access.
+
+Reading a report needs the ``view`` permission; a caller without it gets ``404``, as for a patient
+that does not exist. Every report made is audited.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from glucoshare.reports.render import STYLESHEET, render_html, render_pdf
+from glucoshare.reports.sending import send_report
+from glucoshare.reports.service import ReportOptions, build_report
+from glucoshare.reports.units import Unit
+from glucoshare.reports.views import ReportKind
+from glucoshare.summaries.service import resolve_period
+from glucoshare.web.deps import Caller, reach_patient, settings_of, unit_of_work
+
+router = APIRouter(prefix="/v1/patients", tags=["reports"])
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such patient, or no access"}}
+_DOCUMENTS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The report",
+        "content": {"text/html": {}, "application/pdf": {}},
+    },
+    **_NOT_FOUND,
+}
+
+
+class SendReportIn(BaseModel):
+    """Whom to tell about a report, and which period it covers (default: the last 14 days of data)."""
+
+    share_id: str = Field(max_length=32, description="One of the patient's shares (GET /v1/shares)")
+    days: int | None = Field(default=None, ge=1, le=3660)
+    from_: dt.date | None = Field(default=None, alias="from")
+    to: dt.date | None = None
+
+
+class SendReportOut(BaseModel):
+    """How many people were told."""
+
+    recipients: int
+
+
+@router.get("/{patient_id}/reports/{kind}", responses=_DOCUMENTS, response_class=Response)
+def get_report(
+    patient_id: str,
+    kind: ReportKind,
+    caller: Caller,
+    request: Request,
+    days: Annotated[int | None, Query(ge=1, le=3660)] = None,
+    from_: Annotated[dt.date | None, Query(alias="from")] = None,
+    to: Annotated[dt.date | None, Query()] = None,
+    units: Annotated[Unit | None, Query(description="mg/dL or mmol/L (default: the patient's)")] = None,
+    weekdays: Annotated[
+        list[int] | None, Query(description="overlay only: weekdays to include, 0 = Monday … 6 = Sunday")
+    ] = None,
+    output: Annotated[Literal["html", "pdf"], Query(alias="format")] = "html",
+) -> Response:
+    """The report as an HTML page (default) or a PDF download."""
+    with unit_of_work(request) as session:
+        patient = reach_patient(request, session, caller, patient_id, "view")
+        period = resolve_period(session, patient, days=days, first=from_, last=to)
+        options = ReportOptions(unit=units, weekdays=None if weekdays is None else frozenset(weekdays))
+        report = build_report(
+            session, patient, kind, period, actor=caller.actor, options=options, output=output
+        )
+    if output == "pdf":
+        name = f"glucoshare-{kind}-{period.first.isoformat()}-{period.last.isoformat()}.pdf"
+        return Response(
+            render_pdf(report),
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return HTMLResponse(render_html(report, stylesheet_href=f"/static/reports/{STYLESHEET}"))
+
+
+@router.post(
+    "/{patient_id}/reports/{kind}/send",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**_NOT_FOUND, 400: {"description": "Not someone with access to the patient's data"}},
+)
+def post_send_report(
+    patient_id: str, kind: ReportKind, body: SendReportIn, caller: Caller, request: Request
+) -> SendReportOut:
+    """Tell a clinic or care partner with access that a report is ready (an e-mail with a link, no data)."""
+    settings = settings_of(request)
+    with unit_of_work(request) as session:
+        patient = reach_patient(request, session, caller, patient_id, "view")
+        period = resolve_period(session, patient, days=body.days, first=body.from_, last=body.to)
+        count = send_report(
+            session, settings, patient, kind, period, share_id=body.share_id, actor=caller.actor
+        )
+    return SendReportOut(recipients=count)

@@ -344,23 +344,22 @@ def run(runs: int = 3) -> list[Measurement]:
     return measurements
 
 
-def report_lines(measurements: list[Measurement]) -> list[str]:
-    """The BENCHMARKS.md section."""
-    lines = [
-        "## Analytics",
-        "",
-        (
-            "Wall time of the computation only (data generation excluded), best of three, single "
-            "process. Cohort inputs are synthetic (`benchmarks/analytics.py`). The peer runs in a "
-            "scratch virtual environment in the same run, on the same cohort."
-        ),
-        "",
-        "| measurement | seconds | target | |",
-        "|---|---:|---:|---|",
-    ]
+def measurement_table(title: str, intro: str, measurements: list[Measurement]) -> list[str]:
+    """A BENCHMARKS.md section: a title, a paragraph and one table row per measurement."""
+    lines = [f"## {title}", "", intro, "", "| measurement | seconds | target | |", "|---|---:|---:|---|"]
     for m in measurements:
         target = "" if m.target is None else f"≤ {m.target:g}"
         verdict = m.note if m.target is None else ("met" if m.seconds <= m.target else "NOT met")
         seconds = "—" if np.isnan(m.seconds) else f"{m.seconds:.3f}"
         lines.append(f"| {m.description} | {seconds} | {target} | {verdict} |")
     return [*lines, ""]
+
+
+def report_lines(measurements: list[Measurement]) -> list[str]:
+    """The BENCHMARKS.md section."""
+    intro = (
+        "Wall time of the computation only (data generation excluded), best of three, single "
+        "process. Cohort inputs are synthetic (`benchmarks/analytics.py`). The peer runs in a "
+        "scratch virtual environment in the same run, on the same cohort."
+    )
+    return measurement_table("Analytics", intro, measurements)

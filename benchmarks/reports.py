@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from analytics import Measurement, best_of
+from analytics import Measurement, best_of, measurement_table
 from glucoshare.accounts.service import add_patient, get_patient, validate_patient
 from glucoshare.config import Settings
 from glucoshare.db.migrate import upgrade
@@ -107,25 +107,15 @@ def run(runs: int = 3) -> list[Measurement]:
 
 def report_lines(measurements: list[Measurement]) -> list[str]:
     """The BENCHMARKS.md section."""
-    lines = [
-        "## Reports",
-        "",
-        (
-            "Wall time from the database to the finished document, best of three, after one warm-up "
-            "report (a running server has loaded WeasyPrint's fonts). Input: 91 simulated days of one "
-            "Dexcom G6 in SQLite (`benchmarks/reports.py`)."
-        ),
-        "",
-        "| measurement | seconds | target | |",
-        "|---|---:|---:|---|",
+    intro = (
+        "Wall time from the database to the finished document, best of three, after one warm-up "
+        "report (a running server has loaded WeasyPrint's fonts). Input: 91 simulated days of one "
+        "Dexcom G6 in SQLite (`benchmarks/reports.py`)."
+    )
+    return [
+        *measurement_table("Reports", intro, measurements),
+        "Targets (issue 6): the AGP PDF for 14 days ≤ 1.5 s; for 90 days ≤ 3 s.",
     ]
-    for m in measurements:
-        target = "" if m.target is None else f"≤ {m.target:g}"
-        verdict = m.note if m.target is None else ("met" if m.seconds <= m.target else "NOT met")
-        lines.append(f"| {m.description} | {m.seconds:.3f} | {target} | {verdict} |")
-    lines.append("")
-    lines.append("Targets (issue 6): the AGP PDF for 14 days ≤ 1.5 s; for 90 days ≤ 3 s.")
-    return lines
 
 
 if __name__ == "__main__":

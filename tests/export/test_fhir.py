@@ -37,15 +37,13 @@ from glucoshare.export.fhir import (
     write_cgm_bundle,
 )
 from glucoshare.export.fhir_rules import check_bundle
-from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file
 from glucoshare.simulator import simulate
 from glucoshare.simulator.writers.base import WrittenExport
 from glucoshare.simulator.writers.dexcom_clarity import ClarityOptions, write_clarity
 from glucoshare.summaries.data import load_cgm
 from glucoshare.summaries.service import patient_stats, resolve_period
 from glucoshare.summaries.stats import Period
-from tests.ingest.helpers import profile
+from tests.ingest.helpers import profile, store_export
 
 CGM = "http://hl7.org/fhir/uv/cgm/StructureDefinition/"
 LOINC = "http://loinc.org"
@@ -92,14 +90,7 @@ def _patient(session: Session, email: str = "fhir@example.org", units: str = "mg
 
 
 def _import(session: Session, settings: Settings, patient: Patient, export: WrittenExport) -> None:
-    import_file(
-        session,
-        settings=settings,
-        patient=patient,
-        incoming=IncomingFile(export.file_name, export.data),
-        timezone=None,
-        actor="test",
-    )
+    store_export(session, settings, patient, export)
 
 
 def _build(session: Session, patient: Patient, period: Period | None = None, **options: Any) -> CgmBundle:

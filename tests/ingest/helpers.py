@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.models import Patient
+from glucoshare.config import Settings
 from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText, each_record
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.registry import detect_format
+from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.service import import_file
+from glucoshare.records.schemas import UploadOut
 from glucoshare.simulator import PatientProfile
 from glucoshare.simulator.writers.base import ExpectedRecord, WrittenExport
 
@@ -49,4 +56,18 @@ def expected_keys(expected: list[ExpectedRecord]) -> list[Key]:
     return sorted(
         (e.type, e.subtype, e.utc_ms, None if e.value is None else round(e.value, 6), e.annotation)
         for e in expected
+    )
+
+
+def store_export(
+    session: Session, settings: Settings, patient: Patient, export: WrittenExport, timezone: str | None = None
+) -> UploadOut:
+    """Import a simulated vendor export for ``patient`` through the import service."""
+    return import_file(
+        session,
+        settings=settings,
+        patient=patient,
+        incoming=IncomingFile(export.file_name, export.data),
+        timezone=timezone,
+        actor="test",
     )

@@ -1,5 +1,5 @@
 """The web fixtures (app settings, client) for the report tests."""
 
-from tests.web.conftest import app_settings, client
+from tests.web.conftest import app_settings, client, mail, mail_client
 
-__all__ = ["app_settings", "client"]
+__all__ = ["app_settings", "client", "mail", "mail_client"]

@@ -14,12 +14,10 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
-from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file
 from glucoshare.simulator import simulate
 from glucoshare.simulator.writers.carelink import write_carelink
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
-from tests.ingest.helpers import profile
+from tests.ingest.helpers import profile, store_export
 
 REQUIRE_POPPLER = os.environ.get("GLUCOSHARE_TEST_REQUIRE_POPPLER") == "1"
 ARTIFACTS = Path(os.environ.get("GLUCOSHARE_TEST_ARTIFACTS", "build/test-artifacts")) / "reports"
@@ -103,14 +101,7 @@ def import_cgm(
         profile(seed=11, units=units, email=patient.email, name=patient.name), start=START, days=days
     )
     export = write_clarity(timeline)
-    import_file(
-        session,
-        settings=settings,
-        patient=patient,
-        incoming=IncomingFile(export.file_name, export.data),
-        timezone=None,
-        actor="test",
-    )
+    store_export(session, settings, patient, export)
 
 
 def pump_patient(session: Session, settings: Settings, *, days: int = 15) -> Patient:
@@ -127,12 +118,5 @@ def pump_patient(session: Session, settings: Settings, *, days: int = 15) -> Pat
         ),
     )
     export = write_carelink(timeline)
-    import_file(
-        session,
-        settings=settings,
-        patient=patient,
-        incoming=IncomingFile(export.file_name, export.data),
-        timezone="Europe/Berlin",
-        actor="test",
-    )
+    store_export(session, settings, patient, export, timezone="Europe/Berlin")
     return patient

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,24 +14,16 @@ from glucoshare.accounts.models import Patient
 from glucoshare.cli import app
 from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
-from glucoshare.web.app import create_app
-from tests.mailbox import Inbox, smtp_server
+from tests.mailbox import Inbox
 from tests.reports.helpers import cgm_patient, import_cgm, pdf_text
-from tests.web.conftest import BASE_URL, Person, make_person
+from tests.web.conftest import Person, make_person
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def mail(app_settings: Settings) -> Iterator[tuple[Settings, Inbox]]:
-    with smtp_server() as (url, inbox):
-        yield app_settings.model_copy(update={"smtp_url": url}), inbox
-
-
-@pytest.fixture
-def api(mail: tuple[Settings, Inbox], engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(mail[0], engine), base_url=BASE_URL) as http:
-        yield http
+def api(mail_client: TestClient) -> TestClient:
+    return mail_client
 
 
 @pytest.fixture

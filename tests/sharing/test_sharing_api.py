@@ -6,7 +6,6 @@ Every test runs on SQLite and PostgreSQL; mail goes through a real SMTP server o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,21 +14,13 @@ from sqlalchemy import Engine
 from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
 from glucoshare.sharing.models import Invitation
-from glucoshare.web.app import create_app
-from tests.mailbox import Inbox, link_token, smtp_server
-from tests.web.conftest import BASE_URL, PASSWORD, Person, clarity_bytes, make_person
+from tests.mailbox import Inbox, link_token
+from tests.web.conftest import PASSWORD, Person, clarity_bytes, make_person
 
 
 @pytest.fixture
-def mail(app_settings: Settings) -> Iterator[tuple[Settings, Inbox]]:
-    with smtp_server() as (url, inbox):
-        yield app_settings.model_copy(update={"smtp_url": url}), inbox
-
-
-@pytest.fixture
-def api(mail: tuple[Settings, Inbox], engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(mail[0], engine), base_url=BASE_URL) as http:
-        yield http
+def api(mail_client: TestClient) -> TestClient:
+    return mail_client
 
 
 def _clinic(api: TestClient, admin: Person, name: str = "Sunrise Clinic") -> dict[str, str]:

@@ -22,15 +22,13 @@ from glucoshare.analytics.settings import (
 )
 from glucoshare.config import Settings
 from glucoshare.devices.models import Device
-from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file
 from glucoshare.records.models import Record, Upload
 from glucoshare.records.service import dedup_key
 from glucoshare.simulator import simulate
 from glucoshare.simulator.timeline import Timeline
 from glucoshare.simulator.writers.carelink import CareLinkOptions, calculator_schedule, write_carelink
 from glucoshare.summaries.settings_data import load_device_settings
-from tests.ingest.helpers import profile
+from tests.ingest.helpers import profile, store_export
 
 TZ = "Europe/Berlin"
 DAY = 86_400_000
@@ -54,14 +52,7 @@ def _imported(session: Session, settings: Settings) -> tuple[Timeline, Patient]:
     patient = add_patient(
         session, validate_patient(email="lena@example.org", name="Lena Fischer", timezone=TZ)
     )
-    import_file(
-        session,
-        settings=settings,
-        patient=patient,
-        incoming=IncomingFile(export.file_name, export.data),
-        timezone=None,
-        actor="test",
-    )
+    store_export(session, settings, patient, export)
     return timeline, patient
 
 

@@ -30,7 +30,7 @@ from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.simulator.writers.libreview import LibreViewOptions, write_libreview
 from glucoshare.summaries.models import DailySummary, SummaryBacklog
 from glucoshare.summaries.service import patient_stats, population, refresh_outdated, resolve_period
-from tests.ingest.helpers import profile
+from tests.ingest.helpers import profile, store_export
 
 CONTRACT_KEYS = [
     "patient", "from", "to", "days", "readings", "sensor_active_pct", "sufficient_data",
@@ -55,14 +55,7 @@ def _patient(session: Session, email: str = "stats@example.org") -> Patient:
 
 
 def _import(session: Session, settings: Settings, patient: Patient, export: WrittenExport) -> None:
-    import_file(
-        session,
-        settings=settings,
-        patient=patient,
-        incoming=IncomingFile(export.file_name, export.data),
-        timezone=None,
-        actor="test",
-    )
+    store_export(session, settings, patient, export)
 
 
 def _local_date(utc_ms: int) -> dt.date:

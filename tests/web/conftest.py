@@ -23,6 +23,7 @@ from glucoshare.simulator import simulate
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.web.app import create_app
 from tests.ingest.helpers import profile
+from tests.mailbox import Inbox, smtp_server
 
 PASSWORD = "a long and personal passphrase"  # noqa: S105 - test accounts
 BASE_URL = "https://testserver"  # Secure cookies travel over https only
@@ -32,6 +33,20 @@ BASE_URL = "https://testserver"  # Secure cookies travel over https only
 def app_settings(settings: Settings) -> Settings:
     """Settings with a small upload limit, so that the limit is easy to pass."""
     return settings.model_copy(update={"max_upload_bytes": 2_000_000})
+
+
+@pytest.fixture
+def mail(app_settings: Settings) -> Iterator[tuple[Settings, Inbox]]:
+    """The app settings with a real SMTP server on 127.0.0.1, and what it received."""
+    with smtp_server() as (url, inbox):
+        yield app_settings.model_copy(update={"smtp_url": url}), inbox
+
+
+@pytest.fixture
+def mail_client(mail: tuple[Settings, Inbox], engine: Engine) -> Iterator[TestClient]:
+    """An HTTP client of an app that sends its mail to :func:`mail`'s server."""
+    with TestClient(create_app(mail[0], engine), base_url=BASE_URL) as http:
+        yield http
 
 
 @pytest.fixture

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Final, Literal, get_args
 
 import numpy as np
@@ -594,19 +595,23 @@ def _combine(
 
 
 def _mage_traces(
-    traces: list[FloatArray], *, direction: str, short_ma: int, long_ma: int, max_gap_min: int
-) -> FloatArray:
-    """MAGE (ma) of every 5-minute grid trace (NaN = unknown point); NaN where there is none."""
+    traces: list[FloatArray], *, directions: Sequence[str], short_ma: int, long_ma: int, max_gap_min: int
+) -> list[FloatArray]:
+    """MAGE (ma) of every 5-minute grid trace (NaN = unknown point), for each of ``directions``.
+
+    Turning points and excursions do not depend on the direction; only the last step does, so
+    several directions cost little more than one. NaN where a trace has no MAGE.
+    """
     seg = _segments(traces, long_ma=long_ma, max_gap_min=max_gap_min)
     if seg.length.size == 0:
-        return np.full(len(traces), np.nan)
+        return [np.full(len(traces), np.nan) for _ in directions]
     signs = _delta_signs(seg, short_ma, long_ma)
     bounds, peak, count = _crossings(seg, signs)
     m = _turning_points(seg.values, bounds, peak, count)
     scan_alone = _alone(count, step_cost=_SCAN_STEP_COST, segment_cost=_SCAN_SEGMENT_COST)
     plus = _excursions(m, count, seg.sd, resume_at_peak=False, alone=scan_alone)
     minus = _excursions(-m, count, seg.sd, resume_at_peak=True, alone=scan_alone)
-    return _combine(seg, plus, minus, len(traces), direction)
+    return [_combine(seg, plus, minus, len(traces), direction) for direction in directions]
 
 
 def mage_many(
@@ -634,7 +639,34 @@ def mage_many(
     segments at once (Fernandes et al., J Diabetes Sci Technol 2022; Service et al., Diabetes
     1970;19:644).
     """
-    _check(direction, short_ma, long_ma)
+    return mage_many_directions(
+        utc_ms,
+        mgdl,
+        counts,
+        directions=(direction,),
+        first_offsets_min=first_offsets_min,
+        short_ma=short_ma,
+        long_ma=long_ma,
+        max_gap_min=max_gap_min,
+        inter_gap_min=inter_gap_min,
+    )[0]
+
+
+def mage_many_directions(
+    utc_ms: IntArray,
+    mgdl: FloatArray,
+    counts: IntArray,
+    *,
+    directions: Sequence[Direction],
+    first_offsets_min: IntArray | None = None,
+    short_ma: int = SHORT_MA,
+    long_ma: int = LONG_MA,
+    max_gap_min: int = MAX_GAP_MIN,
+    inter_gap_min: int = DEFAULT_INTER_GAP_MIN,
+) -> list[FloatArray]:
+    """:func:`mage_many` for each of ``directions`` (in that order); grid and excursions found once."""
+    for direction in directions:
+        _check(direction, short_ma, long_ma)
     counts = np.asarray(counts, np.int64)
     times = np.asarray(utc_ms, np.int64)
     values = np.asarray(mgdl, np.float64)
@@ -658,7 +690,7 @@ def mage_many(
         )
         traces.append(grid.flat if grid is not None else np.empty(0))
     return _mage_traces(
-        traces, direction=direction, short_ma=short_ma, long_ma=long_ma, max_gap_min=max_gap_min
+        traces, directions=directions, short_ma=short_ma, long_ma=long_ma, max_gap_min=max_gap_min
     )
 
 

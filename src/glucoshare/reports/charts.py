@@ -39,6 +39,50 @@ GLUCOSE_TOP = 350.0
 DAY_MINUTES = 1440.0
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _DayFrame:
+    """The plot area of a glucose-over-one-day chart: minutes after midnight across, mg/dL up."""
+
+    left: float
+    right: float
+    top: float
+    bottom: float
+
+    @property
+    def x(self) -> Scale:
+        return Scale(0.0, DAY_MINUTES, self.left, self.right)
+
+    @property
+    def y(self) -> Scale:
+        return Scale(0.0, GLUCOSE_TOP, self.bottom, self.top)
+
+    @property
+    def gap(self) -> float:
+        """A trace breaks where readings are further apart than half an hour."""
+        return (self.right - self.left) / 48
+
+    def axes(self, glucose: Glucose) -> list[str]:
+        """Glucose grid lines labelled in the reader's unit, hour lines and the unit's name."""
+        parts = _glucose_axis(glucose, self.y, self.left, self.right, (54.0, 70.0, 180.0, 250.0, GLUCOSE_TOP))
+        parts += hour_ticks(self.x, self.top, self.bottom)
+        parts.append(text(self.left - 30, self.top - 6, glucose.unit, cls="tick"))
+        return parts
+
+    def target_lines(self, low: float, high: float) -> list[str]:
+        """The target range's two lines."""
+        return [line(self.left, self.y(v), self.right, self.y(v), cls="target") for v in (low, high)]
+
+    def target_band(self, low: float, high: float) -> str:
+        """The target range as a shaded band."""
+        return rect(
+            self.left, self.y(high), self.right - self.left, self.y(low) - self.y(high), cls="targetband"
+        )
+
+    def trace(self, minutes: Floats, mgdl: Floats, *, cls: str = "trace") -> str:
+        """One day's readings as a line (broken at gaps)."""
+        return path(polyline_path(self.x.many(minutes), self.y.many(mgdl), max_gap=self.gap), cls=cls)
+
+
 def _glucose_axis(
     glucose: Glucose, scale: Scale, left: float, right: float, marks: Sequence[float], *, labels: bool = True
 ) -> list[str]:
@@ -108,24 +152,20 @@ def agp_chart(
     height: float = 240,
 ) -> Markup:
     """The AGP graph: 5–95 % and 25–75 % bands, the median and the target lines over one day."""
-    left, right, top, bottom = 40.0, width - 30, 14.0, height - 22
-    x = Scale(0.0, DAY_MINUTES, left, right)
-    y = Scale(0.0, GLUCOSE_TOP, bottom, top)
+    frame = _DayFrame(40.0, width - 30, 14.0, height - 22)
+    x, y = frame.x, frame.y
     minutes = np.append(profile.slot_start_min.astype(np.float64), DAY_MINUTES)
 
     def closed(curve: Floats) -> Floats:  # the day is a circle: 24:00 repeats 00:00
         return np.append(curve, curve[:1])
 
     xs = x.many(minutes)
-    parts = [*_glucose_axis(glucose, y, left, right, (54.0, 70.0, 180.0, 250.0, GLUCOSE_TOP))]
-    parts += hour_ticks(x, top, bottom)
+    parts = frame.axes(glucose)
     parts.append(path(band_path(xs, y.many(closed(profile.p5)), y.many(closed(profile.p95))), cls="band5"))
     parts.append(path(band_path(xs, y.many(closed(profile.p25)), y.many(closed(profile.p75))), cls="band25"))
-    parts.append(line(left, y(target_low), right, y(target_low), cls="target"))
-    parts.append(line(left, y(target_high), right, y(target_high), cls="target"))
+    parts += frame.target_lines(target_low, target_high)
     parts.append(path(polyline_path(xs, y.many(closed(profile.p50))), cls="median"))
-    parts.append(line(left, bottom, right, bottom, cls="axis"))
-    parts.append(text(left - 30, top - 6, glucose.unit, cls="tick"))
+    parts.append(line(frame.left, frame.bottom, frame.right, frame.bottom, cls="axis"))
     _percentile_labels(parts, profile, x, y)
     label = (
         f"Ambulatory glucose profile over {profile.days} days: median, 25–75 % and 5–95 % ranges "
@@ -241,25 +281,17 @@ def day_chart(
     day: DayData, glucose: Glucose, *, target_low: float, target_high: float, width: float = 720
 ) -> Markup:
     """One day: CGM trace and meter readings, boluses and carbs, the basal lane and device events."""
-    left, right = 40.0, width - 10
-    x = Scale(0.0, DAY_MINUTES, left, right)
-    g_top, g_bottom = 14.0, 190.0
+    frame = _DayFrame(40.0, width - 10, 14.0, 190.0)
+    left, right, g_bottom = frame.left, frame.right, frame.bottom
+    x, y = frame.x, frame.y
     dose_top, dose_bottom = 205.0, 255.0
     basal_top, basal_bottom = 270.0, 310.0
     event_y = 330.0
     height = 350.0
-    y = Scale(0.0, GLUCOSE_TOP, g_bottom, g_top)
-    parts = [rect(left, y(target_high), right - left, y(target_low) - y(target_high), cls="targetband")]
-    parts += _glucose_axis(glucose, y, left, right, (54.0, 70.0, 180.0, 250.0, GLUCOSE_TOP))
-    parts += hour_ticks(x, g_top, g_bottom)
-    for hour in range(0, 25, 3):  # the hour lines run on through the lanes below
-        parts.append(line(x(hour * 60.0), g_bottom + 14, x(hour * 60.0), event_y + 4, cls="grid"))
-    parts.append(text(left - 30, g_top - 6, glucose.unit, cls="tick"))
-    parts.append(
-        path(
-            polyline_path(x.many(day.cgm_min), y.many(day.cgm_mgdl), max_gap=(right - left) / 48), cls="trace"
-        )
-    )
+    parts = [frame.target_band(target_low, target_high), *frame.axes(glucose)]
+    # The hour lines run on through the lanes below.
+    parts += [line(x(h * 60.0), g_bottom + 14, x(h * 60.0), event_y + 4, cls="grid") for h in range(0, 25, 3)]
+    parts.append(frame.trace(day.cgm_min, day.cgm_mgdl))
     for minute, value in zip(day.meter_min.tolist(), day.meter_mgdl.tolist(), strict=True):
         parts.append(circle(x(minute), y(value), 3.2, cls="meter", title=glucose.with_unit(value)))
     # Boluses as bars (height by units, labelled), carbs as circles (labelled grams).
@@ -310,18 +342,11 @@ def trends_chart(
     height: float = 260,
 ) -> Markup:
     """Trends by time of day: each day faint, then min–max, 10–90 % and 25–75 % ranges and the median."""
-    left, right, top, bottom = 40.0, width - 10, 10.0, height - 22
-    x = Scale(0.0, DAY_MINUTES, left, right)
-    y = Scale(0.0, GLUCOSE_TOP, bottom, top)
-    parts = [rect(left, y(target_high), right - left, y(target_low) - y(target_high), cls="targetband")]
-    parts += _glucose_axis(glucose, y, left, right, (54.0, 70.0, 180.0, 250.0, GLUCOSE_TOP))
-    parts += hour_ticks(x, top, bottom)
-    parts.append(text(left - 30, top - 6, glucose.unit, cls="tick"))
-    for minutes, values in day_traces:
-        parts.append(
-            path(polyline_path(x.many(minutes), y.many(values), max_gap=(right - left) / 48), cls="faint")
-        )
-    bin_w = (right - left) * bins.bin_minutes / DAY_MINUTES
+    frame = _DayFrame(40.0, width - 10, 14.0, height - 22)
+    x, y = frame.x, frame.y
+    parts = [frame.target_band(target_low, target_high), *frame.axes(glucose)]
+    parts += [frame.trace(minutes, values, cls="faint") for minutes, values in day_traces]
+    bin_w = (frame.right - frame.left) * bins.bin_minutes / DAY_MINUTES
     p10, p25, p50, p75, p90 = bins.percentiles
     for k, start in enumerate(bins.start_min.tolist()):
         if not bins.readings[k]:
@@ -337,7 +362,7 @@ def trends_chart(
     if meter is not None:
         for minute, value in zip(meter[0].tolist(), meter[1].tolist(), strict=True):
             parts.append(circle(x(minute), y(value), 2.6, cls="meter"))
-    parts.append(line(left, bottom, right, bottom, cls="axis"))
+    parts.append(line(frame.left, frame.bottom, frame.right, frame.bottom, cls="axis"))
     label = f"Glucose by time of day in {bins.bin_minutes}-minute bins: median, 25–75 %, 10–90 % and extremes"
     return svg(width, height, parts, label=label)
 
@@ -353,19 +378,15 @@ def comparison_chart(
     height: float = 230,
 ) -> Markup:
     """Two periods' AGP medians and 25–75 % ranges over a day (this one solid blue, the one before orange)."""
-    left, right, top, bottom = 40.0, width - 10, 10.0, height - 22
-    x = Scale(0.0, DAY_MINUTES, left, right)
-    y = Scale(0.0, GLUCOSE_TOP, bottom, top)
-    parts = [*_glucose_axis(glucose, y, left, right, (54.0, 70.0, 180.0, 250.0, GLUCOSE_TOP))]
-    parts += hour_ticks(x, top, bottom)
-    parts.append(text(left - 30, top - 6, glucose.unit, cls="tick"))
+    frame = _DayFrame(40.0, width - 10, 14.0, height - 22)
+    x, y = frame.x, frame.y
+    parts = frame.axes(glucose)
     for profile, band, median in ((previous, "band25b", "median2"), (current, "band25", "median")):
         xs = x.many(profile.slot_start_min.astype(np.float64))
         parts.append(path(band_path(xs, y.many(profile.p25), y.many(profile.p75)), cls=band))
         parts.append(path(polyline_path(xs, y.many(profile.p50)), cls=median))
-    parts.append(line(left, y(target_low), right, y(target_low), cls="target"))
-    parts.append(line(left, y(target_high), right, y(target_high), cls="target"))
-    parts.append(line(left, bottom, right, bottom, cls="axis"))
+    parts += frame.target_lines(target_low, target_high)
+    parts.append(line(frame.left, frame.bottom, frame.right, frame.bottom, cls="axis"))
     label = "Median glucose and 25–75 % range by time of day, this period against the previous one"
     return svg(width, height, parts, label=label)
 
@@ -381,21 +402,16 @@ def window_chart(
     height: float = 170,
 ) -> Markup:
     """The evidence of a pattern: the days' traces over one day with the pattern's window shaded."""
-    left, right, top, bottom = 40.0, width - 10, 8.0, height - 22
-    x = Scale(0.0, DAY_MINUTES, left, right)
-    y = Scale(0.0, GLUCOSE_TOP, bottom, top)
+    frame = _DayFrame(40.0, width - 10, 14.0, height - 22)
+    x = frame.x
     start, end = window
-    parts = []
     spans = [(start, end)] if end > start else [(start, int(DAY_MINUTES)), (0, end)]
-    for a, b in spans:
-        parts.append(rect(x(float(a)), top, x(float(b)) - x(float(a)), bottom - top, cls="empty"))
-    parts += _glucose_axis(glucose, y, left, right, (54.0, 70.0, 180.0, 250.0, GLUCOSE_TOP))
-    parts += hour_ticks(x, top, bottom)
-    parts.append(line(left, y(target_low), right, y(target_low), cls="target"))
-    parts.append(line(left, y(target_high), right, y(target_high), cls="target"))
-    for _, minutes, values in traces:
-        parts.append(
-            path(polyline_path(x.many(minutes), y.many(values), max_gap=(right - left) / 48), cls="trace")
-        )
+    parts = [
+        rect(x(float(a)), frame.top, x(float(b)) - x(float(a)), frame.bottom - frame.top, cls="empty")
+        for a, b in spans
+    ]
+    parts += frame.axes(glucose)
+    parts += frame.target_lines(target_low, target_high)
+    parts += [frame.trace(minutes, values) for _, minutes, values in traces]
     label = f"Glucose on the {len(traces)} days of the pattern, its time window shaded"
     return svg(width, height, parts, label=label)

@@ -26,7 +26,7 @@ from glucoshare.analytics.coverage import active_pct, one_per_slot, sampling_int
 from glucoshare.analytics.events import EventKind, EventLevel, glucose_events
 from glucoshare.analytics.grid import DayGrid, day_grid
 from glucoshare.analytics.insulin import insulin_summary
-from glucoshare.analytics.mage import mage_ma
+from glucoshare.analytics.mage import mage_many_directions
 from glucoshare.analytics.metrics import cohort_metrics, gmi_mmol_mol, gri, j_index, risk_indices
 from glucoshare.analytics.patterns import find_patterns
 from glucoshare.analytics.ranges import MMOL_CUTOFFS, TargetRange
@@ -286,9 +286,19 @@ def grid_figures(cgm: CgmArrays, grid: DayGrid | None) -> GridFigures:
     def count(kind: EventKind, level: EventLevel) -> int:
         return sum(1 for event in events if event.kind is kind and event.level is level)
 
+    mage, mage_service = (  # both from one search for excursions
+        float(values[0]) if np.isfinite(values[0]) else None
+        for values in mage_many_directions(
+            cgm.utc_ms,
+            cgm.mgdl,
+            np.array([cgm.utc_ms.size], np.int64),
+            directions=("avg", "service"),
+            first_offsets_min=np.array([int(offsets[0])], np.int64),
+        )
+    )
     return GridFigures(
-        mage=mage_ma(cgm.utc_ms, cgm.mgdl, first_offset_min=int(offsets[0])),
-        mage_service=mage_ma(cgm.utc_ms, cgm.mgdl, first_offset_min=int(offsets[0]), direction="service"),
+        mage=mage,
+        mage_service=mage_service,
         modd=modd(grid),
         conga1=conga(grid, hours=1),
         hypo_l1=count(EventKind.HYPO, EventLevel.LEVEL_1),

@@ -71,15 +71,21 @@ def load_cgm(session: Session, patient_id: str, timezone: str, start_ms: int, en
     return CgmArrays(utc, utc + utc_offsets_ms(utc, timezone), np.array(values, np.float64), mmol)
 
 
-def latest_cgm_ms(session: Session, patient_id: str) -> int | None:
-    """The UTC instant of the patient's latest CGM reading, if any."""
-    value = session.scalar(
-        select(Record.time_ms)
+def latest_cgm(session: Session, patient_id: str) -> tuple[int, float | None] | None:
+    """The patient's latest CGM reading: its UTC instant (ms) and glucose (mg/dL), if any."""
+    row = session.execute(
+        select(Record.time_ms, Record.value)
         .where(Record.device_seq.in_(_devices(patient_id)), Record.type == RecordType.CBG.value)
         .order_by(Record.time_ms.desc())
         .limit(1)
-    )
-    return None if value is None else int(value)
+    ).first()
+    return None if row is None else (int(row[0]), None if row[1] is None else float(row[1]))
+
+
+def latest_cgm_ms(session: Session, patient_id: str) -> int | None:
+    """The UTC instant of the patient's latest CGM reading, if any."""
+    latest = latest_cgm(session, patient_id)
+    return None if latest is None else latest[0]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

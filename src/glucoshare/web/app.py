@@ -21,6 +21,7 @@ from glucoshare.web.api.schemas import Health
 from glucoshare.web.deps import unit_of_work
 from glucoshare.web.errors import install_error_handlers
 from glucoshare.web.security import AuditOrigin, BodyLimit, SecurityHeaders
+from glucoshare.web.ui import pages
 
 JSON_BODY_LIMIT = 1024 * 1024
 """Largest JSON request body outside file uploads (1 MiB)."""
@@ -67,8 +68,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         reports.router,
         sharing.router,
         clinics.router,
+        pages.router,
     ):
         app.include_router(router)
+    app.state.page_error = pages.page_error
 
     @app.get("/health", tags=["operations"])
     def health(request: Request) -> Health:
@@ -86,6 +89,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.mount(
         "/static/vendor/swagger", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static")
     )
+    ui_static = resources.files("glucoshare.web.ui") / "static"
+    app.mount("/static/ui", StaticFiles(directory=str(ui_static)), name="ui-static")
     reports_static = resources.files("glucoshare.reports") / "static"
     app.mount("/static/reports", StaticFiles(directory=str(reports_static)), name="report-static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

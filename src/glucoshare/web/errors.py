@@ -1,5 +1,8 @@
 """One JSON error shape for every HTTP error: ``{"error": {"code", "message", "status"}}``.
 
+Web-app pages (every path outside the API, the docs and the static files) get a friendly error
+page instead, when the app registered one (``app.state.page_error``).
+
 Validation errors name the field and the rule but never echo the value (it may be a password).
 Unexpected exceptions answer ``500`` and are logged by type only: no request data, no health data.
 """
@@ -7,10 +10,11 @@ Unexpected exceptions answer ``500`` and are logged by type only: no request dat
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from glucoshare.errors import GlucoshareError, TooManyRequestsError, UnauthenticatedError, error_document
@@ -26,6 +30,11 @@ _HTTP_CODES = {
 }
 
 
+PageRenderer = Callable[[Request, int, str], Response]
+"""Renders the web app's error page: request, status, message."""
+_NOT_PAGES = ("/v1/", "/static/", "/docs", "/openapi.json", "/health", "/api/")
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -33,7 +42,17 @@ def error_response(
     return JSONResponse(error_document(code, message, status), status_code=status, headers=headers)
 
 
-async def _glucoshare_error(_request: Request, exc: Exception) -> JSONResponse:
+def _answer(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The JSON error for API calls; for a web-app page, its friendly error page."""
+    renderer: PageRenderer | None = getattr(request.app.state, "page_error", None)
+    if renderer is not None and not request.url.path.startswith(_NOT_PAGES):
+        return renderer(request, status, message)
+    return error_response(status, code, message, headers)
+
+
+async def _glucoshare_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GlucoshareError)  # noqa: S101 - registered for this class only
     headers: dict[str, str] = {}
     if isinstance(exc, TooManyRequestsError):
@@ -42,27 +61,27 @@ async def _glucoshare_error(_request: Request, exc: Exception) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Bearer realm="glucoshare"'
     if exc.http_status >= 500:  # noqa: PLR2004
         log.error("internal error: %s (%s)", type(exc).__name__, exc.code)
-    return error_response(exc.http_status, exc.code, exc.message, headers)
+    return _answer(request, exc.http_status, exc.code, exc.message, headers)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # noqa: S101
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-    return error_response(422, "invalid_request", f"{where}: {message}" if where else message)
+    return _answer(request, 422, "invalid_request", f"{where}: {message}" if where else message)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    return _answer(request, exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
-async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("internal error: %s", type(exc).__name__)
-    return error_response(500, "internal_error", "internal error; nothing was stored")
+    return _answer(request, 500, "internal_error", "internal error; nothing was stored")
 
 
 def install_error_handlers(app: FastAPI) -> None:

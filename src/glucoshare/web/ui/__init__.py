@@ -1,0 +1,1 @@
+"""The web app: server-rendered pages for patients, care partners and clinics."""

@@ -1,0 +1,291 @@
+"""The web app's pages: server-rendered HTML for patients, care partners and clinicians.
+
+Pages read through the same services and the same permission service as the REST API (a caller
+without access gets the "not found" page, as the API answers ``404``). Changes go to the REST API
+from the page's small script (``static/app.js``) with the session cookie and its CSRF token, so
+every rule of the API holds for the web app too. A page without a valid session sends the browser
+to the sign-in page and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import jinja2
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.access import Principal, own_patient
+from glucoshare.accounts.errors import PatientNotFoundError
+from glucoshare.accounts.models import Patient, User
+from glucoshare.devices.service import list_devices
+from glucoshare.errors import UnauthenticatedError
+from glucoshare.records.service import list_uploads
+from glucoshare.records.vocabulary import mgdl_to_mmol
+from glucoshare.reports.render import STYLESHEET, render_body
+from glucoshare.reports.service import ReportOptions, build_report
+from glucoshare.reports.units import Glucose, Unit, pct
+from glucoshare.reports.views import REPORT_KINDS, TITLES, ReportKind
+from glucoshare.sharing.access import accessible_patients, permissions_of
+from glucoshare.sharing.models import Clinic, ClinicMember
+from glucoshare.sharing.patient_list import clinic_patients
+from glucoshare.sharing.service import grants_of, share_out
+from glucoshare.summaries.data import latest_cgm
+from glucoshare.summaries.service import patient_stats, resolve_period
+from glucoshare.web.deps import SESSION_COOKIE, authenticate, csrf_token, reach_patient, unit_of_work
+
+router = APIRouter(include_in_schema=False)
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    folder = resources.files("glucoshare.web.ui") / "templates"
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: (folder / name).read_text(encoding="utf-8")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who looks at a page: the account, their own patient record (if any) and their clinics."""
+
+    user: User
+    patient_id: str | None
+    clinics: list[Clinic]
+    csrf: str
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    viewer: Viewer | None,
+    status_code: int = 200,
+    **context: Any,  # noqa: ANN401
+) -> HTMLResponse:
+    """A page of the web app."""
+    html = (
+        _templates()
+        .get_template(template)
+        .render(
+            viewer=viewer,
+            path=request.url.path,
+            report_stylesheet=f"/static/reports/{STYLESHEET}",
+            **context,
+        )
+    )
+    return HTMLResponse(html, status_code=status_code)
+
+
+def _signin_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+
+
+def _viewer(request: Request, session: Session) -> tuple[Principal, Viewer] | None:
+    """The signed-in person of a browser request, or ``None`` (no session, or an ended one)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is None:
+        return None
+    try:
+        principal = authenticate(request)
+    except UnauthenticatedError:
+        return None
+    if principal.user is None:
+        return None
+    user = session.get(User, principal.user.id)
+    if user is None:
+        return None
+    patient = own_patient(session, user)
+    clinics = list(
+        session.scalars(
+            select(Clinic)
+            .join(ClinicMember, ClinicMember.clinic_id == Clinic.id)
+            .where(ClinicMember.user_id == user.id)
+            .order_by(Clinic.name)
+        )
+    )
+    return principal, Viewer(
+        user, None if patient is None else patient.id, clinics, csrf_token(request, cookie)
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def start(request: Request) -> Response:
+    """The start page: one's own data, the patients shared with one, or the clinic."""
+    with unit_of_work(request) as session:
+        found = _viewer(request, session)
+        if found is None:
+            return RedirectResponse("/signin", status_code=303)
+        principal, viewer = found
+        if viewer.patient_id is not None:
+            return RedirectResponse(f"/patients/{viewer.patient_id}", status_code=303)
+        if viewer.clinics:
+            return RedirectResponse(f"/clinics/{viewer.clinics[0].id}", status_code=303)
+        patients = accessible_patients(session, principal)
+        return render(request, "patients.html", viewer=viewer, patients=patients)
+
+
+@router.get("/signin", response_class=HTMLResponse)
+def signin(
+    request: Request, next_: Annotated[str | None, Query(alias="next", max_length=500)] = None
+) -> Response:
+    """The sign-in form (e-mail, password and, when enrolled, the second factor)."""
+    target = next_ if next_ and next_.startswith("/") and not next_.startswith("//") else "/"
+    return render(request, "signin.html", viewer=None, next=target)
+
+
+def _glucose_of(patient: Patient) -> Glucose:
+    return Glucose("mmol/L" if patient.display_units == "mmol/L" else "mg/dL")
+
+
+@router.get("/patients/{patient_id}", response_class=HTMLResponse)
+def dashboard(request: Request, patient_id: str) -> Response:
+    """A patient's dashboard: latest reading, the last 14 days in figures, devices and uploads."""
+    with unit_of_work(request) as session:
+        found = _viewer(request, session)
+        if found is None:
+            return _signin_redirect(request)
+        principal, viewer = found
+        patient = reach_patient(request, session, principal, patient_id, "view")
+        period = resolve_period(session, patient, days=14)
+        stats = patient_stats(session, patient, period, actor=principal.actor)
+        latest = latest_cgm(session, patient.id)
+        devices = list_devices(session, patient.id)
+        uploads = list_uploads(session, patient.id)
+        glucose = _glucose_of(patient)
+        return render(
+            request,
+            "dashboard.html",
+            viewer=viewer,
+            patient=patient,
+            permissions=sorted(permissions_of(session, principal, patient)),
+            stats=stats,
+            glucose=glucose,
+            pct=pct,
+            latest_at=None if latest is None else dt.datetime.fromtimestamp(latest[0] / 1000, dt.UTC),
+            latest_value=None if latest is None else glucose.with_unit(latest[1]),
+            devices=devices,
+            uploads=uploads[:10],
+            kinds=REPORT_KINDS,
+            titles=TITLES,
+        )
+
+
+@router.get("/patients/{patient_id}/reports/{kind}", response_class=HTMLResponse)
+def report_page(
+    request: Request,
+    patient_id: str,
+    kind: ReportKind,
+    *,
+    days: Annotated[int | None, Query(ge=1, le=3660)] = None,
+    from_: Annotated[dt.date | None, Query(alias="from")] = None,
+    to: Annotated[dt.date | None, Query()] = None,
+    units: Annotated[Unit | None, Query()] = None,
+) -> Response:
+    """One report of a patient, with its period and unit chosen on the page, and its PDF."""
+    with unit_of_work(request) as session:
+        found = _viewer(request, session)
+        if found is None:
+            return _signin_redirect(request)
+        principal, viewer = found
+        patient = reach_patient(request, session, principal, patient_id, "view")
+        period = resolve_period(session, patient, days=days, first=from_, last=to)
+        report = build_report(
+            session, patient, kind, period, actor=principal.actor, options=ReportOptions(unit=units)
+        )
+        query = f"from={period.first.isoformat()}&to={period.last.isoformat()}"
+        if units is not None:
+            query += f"&units={quote(units)}"
+        return render(
+            request,
+            "report.html",
+            viewer=viewer,
+            patient=patient,
+            kind=kind,
+            kinds=REPORT_KINDS,
+            titles=TITLES,
+            body=render_body(report),
+            first=period.first,
+            last=period.last,
+            unit=units or patient.display_units,
+            pdf_url=f"/v1/patients/{patient.id}/reports/{kind}?format=pdf&{query}",
+        )
+
+
+@router.get("/patients/{patient_id}/sharing", response_class=HTMLResponse)
+def sharing_page(request: Request, patient_id: str) -> Response:
+    """Everyone with access to the patient's data, what they may do, and sharing with a clinic code."""
+    with unit_of_work(request) as session:
+        found = _viewer(request, session)
+        if found is None:
+            return _signin_redirect(request)
+        principal, viewer = found
+        if viewer.patient_id != patient_id:
+            reach_patient(request, session, principal, patient_id, "manage")
+        patient = session.get(Patient, patient_id)
+        if patient is None:
+            raise PatientNotFoundError("no patient with this id")
+        shares = [share_out(session, s) for s in grants_of(session, patient)]
+        return render(request, "sharing.html", viewer=viewer, patient=patient, shares=shares)
+
+
+@router.get("/clinics/{clinic_id}", response_class=HTMLResponse)
+def clinic_page(
+    request: Request,
+    clinic_id: str,
+    search: Annotated[str | None, Query(max_length=100)] = None,
+    sort: Annotated[
+        Literal["triage", "name", "last_data", "time_in_range", "time_below_range", "gmi", "added"], Query()
+    ] = "triage",
+) -> Response:
+    """A clinic's patient list with the triage categories and search (members only)."""
+    with unit_of_work(request) as session:
+        found = _viewer(request, session)
+        if found is None:
+            return _signin_redirect(request)
+        principal, viewer = found
+        clinic = next((c for c in viewer.clinics if c.id == clinic_id), None)
+        if clinic is None or principal.must_enrol_second_factor:
+            raise PatientNotFoundError("no such clinic, or not yours")
+        listing = clinic_patients(session, clinic, search=search, sort=sort, limit=100)
+        return render(
+            request,
+            "clinic.html",
+            viewer=viewer,
+            clinic=clinic,
+            listing=listing,
+            search=search or "",
+            sort=sort,
+            mmol=mgdl_to_mmol,
+        )
+
+
+def page_error(request: Request, status: int, message: str) -> Response:
+    """The friendly page of an error on a web-app page (no stack trace, no internal detail).
+
+    A page that needs a session sends the browser to the sign-in page instead.
+    """
+    if status == 401:  # noqa: PLR2004
+        return _signin_redirect(request)
+    titles = {404: "Not found", 403: "Not allowed", 422: "That did not work", 429: "Too many attempts"}
+    return render(
+        request,
+        "error.html",
+        viewer=None,
+        status_code=status,
+        status=status,
+        title=titles.get(status, "Something went wrong" if status >= 500 else "That did not work"),  # noqa: PLR2004
+        message=message if status < 500 else "The server could not finish this. Please try again.",  # noqa: PLR2004
+    )

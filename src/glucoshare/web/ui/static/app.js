@@ -1,0 +1,117 @@
+// Glucoshare web app: forms that talk to the REST API with the session cookie and its CSRF token.
+// <form data-api="/v1/..." data-method="POST" data-then="reload|/path"> sends its fields as JSON;
+// <form data-upload="/v1/patients/ID/uploads"> sends its files with a progress bar. Errors show in
+// the form's [role=alert] element, in the API's own words. No inline script anywhere (CSP).
+(function () {
+  "use strict";
+
+  function csrf() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  function showError(form, message) {
+    var box = form.querySelector("[role=alert]");
+    if (!box) { window.alert(message); return; }
+    box.textContent = message;
+    box.hidden = false;
+    box.focus && box.setAttribute("tabindex", "-1");
+  }
+
+  function clearError(form) {
+    var box = form.querySelector("[role=alert]");
+    if (box) { box.hidden = true; box.textContent = ""; }
+  }
+
+  function after(form) {
+    var then = form.getAttribute("data-then") || "reload";
+    if (then === "reload") { window.location.reload(); } else { window.location.assign(then); }
+  }
+
+  function messageOf(status, text) {
+    try {
+      var body = JSON.parse(text);
+      if (body && body.error && body.error.message) { return body.error.message; }
+    } catch (e) { /* not JSON */ }
+    if (status === 401) { return "Your session has ended: please sign in again."; }
+    return "That did not work (error " + status + "). Please try again.";
+  }
+
+  function fields(form) {
+    var data = {};
+    Array.prototype.forEach.call(form.elements, function (el) {
+      if (!el.name || el.type === "submit" || el.type === "file") { return; }
+      if (el.hasAttribute("data-optional") && el.value === "") { return; }
+      data[el.name] = el.value;
+    });
+    return data;
+  }
+
+  function sendJson(form) {
+    var method = (form.getAttribute("data-method") || "POST").toUpperCase();
+    var request = new XMLHttpRequest();
+    request.open(method, form.getAttribute("data-api"));
+    request.setRequestHeader("Content-Type", "application/json");
+    request.setRequestHeader("X-CSRF-Token", csrf());
+    request.onload = function () {
+      if (request.status >= 200 && request.status < 300) { after(form); return; }
+      if (request.status === 401 && form.getAttribute("data-api") !== "/v1/auth/login") {
+        window.location.assign("/signin?next=" + encodeURIComponent(window.location.pathname));
+        return;
+      }
+      showError(form, messageOf(request.status, request.responseText));
+      form.removeAttribute("aria-busy");
+    };
+    request.onerror = function () { showError(form, "The server cannot be reached. Check your connection."); };
+    form.setAttribute("aria-busy", "true");
+    request.send(method === "DELETE" ? null : JSON.stringify(fields(form)));
+  }
+
+  function sendFiles(form) {
+    var input = form.querySelector("input[type=file]");
+    if (!input.files.length) { showError(form, "Choose one or more export files first."); return; }
+    var body = new FormData();
+    Array.prototype.forEach.call(input.files, function (file) { body.append("files", file); });
+    var bar = form.querySelector("progress");
+    var results = form.querySelector(".results");
+    var request = new XMLHttpRequest();
+    request.open("POST", form.getAttribute("data-upload"));
+    request.setRequestHeader("X-CSRF-Token", csrf());
+    request.upload.onprogress = function (event) {
+      if (bar && event.lengthComputable) { bar.hidden = false; bar.value = Math.round(100 * event.loaded / event.total); }
+    };
+    request.onload = function () {
+      form.removeAttribute("aria-busy");
+      if (request.status >= 200 && request.status < 300) {
+        var uploads = JSON.parse(request.responseText);
+        results.textContent = "";
+        uploads.forEach(function (upload) {
+          var line = document.createElement("p");
+          line.textContent = upload.file + ": " + upload.new + " new, " + upload.duplicates + " already here" +
+            (upload.rejected_count ? ", " + upload.rejected_count + " rows refused" : "") + ".";
+          results.appendChild(line);
+        });
+        var done = document.createElement("a");
+        done.href = window.location.pathname;
+        done.textContent = "Show the updated figures";
+        results.appendChild(done);
+        return;
+      }
+      showError(form, messageOf(request.status, request.responseText));
+    };
+    request.onerror = function () { showError(form, "The server cannot be reached. Check your connection."); };
+    form.setAttribute("aria-busy", "true");
+    request.send(body);
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement)) { return; }
+    if (!form.hasAttribute("data-api") && !form.hasAttribute("data-upload")) { return; }
+    event.preventDefault();
+    clearError(form);
+    var question = form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { return; }
+    if (form.hasAttribute("data-upload")) { sendFiles(form); } else { sendJson(form); }
+  });
+})();

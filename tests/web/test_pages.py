@@ -1,0 +1,151 @@
+"""The web app's pages over HTTP: who sees what, friendly errors, and pages that obey the CSP."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from glucoshare.web.deps import SESSION_COOKIE
+from tests.web.conftest import Person, clarity_bytes, make_person
+
+
+def _as(client: TestClient, person: Person) -> TestClient:
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, person.token)
+    return client
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'<meta name="csrf-token" content="([0-9a-f]+)">', page)
+    assert match is not None
+    return match.group(1)
+
+
+@pytest.fixture
+def owner(client: TestClient, engine: Engine) -> Person:
+    person = make_person(engine, "ada@example.org", "patient", patient=True)
+    name, data = clarity_bytes(seed=3, days=3)
+    uploaded = client.post(
+        f"/v1/patients/{person.patient_id}/uploads", headers=person.headers, files={"files": (name, data)}
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    return person
+
+
+def test_without_a_session_pages_send_to_the_sign_in_page(client: TestClient, owner: Person) -> None:
+    client.cookies.clear()
+    response = client.get(f"/patients/{owner.patient_id}", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/signin?next=%2Fpatients%2F{owner.patient_id}"
+    assert client.get("/", follow_redirects=False).headers["location"] == "/signin"
+    page = client.get("/signin?next=/patients/x")
+    assert page.status_code == 200
+    assert 'data-then="/patients/x"' in page.text
+    assert 'data-then="/"' in client.get("/signin?next=//evil.example").text
+
+
+def test_the_patient_sees_their_dashboard_reports_and_sharing(client: TestClient, owner: Person) -> None:
+    _as(client, owner)
+    start = client.get("/", follow_redirects=False)
+    assert start.headers["location"] == f"/patients/{owner.patient_id}"
+    page = client.get(f"/patients/{owner.patient_id}")
+    assert page.status_code == 200
+    assert "Latest reading" in page.text
+    assert "mg/dL" in page.text
+    assert "Upload device exports" in page.text
+    assert _csrf(page.text)
+    report = client.get(f"/patients/{owner.patient_id}/reports/agp")
+    assert report.status_code == 200
+    assert "AGP Report" in report.text
+    assert "Download PDF" in report.text
+    assert f"/v1/patients/{owner.patient_id}/reports/agp?format=pdf" in report.text
+    overlay = client.get(f"/patients/{owner.patient_id}/reports/overlay", params={"units": "mmol/L"})
+    assert "mmol/L" in overlay.text
+    sharing = client.get(f"/patients/{owner.patient_id}/sharing")
+    assert "Share with a clinic" in sharing.text
+    assert "Nobody but you can see your data." in sharing.text
+
+
+def test_pages_carry_no_inline_script_or_style(client: TestClient, owner: Person) -> None:
+    _as(client, owner)
+    for path in (f"/patients/{owner.patient_id}", f"/patients/{owner.patient_id}/reports/daily", "/signin"):
+        page = client.get(path)
+        assert page.status_code == 200
+        assert "<style" not in page.text
+        assert re.search(r"<script(?![^>]*\bsrc=)", page.text) is None, path
+        assert re.search(r"\son[a-z]+=", page.text) is None, path  # no event-handler attributes
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/ui/app.js", "/static/ui/app.css", "/static/ui/vendor/htmx-2.0.11.min.js"):
+        assert client.get(asset).status_code == 200
+
+
+def test_someone_without_access_gets_the_not_found_page(
+    client: TestClient, owner: Person, engine: Engine
+) -> None:
+    stranger = make_person(engine, "eve@example.org", "patient", patient=True)
+    _as(client, stranger)
+    for path in (
+        f"/patients/{owner.patient_id}",
+        f"/patients/{owner.patient_id}/reports/agp",
+        f"/patients/{owner.patient_id}/sharing",
+    ):
+        page = client.get(path)
+        assert page.status_code == 404
+        assert page.headers["content-type"].startswith("text/html")
+        assert "Not found" in page.text
+        assert "Ada" not in page.text
+        assert "Traceback" not in page.text
+
+
+def test_the_clinician_sees_the_shared_patient_until_the_patient_revokes(
+    client: TestClient, owner: Person, engine: Engine
+) -> None:
+    doc = make_person(engine, "doc@example.org", "clinician", totp=True)
+    clinic = client.post("/v1/clinics", headers=doc.headers, json={"name": "Sunrise Clinic"}).json()
+    _as(client, doc)
+    listing = client.get(f"/clinics/{clinic['id']}")
+    assert listing.status_code == 200
+    assert clinic["share_code"] in listing.text
+    assert "0 patients" in listing.text
+    # The patient shares from their sharing page (the page's form posts to the API with the CSRF token).
+    _as(client, owner)
+    sharing = client.get(f"/patients/{owner.patient_id}/sharing")
+    shared = client.post(
+        "/v1/shares",
+        headers={"X-CSRF-Token": _csrf(sharing.text)},
+        json={"clinic_code": clinic["share_code"]},
+    )
+    assert shared.status_code == 201, shared.text
+    assert "Sunrise Clinic" in client.get(f"/patients/{owner.patient_id}/sharing").text
+    _as(client, doc)
+    listing = client.get(f"/clinics/{clinic['id']}", params={"search": "ada"})
+    assert "1 patients" in listing.text
+    assert f"/patients/{owner.patient_id}" in listing.text
+    assert client.get(f"/patients/{owner.patient_id}").status_code == 200
+    # Revoked: the clinician's very next page view is refused.
+    _as(client, owner)
+    page = client.get(f"/patients/{owner.patient_id}/sharing")
+    revoked = client.delete(f"/v1/shares/{shared.json()['id']}", headers={"X-CSRF-Token": _csrf(page.text)})
+    assert revoked.status_code == 204
+    _as(client, doc)
+    assert client.get(f"/patients/{owner.patient_id}").status_code == 404
+
+
+def test_a_form_change_without_the_csrf_token_is_refused(client: TestClient, owner: Person) -> None:
+    _as(client, owner)
+    response = client.post("/v1/shares", json={"clinic_code": "AAAA-BBBB-CCCC"})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "csrf_failed"
+
+
+def test_an_unknown_page_is_a_friendly_not_found(client: TestClient) -> None:
+    page = client.get("/no/such/page")
+    assert page.status_code == 404
+    assert "Not found" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    api = client.get("/v1/no/such/route")
+    assert api.status_code == 404
+    assert api.json()["error"]["code"] == "not_found"

@@ -1,0 +1,111 @@
+"""Journeys through the web app in a real browser (Debian's Chromium, driven by Playwright).
+
+A patient signs in, uploads a Clarity export, sees the AGP and shares with a clinic code; the
+clinician signs in with the second factor and finds the patient in triage; the patient revokes and
+the clinician's next page view is denied.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from glucoshare.accounts.totp import code_at
+from tests.browser.conftest import LiveServer, screenshot
+from tests.web.conftest import PASSWORD, clarity_bytes, make_person
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1440, "height": 900}
+
+
+def _sign_in(page: Any, server: LiveServer, email: str, code: str | None = None) -> None:
+    page.goto(f"{server.url}/signin")
+    page.get_by_label("E-mail address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    if code is not None:
+        page.get_by_label("Code from your authenticator app").fill(code)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/signin" not in url)
+
+
+def test_share_with_a_clinic_and_revoke(
+    chromium: Any,
+    live_server: LiveServer,
+    engine: Engine,
+    tmp_path: Path,
+) -> None:
+    patient = make_person(engine, "ada@example.org", "patient", patient=True)
+    doctor = make_person(engine, "doc@example.org", "clinician", totp=True)
+    assert doctor.totp_secret is not None
+    name, data = clarity_bytes(seed=4, days=3)
+    export = tmp_path / name
+    export.write_bytes(data)
+
+    phone = chromium.new_context(viewport=PHONE)
+    page = phone.new_page()
+    _sign_in(page, live_server, "ada@example.org")
+    assert page.url.endswith(f"/patients/{patient.patient_id}")
+    page.get_by_label("Export files").set_input_files(str(export))
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("new,").wait_for()
+    assert "already here" in page.locator(".results").inner_text()
+    page.get_by_role("link", name="Show the updated figures").click()
+    page.get_by_role("heading", name="Time in range").wait_for()
+    screenshot(page, "patient-dashboard-390")
+    page.get_by_role("link", name="AGP Report: Continuous Glucose Monitoring").first.click()
+    page.get_by_role("heading", name="Ambulatory glucose profile (AGP)").wait_for()
+    screenshot(page, "agp-report-390")
+
+    desk = chromium.new_context(viewport=DESKTOP)
+    clinician = desk.new_page()
+    _sign_in(clinician, live_server, "doc@example.org", code_at(doctor.totp_secret, time.time()))
+    clinician.goto(f"{live_server.url}/")
+    # A clinician without a clinic yet sees the people shared with them; make the clinic by API.
+    response = clinician.request.post(
+        f"{live_server.url}/v1/clinics",
+        data={"name": "Sunrise Clinic"},
+        headers={"X-CSRF-Token": clinician.locator('meta[name="csrf-token"]').get_attribute("content")},
+    )
+    assert response.status == 201, response.text()
+    clinic = response.json()
+
+    page.goto(f"{live_server.url}/patients/{patient.patient_id}/sharing")
+    page.get_by_label("The clinic's share code").fill(clinic["share_code"].lower().replace("-", " "))
+    page.get_by_role("button", name="Share").click()
+    page.get_by_role("cell", name="Sunrise Clinic").wait_for()
+    screenshot(page, "sharing-390")
+
+    clinician.goto(f"{live_server.url}/clinics/{clinic['id']}")
+    clinician.get_by_role("link", name="Ada").wait_for()
+    screenshot(clinician, "clinic-triage-1440")
+    clinician.get_by_role("link", name="Ada").click()
+    clinician.get_by_role("heading", name="Latest reading").wait_for()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Stop sharing").click()
+    page.get_by_text("Nobody but you can see your data.").wait_for()
+
+    clinician.reload()
+    clinician.get_by_role("heading", name="Not found").wait_for()
+    assert "Ada" not in clinician.locator("main").inner_text()
+    phone.close()
+    desk.close()
+
+
+def test_a_wrong_password_is_said_plainly(chromium: Any, live_server: LiveServer, engine: Engine) -> None:
+    make_person(engine, "ada@example.org", "patient", patient=True)
+    context = chromium.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/signin")
+    page.get_by_label("E-mail address").fill("ada@example.org")
+    page.get_by_label("Password").fill("not the password at all")
+    page.get_by_role("button", name="Sign in").click()
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert alert.inner_text().strip()
+    assert "/signin" in page.url
+    screenshot(page, "signin-error-1440")
+    context.close()

@@ -25,8 +25,10 @@ $(ORACLES): | $(INSTALLED)
 	@$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: iglu-python==0.4.3 -d .oracles \
 		|| echo "iglu reference data not downloaded: the analytics oracle tests will be skipped"
 
-run: $(INSTALLED) ## import simulated demo patients into the default SQLite database and show their summaries
+run: $(INSTALLED) ## fill the default SQLite database with a demo clinic and patients, print the logins, serve the web app
 	$(BIN)/glucoshare demo --patients 3
+	@echo "Open http://127.0.0.1:8000 and sign in with one of the demo logins above (Ctrl-C stops the server)."
+	$(BIN)/glucoshare serve
 
 test: $(INSTALLED) $(ORACLES) ## run the whole test suite (SQLite and, when reachable, PostgreSQL)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

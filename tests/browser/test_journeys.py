@@ -109,3 +109,35 @@ def test_a_wrong_password_is_said_plainly(chromium: Any, live_server: LiveServer
     assert "/signin" in page.url
     screenshot(page, "signin-error-1440")
     context.close()
+
+
+def test_two_step_sign_in_set_up_and_used_with_a_recovery_code(
+    chromium: Any,
+    live_server: LiveServer,
+    engine: Engine,
+) -> None:
+    patient = make_person(engine, "ada@example.org", "patient", patient=True)
+    context = chromium.new_context(viewport=PHONE)
+    page = context.new_page()
+    _sign_in(page, live_server, "ada@example.org")
+    page.get_by_role("link", name="Security").click()
+    page.get_by_role("button", name="Set up two-step sign-in").click()
+    page.get_by_role("heading", name="Scan this code with your authenticator app").wait_for()
+    assert page.locator(".qr svg").count() == 1
+    secret = page.locator('code[data-field="secret"]').inner_text().strip()
+    page.get_by_label("The six-digit code the app shows now").fill(code_at(secret, time.time()))
+    page.get_by_role("button", name="Turn on").click()
+    page.get_by_role("heading", name="Your recovery codes").wait_for()
+    codes = page.locator('ul[data-field="recovery_codes"] li').all_inner_texts()
+    assert len(codes) == 10
+    screenshot(page, "security-recovery-codes-390")
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    page.wait_for_url(f"{live_server.url}/signin")
+    # The password alone is not enough any more; a recovery code is.
+    page.get_by_label("E-mail address").fill("ada@example.org")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("alert").wait_for()
+    _sign_in(page, live_server, "ada@example.org", codes[0])
+    assert page.url.endswith(f"/patients/{patient.patient_id}")
+    context.close()

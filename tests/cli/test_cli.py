@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -312,6 +313,44 @@ def test_demo_imports_once_and_reports(cli_env: Settings) -> None:
         )
     exports = sorted((cli_env.data_dir / "demo").rglob("*.csv"))
     assert len(exports) == 3
+
+
+def test_demo_makes_a_clinic_and_logins_that_work(cli_env: Settings) -> None:
+    from glucoshare.accounts.totp import code_at  # noqa: PLC0415
+    from glucoshare.accounts.users import attempt_login  # noqa: PLC0415
+    from glucoshare.cli import runtime  # noqa: PLC0415
+    from glucoshare.sharing.models import Clinic, Share  # noqa: PLC0415
+
+    code, out, err = run("demo", "--patients", "2", "--json")
+    assert code == 0, err
+    logins = json.loads(out)["logins"]
+    roles = sorted(a["role"] for a in logins["accounts"])
+    assert roles == ["care partner", "clinician (admin)", "clinician (member)", "patient", "patient"]
+    stored = cli_env.data_dir / "demo" / "logins.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    code, out, _ = run("demo", "--patients", "2", "--json")
+    assert json.loads(out)["logins"]["password"] == logins["password"]  # the same logins again
+    code, text, _ = run("demo", "--patients", "2")
+    assert "Demo logins" in text
+    assert logins["password"] in text
+    doctor = next(a for a in logins["accounts"] if a["role"] == "clinician (admin)")
+    with runtime.unit_of_work() as session:
+        for account in logins["accounts"]:
+            second = code_at(account["totp_secret"], time.time()) if account["totp_secret"] else None
+            attempt = attempt_login(
+                session,
+                email=account["email"],
+                password=logins["password"],
+                code=second,
+                ip=None,
+                user_agent=None,
+                settings=cli_env,
+            )
+            assert attempt.login is not None, account["email"]
+        clinic = session.query(Clinic).filter(Clinic.name == logins["clinic"]).one()
+        shares = session.query(Share).filter(Share.clinic_id == clinic.id, Share.revoked_at.is_(None)).count()
+        assert shares == 2
+    assert doctor["recovery_codes"]
 
 
 def test_another_patients_device_is_exit_2_naming_the_file(patient: str, clarity_file: Path) -> None:

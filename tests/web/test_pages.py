@@ -8,8 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from glucoshare.config import Settings
 from glucoshare.web.deps import SESSION_COOKIE
-from tests.web.conftest import Person, clarity_bytes, make_person
+from tests.mailbox import Inbox
+from tests.web.conftest import PASSWORD, Person, clarity_bytes, make_person
 
 
 def _as(client: TestClient, person: Person) -> TestClient:
@@ -149,3 +151,79 @@ def test_an_unknown_page_is_a_friendly_not_found(client: TestClient) -> None:
     api = client.get("/v1/no/such/route")
     assert api.status_code == 404
     assert api.json()["error"]["code"] == "not_found"
+
+
+def test_sign_up_confirm_the_address_and_sign_in(
+    mail_client: TestClient, mail: tuple[Settings, Inbox]
+) -> None:
+    page = mail_client.get("/signup")
+    assert page.status_code == 200
+    assert 'data-api="/v1/auth/signup"' in page.text
+    assert "Europe/Berlin" in page.text
+    response = mail_client.post(
+        "/v1/auth/signup",
+        json={
+            "email": "new@example.org",
+            "name": "New Person",
+            "password": PASSWORD,
+            "timezone": "Europe/Berlin",
+        },
+    )
+    assert response.status_code == 202
+    (message,) = mail[1].to("new@example.org")
+    body = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    match = re.search(r"/verify-email/([\w-]+)", body)
+    assert match is not None
+    confirm = mail_client.get(f"/verify-email/{match.group(1)}")
+    assert confirm.status_code == 200
+    assert f'value="{match.group(1)}"' in confirm.text
+    assert 'data-api="/v1/auth/verify-email"' in confirm.text
+    assert mail_client.post("/v1/auth/verify-email", json={"token": match.group(1)}).status_code == 200
+    signed_in = mail_client.post("/v1/auth/login", json={"email": "new@example.org", "password": PASSWORD})
+    assert signed_in.status_code == 200
+    start = mail_client.get("/", follow_redirects=False)
+    assert start.headers["location"].startswith("/patients/")
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ("/reset-password", "Send me a link"),
+        ("/reset-password/sent", "Check your e-mail"),
+        ("/reset-password/sometoken", "Choose a new password"),
+        ("/claim?token=sometoken", "Take over my account"),
+        ("/account/email/confirm?token=sometoken", "Confirm the new e-mail address"),
+        ("/signup/sent", "Check your e-mail"),
+    ],
+)
+def test_the_pages_of_e_mailed_links_ask_before_acting(client: TestClient, path: str, text: str) -> None:
+    client.cookies.clear()
+    page = client.get(path)
+    assert page.status_code == 200
+    assert text in page.text
+
+
+def test_security_page_and_a_clinician_without_second_factor(client: TestClient, engine: Engine) -> None:
+    doc = make_person(engine, "doc@example.org", "clinician")  # no second factor yet
+    _as(client, doc)
+    clinic_less = client.get("/clinics/anything", follow_redirects=False)
+    assert clinic_less.status_code == 303
+    assert clinic_less.headers["location"] == "/account/security"
+    page = client.get("/account/security")
+    assert "Clinicians sign in with a second factor" in page.text
+    assert 'data-api="/v1/account/second-factor"' in page.text
+    assert "(this one)" in page.text
+
+
+def test_invitation_links_need_a_session_first(client: TestClient, owner: Person) -> None:
+    client.cookies.clear()
+    response = client.get("/invitations/accept?token=abc", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/signin?next=")
+    _as(client, owner)
+    page = client.get("/invitations/accept?token=abc")
+    assert 'data-api="/v1/invitations/accept"' in page.text
+    assert (
+        client.get("/upload", follow_redirects=False).headers["location"]
+        == f"/patients/{owner.patient_id}#upload"
+    )

@@ -18,7 +18,7 @@ from glucoshare.cli.runtime import (
     stdout,
     unit_of_work,
 )
-from glucoshare.demo import DemoPatientOut, seed_demo
+from glucoshare.demo import DemoLoginsOut, DemoPatientOut, seed_demo, seed_demo_accounts
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -38,13 +38,33 @@ def demo_command(
         results = seed_demo(
             session, settings=settings(), count=patients, today=dt.datetime.now(dt.UTC).date(), actor=actor()
         )
+        logins = seed_demo_accounts(
+            session, settings=settings(), patients=[item.patient for item in results], actor=actor()
+        )
     refresh_summaries()
     if as_json:
-        print_json({"patients": results})
+        print_json({"patients": results, "logins": logins})
         return
     stderr.print(f"demo exports written to {settings().data_dir / 'demo'}", markup=False)
     for item in results:
         stdout.print(_describe(item), soft_wrap=True)
+    stdout.print(_logins(logins), soft_wrap=True, markup=False)
+
+
+def _logins(logins: DemoLoginsOut) -> str:
+    """The demo logins, for a newcomer to click through the web app."""
+    heading = (
+        f"Demo logins (password for all: {logins.password}); clinic {logins.clinic!r}, "
+        f"share code {logins.clinic_share_code}:"
+    )
+    lines = ["", heading]
+    for account in logins.accounts:
+        line = f"  {account.role:<22} {account.email}"
+        if account.totp_secret:
+            line += f"  (second factor: TOTP secret {account.totp_secret}"
+            line += f", or recovery code {account.recovery_codes[0]})" if account.recovery_codes else ")"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _describe(item: DemoPatientOut) -> str:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import zoneinfo
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import jinja2
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.access import Principal, own_patient
 from glucoshare.accounts.errors import PatientNotFoundError
 from glucoshare.accounts.models import Patient, User
+from glucoshare.accounts.sessions import active_sessions
 from glucoshare.devices.service import list_devices
 from glucoshare.errors import UnauthenticatedError
 from glucoshare.records.service import list_uploads
@@ -256,8 +258,10 @@ def clinic_page(
         if found is None:
             return _signin_redirect(request)
         principal, viewer = found
+        if principal.must_enrol_second_factor:
+            return RedirectResponse("/account/security", status_code=303)
         clinic = next((c for c in viewer.clinics if c.id == clinic_id), None)
-        if clinic is None or principal.must_enrol_second_factor:
+        if clinic is None:
             raise PatientNotFoundError("no such clinic, or not yours")
         listing = clinic_patients(session, clinic, search=search, sort=sort, limit=100)
         return render(
@@ -289,3 +293,208 @@ def page_error(request: Request, status: int, message: str) -> Response:
         title=titles.get(status, "Something went wrong" if status >= 500 else "That did not work"),  # noqa: PLR2004
         message=message if status < 500 else "The server could not finish this. Please try again.",  # noqa: PLR2004
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Field:
+    """One input of a token page's form."""
+
+    name: str
+    label: str
+    type: str = "text"
+    autocomplete: str = "off"
+    optional: bool = False
+
+
+def _message(request: Request, title: str, *lines: str, link: tuple[str, str] | None = None) -> HTMLResponse:
+    return render(request, "message.html", viewer=None, title=title, lines=lines, link=link)
+
+
+def _token_page(
+    request: Request,
+    *,
+    title: str,
+    lines: tuple[str, ...],
+    api: str,
+    token: str,
+    button: str,
+    then: str,
+    fields: tuple[Field, ...] = (),
+    viewer: Viewer | None = None,
+) -> HTMLResponse:
+    """A page that sends an e-mailed link's token to the API when the person confirms (never on GET)."""
+    return render(
+        request,
+        "token.html",
+        viewer=viewer,
+        title=title,
+        lines=lines,
+        api=api,
+        token=token,
+        button=button,
+        then=then,
+        fields=fields,
+    )
+
+
+@router.get("/signup", response_class=HTMLResponse)
+def signup(request: Request) -> Response:
+    """Create a patient or care-partner account (an e-mail confirms the address)."""
+    return render(request, "signup.html", viewer=None, zones=sorted(zoneinfo.available_timezones()))
+
+
+@router.get("/signup/sent", response_class=HTMLResponse)
+def signup_sent(request: Request) -> Response:
+    """After signing up: look for the e-mail."""
+    return _message(
+        request,
+        "Check your e-mail",
+        "We sent a link to confirm your address. Open it to finish creating your account.",
+        "No e-mail? Look in the spam folder, or sign up again in a few minutes.",
+        link=("Sign in", "/signin"),
+    )
+
+
+@router.get("/verify-email/{token}", response_class=HTMLResponse)
+def verify_email(request: Request, token: Annotated[str, Path(max_length=200)]) -> Response:
+    """Confirm an e-mail address from the link in the sign-up e-mail."""
+    return _token_page(
+        request,
+        title="Confirm your e-mail address",
+        lines=("One click and your account is ready.",),
+        api="/v1/auth/verify-email",
+        token=token,
+        button="Confirm my address",
+        then="/signin",
+    )
+
+
+@router.get("/reset-password", response_class=HTMLResponse)
+def reset_request(request: Request) -> Response:
+    """Ask for a link to choose a new password."""
+    return render(request, "reset.html", viewer=None)
+
+
+@router.get("/reset-password/sent", response_class=HTMLResponse)
+def reset_sent(request: Request) -> Response:
+    """After asking for a reset link."""
+    return _message(
+        request,
+        "Check your e-mail",
+        "If an account uses that address, we sent it a link to choose a new password. It works for one hour.",
+        link=("Sign in", "/signin"),
+    )
+
+
+@router.get("/reset-password/{token}", response_class=HTMLResponse)
+def reset_confirm(request: Request, token: Annotated[str, Path(max_length=200)]) -> Response:
+    """Choose a new password from the e-mailed link."""
+    return _token_page(
+        request,
+        title="Choose a new password",
+        lines=("Every other sign-in of your account ends when you change it.",),
+        api="/v1/auth/password-reset/confirm",
+        token=token,
+        button="Save the new password",
+        then="/signin",
+        fields=(
+            Field("password", "New password", "password", "new-password"),
+            Field("totp", "Code from your authenticator app (if you use two-step sign-in)", optional=True),
+        ),
+    )
+
+
+@router.get("/account/email/confirm", response_class=HTMLResponse)
+def email_change_confirm(request: Request, token: Annotated[str, Query(max_length=200)]) -> Response:
+    """Confirm a change of e-mail address (each of the two addresses gets a link)."""
+    return _token_page(
+        request,
+        title="Confirm the new e-mail address",
+        lines=("The change takes effect once both the old and the new address have confirmed it.",),
+        api="/v1/auth/email-change/confirm",
+        token=token,
+        button="Confirm",
+        then="/",
+    )
+
+
+@router.get("/claim", response_class=HTMLResponse)
+def claim(request: Request, token: Annotated[str, Query(max_length=200)]) -> Response:
+    """Take over the account a clinic made for you: confirm your birth date, choose a password."""
+    return _token_page(
+        request,
+        title="Your Glucoshare account",
+        lines=(
+            (
+                "Your clinic made this account for you. Confirm your birth date and choose a password: "
+                "from then on you decide who sees your data, and your clinic keeps the access it has."
+            ),
+        ),
+        api="/v1/auth/claim",
+        token=token,
+        button="Take over my account",
+        then="/signin",
+        fields=(
+            Field("birthdate", "Your birth date", "date", "bday"),
+            Field("password", "Password", "password", "new-password"),
+        ),
+    )
+
+
+@router.get("/invitations/accept", response_class=HTMLResponse)
+def accept_invitation(request: Request, token: Annotated[str, Query(max_length=200)]) -> Response:
+    """Accept an invitation (to follow someone's data, to share with a clinic, to join a clinic)."""
+    with unit_of_work(request) as session:
+        found = _viewer(request, session)
+        if found is None:
+            return _signin_redirect(request)
+        return _token_page(
+            request,
+            title="Accept the invitation",
+            lines=("Accepting starts the sharing the invitation describes; it can be stopped at any time.",),
+            api="/v1/invitations/accept",
+            token=token,
+            button="Accept",
+            then="/",
+            viewer=found[1],
+        )
+
+
+@router.get("/upload", response_class=HTMLResponse)
+def upload(request: Request) -> Response:
+    """Where upload reminders point: one's own dashboard, at its upload form."""
+    with unit_of_work(request) as session:
+        found = _viewer(request, session)
+        if found is None:
+            return _signin_redirect(request)
+        if found[1].patient_id is None:
+            return RedirectResponse("/", status_code=303)
+        return RedirectResponse(f"/patients/{found[1].patient_id}#upload", status_code=303)
+
+
+@router.get("/account/security", response_class=HTMLResponse)
+def security(request: Request) -> Response:
+    """Two-step sign-in, password and sessions."""
+    with unit_of_work(request) as session:
+        found = _viewer(request, session)
+        if found is None:
+            return _signin_redirect(request)
+        principal, viewer = found
+        rows = active_sessions(session, viewer.user)
+        return render(
+            request,
+            "security.html",
+            viewer=viewer,
+            has_second_factor=viewer.user.has_second_factor,
+            must_enrol=principal.must_enrol_second_factor,
+            sessions=[
+                {
+                    "id": row.id,
+                    "created_at": row.created_at,
+                    "last_seen_at": row.last_seen_at,
+                    "user_agent": row.user_agent,
+                    "current": row.id == principal.session_id,
+                }
+                for row in rows
+            ],
+        )

@@ -23,9 +23,46 @@
     if (box) { box.hidden = true; box.textContent = ""; }
   }
 
-  function after(form) {
+  // data-then="show": put the answer's fields into the elements of the data-target container:
+  // [data-field=K] gets the text (a list: one item per entry; [data-html] our own SVG markup),
+  // input[data-from=K] the value; the container is revealed and the form hidden.
+  function show(form, answer) {
+    var box = document.getElementById(form.getAttribute("data-target"));
+    if (!box) { return; }
+    Object.keys(answer).forEach(function (key) {
+      box.querySelectorAll('[data-field="' + key + '"]').forEach(function (el) {
+        var value = answer[key];
+        if (Array.isArray(value)) {
+          el.textContent = "";
+          value.forEach(function (item) {
+            var li = document.createElement("li");
+            li.textContent = item;
+            el.appendChild(li);
+          });
+        } else if (el.hasAttribute("data-html") && /^<\?xml|^<svg/.test(String(value))) {
+          el.innerHTML = String(value);
+        } else {
+          el.textContent = String(value);
+        }
+      });
+      box.querySelectorAll('input[data-from="' + key + '"]').forEach(function (el) { el.value = answer[key]; });
+    });
+    box.hidden = false;
+    form.hidden = true;
+    var first = box.querySelector("h2, h3, [tabindex]");
+    if (first) { first.setAttribute("tabindex", "-1"); first.focus(); }
+  }
+
+  function after(form, text) {
     var then = form.getAttribute("data-then") || "reload";
-    if (then === "reload") { window.location.reload(); } else { window.location.assign(then); }
+    if (then === "show") {
+      form.removeAttribute("aria-busy");
+      show(form, text ? JSON.parse(text) : {});
+    } else if (then === "reload") {
+      window.location.reload();
+    } else {
+      window.location.assign(then);
+    }
   }
 
   function messageOf(status, text) {
@@ -54,7 +91,7 @@
     request.setRequestHeader("Content-Type", "application/json");
     request.setRequestHeader("X-CSRF-Token", csrf());
     request.onload = function () {
-      if (request.status >= 200 && request.status < 300) { after(form); return; }
+      if (request.status >= 200 && request.status < 300) { after(form, request.responseText); return; }
       if (request.status === 401 && form.getAttribute("data-api") !== "/v1/auth/login") {
         window.location.assign("/signin?next=" + encodeURIComponent(window.location.pathname));
         return;

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from glucoshare.config import Settings
 from glucoshare.web.app import create_app
+from tests.mailbox import Inbox, smtp_server
 
 CHROMIUM = os.environ.get("GLUCOSHARE_TEST_CHROMIUM", "/usr/bin/chromium")
 REQUIRE_BROWSER = os.environ.get("GLUCOSHARE_TEST_REQUIRE_BROWSER") == "1"
@@ -62,12 +63,23 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(settings: Settings, engine: Engine) -> Iterator[LiveServer]:
+def inbox() -> Iterator[Inbox]:
+    """A real SMTP server on 127.0.0.1 that the live server sends its mail to."""
+    with smtp_server() as (url, received):
+        received.url = url  # type: ignore[attr-defined]
+        yield received
+
+
+@pytest.fixture
+def live_server(settings: Settings, engine: Engine, inbox: Inbox) -> Iterator[LiveServer]:
     """``glucoshare serve`` in a thread on a free port of 127.0.0.1, on the test database."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}"}), engine)
+    served = settings.model_copy(
+        update={"base_url": f"http://127.0.0.1:{port}", "smtp_url": inbox.url}  # type: ignore[attr-defined]
+    )
+    app = create_app(served, engine)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

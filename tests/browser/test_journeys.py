@@ -7,6 +7,7 @@ the clinician's next page view is denied.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 
 from glucoshare.accounts.totp import code_at
 from tests.browser.conftest import LiveServer, screenshot
+from tests.mailbox import Inbox
 from tests.web.conftest import PASSWORD, clarity_bytes, make_person
 
 PHONE = {"width": 390, "height": 844}
@@ -141,3 +143,110 @@ def test_two_step_sign_in_set_up_and_used_with_a_recovery_code(
     _sign_in(page, live_server, "ada@example.org", codes[0])
     assert page.url.endswith(f"/patients/{patient.patient_id}")
     context.close()
+
+
+def _mailed_link(inbox: Inbox, address: str, path: str) -> str:
+    """The first link to ``path`` in the latest e-mail to ``address`` (waits for it a little)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        messages = inbox.to(address)
+        if messages:
+            body = messages[-1].get_payload(decode=True).decode()  # type: ignore[union-attr]
+            match = re.search(r"https?://\S*" + re.escape(path) + r"\S*", body)
+            assert match is not None, body
+            return match.group(0)
+        time.sleep(0.1)
+    raise AssertionError(f"no e-mail to {address}")
+
+
+def _clinic_of(page: Any, server: LiveServer, name: str) -> dict[str, str]:
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    response = page.request.post(
+        f"{server.url}/v1/clinics", data={"name": name}, headers={"X-CSRF-Token": token}
+    )
+    assert response.status == 201, response.text()
+    clinic: dict[str, str] = response.json()
+    return clinic
+
+
+def test_the_clinic_invites_by_e_mail_and_the_patient_accepts(
+    chromium: Any,
+    live_server: LiveServer,
+    engine: Engine,
+    inbox: Inbox,
+) -> None:
+    make_person(engine, "ada@example.org", "patient", patient=True)
+    doctor = make_person(engine, "doc@example.org", "clinician", totp=True)
+    assert doctor.totp_secret is not None
+    desk = chromium.new_context(viewport=DESKTOP)
+    clinician = desk.new_page()
+    _sign_in(clinician, live_server, "doc@example.org", code_at(doctor.totp_secret, time.time()))
+    clinic = _clinic_of(clinician, live_server, "Sunrise Clinic")
+    clinician.goto(f"{live_server.url}/clinics/{clinic['id']}")
+    clinician.get_by_label("Their e-mail address").fill("ada@example.org")
+    clinician.get_by_role("button", name="Invite").click()
+    clinician.get_by_role("heading", name="Invitation made").wait_for()
+    link = _mailed_link(inbox, "ada@example.org", "/invitations/accept")
+
+    phone = chromium.new_context(viewport=PHONE)
+    page = phone.new_page()
+    page.goto(link)  # not signed in yet: the sign-in page brings the patient back to the invitation
+    page.get_by_label("E-mail address").fill("ada@example.org")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Accept the invitation").wait_for()
+    page.get_by_role("button", name="Accept").click()
+    page.wait_for_url(lambda url: "/invitations/" not in url)
+    page.get_by_role("link", name="Sharing").click()
+    page.get_by_role("cell", name="Sunrise Clinic").wait_for()
+    clinician.reload()
+    clinician.get_by_role("link", name="Ada").wait_for()
+    phone.close()
+    desk.close()
+
+
+def test_the_clinic_creates_a_patient_assigns_a_device_and_the_patient_claims(
+    chromium: Any,
+    live_server: LiveServer,
+    engine: Engine,
+    inbox: Inbox,
+    tmp_path: Path,
+) -> None:
+    doctor = make_person(engine, "doc@example.org", "clinician", totp=True)
+    assert doctor.totp_secret is not None
+    name, data = clarity_bytes(seed=8, days=3)
+    export = tmp_path / name
+    export.write_bytes(data)
+    desk = chromium.new_context(viewport=DESKTOP)
+    clinician = desk.new_page()
+    _sign_in(clinician, live_server, "doc@example.org", code_at(doctor.totp_secret, time.time()))
+    clinic = _clinic_of(clinician, live_server, "Sunrise Clinic")
+    clinician.goto(f"{live_server.url}/clinics/{clinic['id']}")
+    clinician.get_by_label("Name", exact=True).fill("Kim Kept")
+    clinician.get_by_label("Birth date", exact=True).fill("2011-04-05")
+    clinician.locator("#new-email").fill("kim@example.org")
+    clinician.get_by_role("button", name="Create").click()
+    clinician.get_by_role("link", name="Kim Kept").wait_for()
+    clinician.get_by_label("Export files of a patient's device").set_input_files(str(export))
+    clinician.get_by_role("button", name="Upload").click()
+    clinician.get_by_text("waits below until you assign it").wait_for()
+    clinician.reload()
+    clinician.get_by_role("heading", name="Devices waiting for a patient").wait_for()
+    screenshot(clinician, "clinic-assignment-1440")
+    clinician.get_by_label("Patient", exact=True).select_option(label="Kim Kept, born 2011-04-05")
+    clinician.get_by_role("button", name="Assign to this patient").click()
+    clinician.get_by_role("heading", name="Devices waiting for a patient").wait_for(state="detached")
+
+    link = _mailed_link(inbox, "kim@example.org", "/claim")
+    phone = chromium.new_context(viewport=PHONE)
+    page = phone.new_page()
+    page.goto(link)
+    page.get_by_label("Your birth date").fill("2011-04-05")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Take over my account").click()
+    page.wait_for_url(lambda url: "/signin" in url)
+    _sign_in(page, live_server, "kim@example.org")
+    page.get_by_role("heading", name="Kim Kept").wait_for()
+    assert "Dexcom" in page.locator("main").inner_text()
+    phone.close()
+    desk.close()

@@ -36,9 +36,10 @@ from glucoshare.reports.service import ReportOptions, build_report
 from glucoshare.reports.units import Glucose, Unit, pct
 from glucoshare.reports.views import REPORT_KINDS, TITLES, ReportKind
 from glucoshare.sharing.access import accessible_patients, permissions_of
+from glucoshare.sharing.assignment import pending_out, pending_uploads
 from glucoshare.sharing.models import Clinic, ClinicMember
 from glucoshare.sharing.patient_list import clinic_patients
-from glucoshare.sharing.service import grants_of, share_out
+from glucoshare.sharing.service import grants_of, members, share_out
 from glucoshare.summaries.data import latest_cgm
 from glucoshare.summaries.service import patient_stats, resolve_period
 from glucoshare.web.deps import SESSION_COOKIE, authenticate, csrf_token, reach_patient, unit_of_work
@@ -264,12 +265,21 @@ def clinic_page(
         if clinic is None:
             raise PatientNotFoundError("no such clinic, or not yours")
         listing = clinic_patients(session, clinic, search=search, sort=sort, limit=100)
+        held = [pending_out(p) for p in pending_uploads(session, clinic)]
+        assignable = (
+            clinic_patients(session, clinic, sort="added", descending=True, limit=500).patients
+            if held
+            else []
+        )
         return render(
             request,
             "clinic.html",
             viewer=viewer,
             clinic=clinic,
             listing=listing,
+            pending=held,
+            assignable=assignable,
+            members=members(session, clinic),
             search=search or "",
             sort=sort,
             mmol=mgdl_to_mmol,

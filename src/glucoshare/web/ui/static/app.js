@@ -47,6 +47,11 @@
       });
       box.querySelectorAll('input[data-from="' + key + '"]').forEach(function (el) { el.value = answer[key]; });
     });
+    box.querySelectorAll("a[data-link]").forEach(function (link) {
+      link.href = link.getAttribute("data-link").replace(/\{(\w+)\}/g, function (_, key) {
+        return encodeURIComponent(String(answer[key]));
+      });
+    });
     box.hidden = false;
     form.hidden = true;
     var first = box.querySelector("h2, h3, [tabindex]");
@@ -122,14 +127,21 @@
       if (request.status >= 200 && request.status < 300) {
         var uploads = JSON.parse(request.responseText);
         results.textContent = "";
-        uploads.forEach(function (upload) {
+        uploads.forEach(function (item) {
           var line = document.createElement("p");
-          line.textContent = upload.file + ": " + upload.new + " new, " + upload.duplicates + " already here" +
-            (upload.rejected_count ? ", " + upload.rejected_count + " rows refused" : "") + ".";
+          if (item.outcome === "pending") {
+            var device = item.pending || {};
+            line.textContent = item.file + ": a device no patient has yet (" + [device.manufacturer, device.model,
+              device.serial].filter(Boolean).join(" ") + "): it waits below until you assign it.";
+          } else {
+            var upload = item.upload || item;
+            line.textContent = upload.file + ": " + upload.new + " new, " + upload.duplicates + " already here" +
+              (upload.rejected_count ? ", " + upload.rejected_count + " rows refused" : "") + ".";
+          }
           results.appendChild(line);
         });
         var done = document.createElement("a");
-        done.href = window.location.pathname;
+        done.href = window.location.pathname + window.location.search;
         done.textContent = "Show the updated figures";
         results.appendChild(done);
         return;

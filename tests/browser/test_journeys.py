@@ -77,7 +77,7 @@ def test_share_with_a_clinic_and_revoke(
     page.goto(f"{live_server.url}/patients/{patient.patient_id}/sharing")
     page.get_by_label("The clinic's share code").fill(clinic["share_code"].lower().replace("-", " "))
     page.get_by_role("button", name="Share").click()
-    page.get_by_role("cell", name="Sunrise Clinic").wait_for()
+    page.get_by_role("heading", name=re.compile("Sunrise Clinic")).wait_for()
     screenshot(page, "sharing-390")
 
     clinician.goto(f"{live_server.url}/clinics/{clinic['id']}")
@@ -198,7 +198,7 @@ def test_the_clinic_invites_by_e_mail_and_the_patient_accepts(
     page.get_by_role("button", name="Accept").click()
     page.wait_for_url(lambda url: "/invitations/" not in url)
     page.get_by_role("link", name="Sharing").click()
-    page.get_by_role("cell", name="Sunrise Clinic").wait_for()
+    page.get_by_role("heading", name=re.compile("Sunrise Clinic")).wait_for()
     clinician.reload()
     clinician.get_by_role("link", name="Ada").wait_for()
     phone.close()

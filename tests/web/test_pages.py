@@ -227,3 +227,48 @@ def test_invitation_links_need_a_session_first(client: TestClient, owner: Person
         client.get("/upload", follow_redirects=False).headers["location"]
         == f"/patients/{owner.patient_id}#upload"
     )
+
+
+def test_the_account_page_saves_settings_and_shows_who_accessed_the_data(
+    client: TestClient, owner: Person, engine: Engine
+) -> None:
+    _as(client, owner)
+    page = client.get("/account")
+    assert page.status_code == 200
+    assert "Who accessed my data" in page.text
+    assert "uploaded a file" in page.text  # the fixture's upload, named in words
+    assert "Ada" in page.text
+    saved = client.patch(
+        "/v1/account",
+        headers={"X-CSRF-Token": _csrf(page.text)},
+        json={
+            "display_units": "mmol/L",
+            "target_scheme": "custom",
+            "target_low_mgdl": "72",
+            "target_high_mgdl": "160",
+        },
+    )
+    assert saved.status_code == 200, saved.text
+    again = client.get("/account")
+    assert 'value="72.0"' in again.text
+    assert "<option selected>mmol/L</option>" in again.text
+    assert "mmol/L" in client.get(f"/patients/{owner.patient_id}").text
+    assert 'href="/v1/account/export"' in again.text
+
+
+def test_care_partners_are_invited_with_chosen_permissions(
+    mail_client: TestClient, mail: tuple[Settings, Inbox], engine: Engine
+) -> None:
+    owner = make_person(engine, "ada@example.org", "patient", patient=True)
+    _as(mail_client, owner)
+    page = mail_client.get(f"/patients/{owner.patient_id}/sharing")
+    assert 'name="permissions" value="view" checked' in page.text
+    invited = mail_client.post(
+        "/v1/shares/invitations",
+        headers={"X-CSRF-Token": _csrf(page.text)},
+        json={"email": "carer@example.org", "permissions": ["view", "upload"]},
+    )
+    assert invited.status_code == 201, invited.text
+    listed = mail_client.get(f"/patients/{owner.patient_id}/sharing")
+    assert "carer@example.org · pending" in listed.text
+    assert mail[1].to("carer@example.org")

@@ -27,6 +27,7 @@ from glucoshare.accounts.access import Principal, own_patient
 from glucoshare.accounts.errors import PatientNotFoundError
 from glucoshare.accounts.models import Patient, User
 from glucoshare.accounts.sessions import active_sessions
+from glucoshare.audit.service import access_log
 from glucoshare.devices.service import list_devices
 from glucoshare.errors import UnauthenticatedError
 from glucoshare.records.service import list_uploads
@@ -37,14 +38,20 @@ from glucoshare.reports.units import Glucose, Unit, pct
 from glucoshare.reports.views import REPORT_KINDS, TITLES, ReportKind
 from glucoshare.sharing.access import accessible_patients, permissions_of
 from glucoshare.sharing.assignment import pending_out, pending_uploads
-from glucoshare.sharing.models import Clinic, ClinicMember
+from glucoshare.sharing.models import Clinic, ClinicMember, Invitation
 from glucoshare.sharing.patient_list import clinic_patients
-from glucoshare.sharing.service import grants_of, members, share_out
+from glucoshare.sharing.service import grants_of, invitation_out, members, share_out
 from glucoshare.summaries.data import latest_cgm
 from glucoshare.summaries.service import patient_stats, resolve_period
 from glucoshare.web.deps import SESSION_COOKIE, authenticate, csrf_token, reach_patient, unit_of_work
 
 router = APIRouter(include_in_schema=False)
+PERMISSION_LABELS = (
+    ("view", "see the data and reports"),
+    ("upload", "upload device exports"),
+    ("manage_devices", "manage devices"),
+    ("note", "add notes"),
+)
 
 
 @cache
@@ -241,7 +248,23 @@ def sharing_page(request: Request, patient_id: str) -> Response:
         if patient is None:
             raise PatientNotFoundError("no patient with this id")
         shares = [share_out(session, s) for s in grants_of(session, patient)]
-        return render(request, "sharing.html", viewer=viewer, patient=patient, shares=shares)
+        sent = [
+            invitation_out(i)
+            for i in session.scalars(
+                select(Invitation)
+                .where(Invitation.patient_id == patient.id, Invitation.kind == "carepartner")
+                .order_by(Invitation.created_at.desc())
+            )
+        ]
+        return render(
+            request,
+            "sharing.html",
+            viewer=viewer,
+            patient=patient,
+            shares=shares,
+            sent=sent,
+            permissions=PERMISSION_LABELS,
+        )
 
 
 @router.get("/clinics/{clinic_id}", response_class=HTMLResponse)
@@ -507,4 +530,65 @@ def security(request: Request) -> Response:
                 }
                 for row in rows
             ],
+        )
+
+
+_ACTIONS = {
+    "summaries:stats:read": "looked at the figures",
+    "reports:report:read": "opened a report",
+    "reports:report:send": "sent a report",
+    "records:data:read": "looked at the data",
+    "records:data:export": "exported the data",
+    "accounts:profile:read": "looked at the profile",
+    "ingest:upload:create": "uploaded a file",
+    "records:upload:delete": "removed an upload",
+    "records:upload:list": "listed the uploads",
+    "devices:device:list": "listed the devices",
+    "sharing:share:grant": "started sharing",
+    "sharing:share:revoke": "stopped sharing",
+    "sharing:share:update": "changed what may be done",
+    "accounts:access:denied": "was refused access",
+}
+
+
+def _actor_names(session: Session, actors: set[str]) -> dict[str, str]:
+    """Readable names for the audit trail's actors (``user:ID`` → the person's name)."""
+    names = {"cli": "the command line (operator)", "anonymous": "someone not signed in"}
+    for actor in actors:
+        kind, _, ident = actor.partition(":")
+        if kind == "user" and (user := session.get(User, ident)) is not None:
+            names[actor] = user.name
+        elif kind == "token":
+            names[actor] = "an app with a token"
+    return names
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account(request: Request) -> Response:
+    """Settings, who accessed my data, export everything, delete the account."""
+    with unit_of_work(request) as session:
+        found = _viewer(request, session)
+        if found is None:
+            return _signin_redirect(request)
+        _, viewer = found
+        patient = None if viewer.patient_id is None else session.get(Patient, viewer.patient_id)
+        entries = access_log(session, patient.id, limit=200) if patient is not None else []
+        names = _actor_names(session, {e.actor for e in entries})
+        log = [
+            {
+                "at": e.at,
+                "who": names.get(e.actor, e.actor.split(":", 1)[0]),
+                "what": _ACTIONS.get(e.action, e.action.rsplit(":", 1)[-1].replace("-", " ")),
+                "outcome": e.outcome,
+                "where": e.ip or "",
+            }
+            for e in entries
+        ]
+        return render(
+            request,
+            "account.html",
+            viewer=viewer,
+            patient=patient,
+            log=log,
+            zones=sorted(zoneinfo.available_timezones()),
         )

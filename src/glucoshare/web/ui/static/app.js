@@ -79,10 +79,16 @@
     return "That did not work (error " + status + "). Please try again.";
   }
 
+  // Field values by name; checkboxes make a list of the checked values.
   function fields(form) {
     var data = {};
     Array.prototype.forEach.call(form.elements, function (el) {
       if (!el.name || el.type === "submit" || el.type === "file") { return; }
+      if (el.type === "checkbox") {
+        data[el.name] = data[el.name] || [];
+        if (el.checked) { data[el.name].push(el.value); }
+        return;
+      }
       if (el.hasAttribute("data-optional") && el.value === "") { return; }
       data[el.name] = el.value;
     });
@@ -106,7 +112,7 @@
     };
     request.onerror = function () { showError(form, "The server cannot be reached. Check your connection."); };
     form.setAttribute("aria-busy", "true");
-    request.send(method === "DELETE" ? null : JSON.stringify(fields(form)));
+    request.send(JSON.stringify(fields(form)));
   }
 
   function sendFiles(form) {

@@ -6,8 +6,11 @@ INSTALLED := $(VENV)/.installed
 # Reference data for the analytics tests (iglu's example data and iglu 4.3.0's results, GPL, read in
 # place by the tests, never copied into the project): the iglu-python 0.4.3 source distribution.
 ORACLES := .oracles/iglu_python-0.4.3.tar.gz
+# The accessibility engine the browser tests inject (axe-core, MPL-2.0, from the npm registry; never
+# committed): downloaded with npm when it is there, else the accessibility tests say why they skip.
+AXE := .oracles/axe-core-4.14.1.min.js
 
-.PHONY: run test lint bench fuzz install clean help report-images
+.PHONY: run test lint bench fuzz install clean help images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,7 +33,13 @@ run: $(INSTALLED) ## fill the default SQLite database with a demo clinic and pat
 	@echo "Open http://127.0.0.1:8000 and sign in with one of the demo logins above (Ctrl-C stops the server)."
 	$(BIN)/glucoshare serve
 
-test: $(INSTALLED) $(ORACLES) ## run the whole test suite (SQLite and, when reachable, PostgreSQL)
+$(AXE):
+	@mkdir -p .oracles
+	@(command -v npm >/dev/null && cd .oracles && npm pack --silent axe-core@4.14.1 >/dev/null \
+		&& tar -xzf axe-core-4.14.1.tgz package/axe.min.js && mv package/axe.min.js axe-core-4.14.1.min.js \
+		&& rm -rf package axe-core-4.14.1.tgz) || echo "axe-core not downloaded: the accessibility checks will be skipped"
+
+test: $(INSTALLED) $(ORACLES) $(AXE) ## run the whole test suite (SQLite and, when reachable, PostgreSQL)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(INSTALLED) ## ruff, ruff format --check and mypy --strict
@@ -38,11 +47,14 @@ lint: $(INSTALLED) ## ruff, ruff format --check and mypy --strict
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-report-images: $(INSTALLED) ## render every report of simulated patients and copy the pictures to docs/images/reports
+images: $(INSTALLED) $(AXE) ## render the reports and photograph the web app (Chromium) into docs/images
 	GLUCOSHARE_TEST_ARTIFACTS=build/test-artifacts $(BIN)/python -m pytest -q -p no:cacheprovider \
-		tests/reports/test_report_service.py -k "sqlite and (every_report_renders or agp_pdf_is_one_page)"
-	mkdir -p docs/images/reports
+		tests/reports/test_report_service.py tests/browser/test_accessibility.py \
+		-k "sqlite and (every_report_renders or agp_pdf_is_one_page or accessibility)"
+	mkdir -p docs/images/reports docs/images/web
 	cp build/test-artifacts/reports/*.png docs/images/reports/
+	cd build/test-artifacts/screens && cp dashboard-1440.png dashboard-390.png report-agp-1440.png \
+		clinic-1440.png sharing-390.png signin-390.png ../../../docs/images/web/
 
 bench: $(INSTALLED) ## run the benchmarks and write BENCHMARKS.md
 	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md

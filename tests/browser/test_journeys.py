@@ -184,7 +184,7 @@ def test_the_clinic_invites_by_e_mail_and_the_patient_accepts(
     clinic = _clinic_of(clinician, live_server, "Sunrise Clinic")
     clinician.goto(f"{live_server.url}/clinics/{clinic['id']}")
     clinician.get_by_label("Their e-mail address").fill("ada@example.org")
-    clinician.get_by_role("button", name="Invite").click()
+    clinician.get_by_role("button", name="Invite the patient").click()
     clinician.get_by_role("heading", name="Invitation made").wait_for()
     link = _mailed_link(inbox, "ada@example.org", "/invitations/accept")
 

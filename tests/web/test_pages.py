@@ -272,3 +272,61 @@ def test_care_partners_are_invited_with_chosen_permissions(
     listed = mail_client.get(f"/patients/{owner.patient_id}/sharing")
     assert "carer@example.org · pending" in listed.text
     assert mail[1].to("carer@example.org")
+
+
+def test_every_guide_says_truly_whether_glucoshare_reads_its_files() -> None:
+    from glucoshare.ingest.registry import importers  # noqa: PLC0415
+    from glucoshare.web.ui.help import GUIDES  # noqa: PLC0415
+
+    readable = {importer.format for importer in importers()}
+    for guide in GUIDES:
+        assert guide.formats, guide.slug
+        assert guide.supported == all(f in readable for f in guide.formats), guide.slug
+
+
+def test_help_pages_and_the_clinic_handout(client: TestClient, owner: Person, engine: Engine) -> None:
+    client.cookies.clear()
+    index = client.get("/help")
+    assert index.status_code == 200
+    for slug in ("dexcom-clarity", "libreview", "carelink", "tandem-source", "glooko", "mysugr", "xdrip"):
+        assert f'href="/help/{slug}"' in index.text
+        assert client.get(f"/help/{slug}").status_code == 200
+    assert "does not read" in client.get("/help/glooko").text
+    assert client.get("/help/unknown").status_code == 404
+    handout = client.get("/help/handout")
+    assert "Before your visit" in handout.text
+    assert "with the code your clinic gives you" in handout.text
+    doc = make_person(engine, "doc@example.org", "clinician", totp=True)
+    clinic = client.post("/v1/clinics", headers=doc.headers, json={"name": "Sunrise"}).json()
+    _as(client, doc)
+    with_code = client.get("/help/handout", params={"clinic": clinic["id"]})
+    assert clinic["share_code"] in with_code.text
+    _as(client, owner)
+    assert client.get("/help/handout", params={"clinic": clinic["id"]}).status_code == 404
+    assert 'href="/help"' in client.get(f"/patients/{owner.patient_id}").text
+
+
+def test_only_clinic_admins_manage_members_and_the_share_code(client: TestClient, engine: Engine) -> None:
+    admin = make_person(engine, "doc@example.org", "clinician", totp=True)
+    nurse = make_person(engine, "nurse@example.org", "clinician", totp=True)
+    clinic = client.post("/v1/clinics", headers=admin.headers, json={"name": "Sunrise"}).json()
+    from glucoshare.accounts.models import User  # noqa: PLC0415
+    from glucoshare.db.session import session_scope  # noqa: PLC0415
+    from glucoshare.sharing.models import Clinic  # noqa: PLC0415
+    from glucoshare.sharing.service import add_member  # noqa: PLC0415
+
+    with session_scope(engine) as session:
+        held, user = session.get(Clinic, clinic["id"]), session.get(User, nurse.user_id)
+        assert held is not None
+        assert user is not None
+        add_member(session, held, user, "member", actor="test")
+    _as(client, admin)
+    page = client.get(f"/clinics/{clinic['id']}")
+    assert "Invite a clinician" in page.text
+    assert "Make a new share code" in page.text
+    assert "Nurse" in page.text
+    _as(client, nurse)
+    page = client.get(f"/clinics/{clinic['id']}")
+    assert page.status_code == 200
+    assert "Invite a clinician" not in page.text
+    assert "Make a new share code" not in page.text

@@ -21,6 +21,7 @@ from glucoshare.web.api.schemas import Health
 from glucoshare.web.deps import unit_of_work
 from glucoshare.web.errors import install_error_handlers
 from glucoshare.web.security import AuditOrigin, BodyLimit, SecurityHeaders
+from glucoshare.web.ui import help as help_pages
 from glucoshare.web.ui import pages
 
 JSON_BODY_LIMIT = 1024 * 1024
@@ -69,6 +70,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         sharing.router,
         clinics.router,
         pages.router,
+        help_pages.router,
     ):
         app.include_router(router)
     app.state.page_error = pages.page_error

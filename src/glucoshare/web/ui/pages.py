@@ -103,7 +103,7 @@ def _signin_redirect(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
 
 
-def _viewer(request: Request, session: Session) -> tuple[Principal, Viewer] | None:
+def viewer_of(request: Request, session: Session) -> tuple[Principal, Viewer] | None:
     """The signed-in person of a browser request, or ``None`` (no session, or an ended one)."""
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie is None:
@@ -135,7 +135,7 @@ def _viewer(request: Request, session: Session) -> tuple[Principal, Viewer] | No
 def start(request: Request) -> Response:
     """The start page: one's own data, the patients shared with one, or the clinic."""
     with unit_of_work(request) as session:
-        found = _viewer(request, session)
+        found = viewer_of(request, session)
         if found is None:
             return RedirectResponse("/signin", status_code=303)
         principal, viewer = found
@@ -164,7 +164,7 @@ def _glucose_of(patient: Patient) -> Glucose:
 def dashboard(request: Request, patient_id: str) -> Response:
     """A patient's dashboard: latest reading, the last 14 days in figures, devices and uploads."""
     with unit_of_work(request) as session:
-        found = _viewer(request, session)
+        found = viewer_of(request, session)
         if found is None:
             return _signin_redirect(request)
         principal, viewer = found
@@ -206,7 +206,7 @@ def report_page(
 ) -> Response:
     """One report of a patient, with its period and unit chosen on the page, and its PDF."""
     with unit_of_work(request) as session:
-        found = _viewer(request, session)
+        found = viewer_of(request, session)
         if found is None:
             return _signin_redirect(request)
         principal, viewer = found
@@ -238,7 +238,7 @@ def report_page(
 def sharing_page(request: Request, patient_id: str) -> Response:
     """Everyone with access to the patient's data, what they may do, and sharing with a clinic code."""
     with unit_of_work(request) as session:
-        found = _viewer(request, session)
+        found = viewer_of(request, session)
         if found is None:
             return _signin_redirect(request)
         principal, viewer = found
@@ -278,7 +278,7 @@ def clinic_page(
 ) -> Response:
     """A clinic's patient list with the triage categories and search (members only)."""
     with unit_of_work(request) as session:
-        found = _viewer(request, session)
+        found = viewer_of(request, session)
         if found is None:
             return _signin_redirect(request)
         principal, viewer = found
@@ -289,6 +289,7 @@ def clinic_page(
             raise PatientNotFoundError("no such clinic, or not yours")
         listing = clinic_patients(session, clinic, search=search, sort=sort, limit=100)
         held = [pending_out(p) for p in pending_uploads(session, clinic)]
+        people = members(session, clinic)
         assignable = (
             clinic_patients(session, clinic, sort="added", descending=True, limit=500).patients
             if held
@@ -302,7 +303,8 @@ def clinic_page(
             listing=listing,
             pending=held,
             assignable=assignable,
-            members=members(session, clinic),
+            members=people,
+            is_admin=any(m.user_id == viewer.user.id and m.role == "admin" for m in people),
             search=search or "",
             sort=sort,
             mmol=mgdl_to_mmol,
@@ -478,7 +480,7 @@ def claim(request: Request, token: Annotated[str, Query(max_length=200)]) -> Res
 def accept_invitation(request: Request, token: Annotated[str, Query(max_length=200)]) -> Response:
     """Accept an invitation (to follow someone's data, to share with a clinic, to join a clinic)."""
     with unit_of_work(request) as session:
-        found = _viewer(request, session)
+        found = viewer_of(request, session)
         if found is None:
             return _signin_redirect(request)
         return _token_page(
@@ -497,7 +499,7 @@ def accept_invitation(request: Request, token: Annotated[str, Query(max_length=2
 def upload(request: Request) -> Response:
     """Where upload reminders point: one's own dashboard, at its upload form."""
     with unit_of_work(request) as session:
-        found = _viewer(request, session)
+        found = viewer_of(request, session)
         if found is None:
             return _signin_redirect(request)
         if found[1].patient_id is None:
@@ -509,7 +511,7 @@ def upload(request: Request) -> Response:
 def security(request: Request) -> Response:
     """Two-step sign-in, password and sessions."""
     with unit_of_work(request) as session:
-        found = _viewer(request, session)
+        found = viewer_of(request, session)
         if found is None:
             return _signin_redirect(request)
         principal, viewer = found
@@ -567,7 +569,7 @@ def _actor_names(session: Session, actors: set[str]) -> dict[str, str]:
 def account(request: Request) -> Response:
     """Settings, who accessed my data, export everything, delete the account."""
     with unit_of_work(request) as session:
-        found = _viewer(request, session)
+        found = viewer_of(request, session)
         if found is None:
             return _signin_redirect(request)
         _, viewer = found

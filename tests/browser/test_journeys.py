@@ -250,3 +250,27 @@ def test_the_clinic_creates_a_patient_assigns_a_device_and_the_patient_claims(
     assert "Dexcom" in page.locator("main").inner_text()
     phone.close()
     desk.close()
+
+
+def test_a_diary_entry_appears_in_the_daily_view(
+    chromium: Any, live_server: LiveServer, engine: Engine
+) -> None:
+    patient = make_person(engine, "ada@example.org", "patient", patient=True)
+    context = chromium.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    _sign_in(page, live_server, "ada@example.org")
+    page.get_by_label("When").fill("2026-11-20T07:30")
+    page.get_by_label("Glucose", exact=True).fill("142")
+    page.get_by_label("Meal insulin (units)").fill("4")
+    page.get_by_label("Carbohydrate (g)").fill("45")
+    page.get_by_label("Note").fill("porridge before school")
+    page.get_by_role("button", name="Add to the diary").click()
+    page.get_by_role("cell", name="glucoshare_diary").wait_for()
+    page.goto(f"{live_server.url}/patients/{patient.patient_id}/reports/daily?from=2026-11-20&to=2026-11-20")
+    table = page.locator("main table").last
+    table.get_by_text("manual reading 142 mg/dL").wait_for()
+    assert "rapid insulin (pen) 4.00 U" in table.inner_text()
+    assert "45 g carbohydrate" in table.inner_text()
+    assert "note: porridge before school" in table.inner_text()
+    screenshot(page, "daily-diary-1440")
+    context.close()

@@ -205,6 +205,9 @@ MATRIX: dict[tuple[str, str], Case] = {
         VIEWERS, body=lambda w, r: {"share_id": w.shares["clinic_a"]}
     ),
     ("POST", "/v1/patients/{patient_id}/uploads"): _patient(UPLOADERS, files=True),
+    ("POST", "/v1/patients/{patient_id}/diary"): _patient(
+        UPLOADERS, body=lambda w, r: {"time": "2026-11-20T08:15", "carbs_g": 10 + ROLES.index(r)}
+    ),
     ("DELETE", "/v1/patients/{patient_id}/uploads/{upload_id}"): _patient(UPLOADERS, needs_upload=True),
     # sharing
     ("POST", "/v1/shares"): _person(NOT_PATIENTS, lambda w, r: {"clinic_code": w.clinic_b_code.lower()}),

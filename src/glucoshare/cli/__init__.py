@@ -9,6 +9,7 @@ from glucoshare.cli import (
     clinics,
     db,
     demo,
+    diary,
     export,
     keys,
     patients,
@@ -36,6 +37,7 @@ app.add_typer(token.app, name="token")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
 app.add_typer(clinics.app, name="clinics")
+app.add_typer(diary.app, name="diary")
 app.command("import")(import_command)
 app.command("serve")(serve_command)
 app.command("export")(export.export_command)

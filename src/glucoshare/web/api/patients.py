@@ -15,6 +15,7 @@ from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.devices.schemas import DeviceListedOut
 from glucoshare.devices.service import list_devices
+from glucoshare.ingest.diary import DiaryEntry, add_diary_entries
 from glucoshare.ingest.service import import_files, remove_upload
 from glucoshare.records.errors import UploadNotFoundError
 from glucoshare.records.schemas import UploadOut
@@ -128,3 +129,14 @@ def delete_upload(patient_id: str, upload_id: str, caller: Caller, request: Requ
     with unit_of_work(request) as session:
         refresh_outdated(session, [patient_id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{patient_id}/diary", status_code=status.HTTP_201_CREATED, responses=_NOT_FOUND)
+def post_diary(patient_id: str, body: DiaryEntry, caller: Caller, request: Request) -> UploadOut:
+    """Add a diary entry (glucose, insulin doses, carbohydrate, a note, ratios) at its local time."""
+    with unit_of_work(request) as session:
+        patient = reach_patient(request, session, caller, patient_id, "upload")
+        upload = add_diary_entries(session, settings_of(request), patient, [body], actor=caller.actor)
+    with unit_of_work(request) as session:
+        refresh_outdated(session, [patient_id])
+    return upload

@@ -1,6 +1,7 @@
 """Journeys through the web app in a real browser (Debian's Chromium, driven by Playwright).
 
-A patient signs in, uploads a Clarity export, sees the AGP and shares with a clinic code; the
+A patient signs up (confirming the address from the e-mail), uploads a Clarity export, sees the AGP
+and shares with a clinic code; the
 clinician signs in with the second factor and finds the patient in triage; the patient revokes and
 the clinician's next page view is denied.
 """
@@ -33,13 +34,13 @@ def _sign_in(page: Any, server: LiveServer, email: str, code: str | None = None)
     page.wait_for_url(lambda url: "/signin" not in url)
 
 
-def test_share_with_a_clinic_and_revoke(
+def test_sign_up_upload_share_with_a_clinic_and_revoke(
     chromium: Any,
     live_server: LiveServer,
     engine: Engine,
+    inbox: Inbox,
     tmp_path: Path,
 ) -> None:
-    patient = make_person(engine, "ada@example.org", "patient", patient=True)
     doctor = make_person(engine, "doc@example.org", "clinician", totp=True)
     assert doctor.totp_secret is not None
     name, data = clarity_bytes(seed=4, days=3)
@@ -48,8 +49,18 @@ def test_share_with_a_clinic_and_revoke(
 
     phone = chromium.new_context(viewport=PHONE)
     page = phone.new_page()
+    page.goto(f"{live_server.url}/signup")
+    page.get_by_label("Your name").fill("Ada")
+    page.get_by_label("E-mail address").fill("ada@example.org")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    page.get_by_role("heading", name="Check your e-mail").wait_for()
+    page.goto(_mailed_link(inbox, "ada@example.org", "/verify-email/"))
+    page.get_by_role("button", name="Confirm my address").click()
+    page.wait_for_url(lambda url: "/signin" in url)
     _sign_in(page, live_server, "ada@example.org")
-    assert page.url.endswith(f"/patients/{patient.patient_id}")
+    assert "/patients/" in page.url
+    patient_id = page.url.rsplit("/", 1)[-1]
     page.get_by_label("Export files").set_input_files(str(export))
     page.get_by_role("button", name="Upload").click()
     page.get_by_text("new,").wait_for()
@@ -74,7 +85,7 @@ def test_share_with_a_clinic_and_revoke(
     assert response.status == 201, response.text()
     clinic = response.json()
 
-    page.goto(f"{live_server.url}/patients/{patient.patient_id}/sharing")
+    page.goto(f"{live_server.url}/patients/{patient_id}/sharing")
     page.get_by_label("The clinic's share code").fill(clinic["share_code"].lower().replace("-", " "))
     page.get_by_role("button", name="Share").click()
     page.get_by_role("heading", name=re.compile("Sunrise Clinic")).wait_for()

@@ -1,9 +1,9 @@
 """Journeys through the web app in a real browser (Debian's Chromium, driven by Playwright).
 
 A patient signs up (confirming the address from the e-mail), uploads a Clarity export, sees the AGP
-and shares with a clinic code; the
-clinician signs in with the second factor and finds the patient in triage; the patient revokes and
-the clinician's next page view is denied.
+and shares with a clinic code; the clinician signs in with the second factor and finds the patient
+in triage; the patient revokes and the clinician's next page view is denied. Also: a clinic's
+e-mailed invitation, a clinic-made account claimed, two-step sign-in, and a diary entry.
 """
 
 from __future__ import annotations

@@ -330,3 +330,26 @@ def test_only_clinic_admins_manage_members_and_the_share_code(client: TestClient
     assert page.status_code == 200
     assert "Invite a clinician" not in page.text
     assert "Make a new share code" not in page.text
+
+
+def test_a_printed_clinic_invitation_is_accepted_by_its_code(
+    client: TestClient, owner: Person, engine: Engine
+) -> None:
+    doc = make_person(engine, "doc@example.org", "clinician", totp=True)
+    clinic = client.post("/v1/clinics", headers=doc.headers, json={"name": "Sunrise Clinic"}).json()
+    printed = client.post(f"/v1/clinics/{clinic['id']}/invitations", headers=doc.headers, json={}).json()
+    _as(client, owner)
+    page = client.get(f"/patients/{owner.patient_id}/sharing")
+    assert "The code on the printed invitation" in page.text
+    accepted = client.post(
+        "/v1/invitations/accept",
+        headers={"X-CSRF-Token": _csrf(page.text)},
+        json={"code": printed["code"].lower()},
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert "Sunrise Clinic" in client.get(f"/patients/{owner.patient_id}/sharing").text
+    dashboard = client.get(f"/patients/{owner.patient_id}")
+    assert "Last upload" in dashboard.text
+    assert "Dexcom" in dashboard.text
+    report = client.get(f"/patients/{owner.patient_id}/reports/agp")
+    assert "data-print" in report.text

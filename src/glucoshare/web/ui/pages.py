@@ -20,7 +20,7 @@ from urllib.parse import quote
 import jinja2
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.access import Principal, own_patient
@@ -30,6 +30,7 @@ from glucoshare.accounts.sessions import active_sessions
 from glucoshare.audit.service import access_log
 from glucoshare.devices.service import list_devices
 from glucoshare.errors import UnauthenticatedError
+from glucoshare.records.models import Upload
 from glucoshare.records.service import list_uploads
 from glucoshare.records.vocabulary import mgdl_to_mmol
 from glucoshare.reports.render import STYLESHEET, render_body
@@ -174,6 +175,13 @@ def dashboard(request: Request, patient_id: str) -> Response:
         latest = latest_cgm(session, patient.id)
         devices = list_devices(session, patient.id)
         uploads = list_uploads(session, patient.id)
+        last_upload = dict(
+            session.execute(
+                select(Upload.device_seq, func.max(Upload.created_at))
+                .where(Upload.patient_id == patient.id, Upload.device_seq.is_not(None))
+                .group_by(Upload.device_seq)
+            )
+        )
         glucose = _glucose_of(patient)
         return render(
             request,
@@ -187,6 +195,7 @@ def dashboard(request: Request, patient_id: str) -> Response:
             latest_at=None if latest is None else dt.datetime.fromtimestamp(latest[0] / 1000, dt.UTC),
             latest_value=None if latest is None else glucose.with_unit(latest[1]),
             devices=devices,
+            last_upload=last_upload,
             uploads=uploads[:10],
             kinds=REPORT_KINDS,
             titles=TITLES,

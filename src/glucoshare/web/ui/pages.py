@@ -27,6 +27,7 @@ from glucoshare.accounts.access import Principal, own_patient
 from glucoshare.accounts.errors import PatientNotFoundError
 from glucoshare.accounts.models import Patient, User
 from glucoshare.accounts.sessions import active_sessions
+from glucoshare.analytics.population import CATEGORIES
 from glucoshare.audit.service import access_log
 from glucoshare.devices.service import list_devices
 from glucoshare.errors import UnauthenticatedError
@@ -280,7 +281,10 @@ def sharing_page(request: Request, patient_id: str) -> Response:
 def clinic_page(
     request: Request,
     clinic_id: str,
+    *,
     search: Annotated[str | None, Query(max_length=100)] = None,
+    tag: Annotated[str | None, Query(max_length=40)] = None,
+    category: Annotated[str | None, Query(max_length=40)] = None,
     sort: Annotated[
         Literal["triage", "name", "last_data", "time_in_range", "time_below_range", "gmi", "added"], Query()
     ] = "triage",
@@ -296,7 +300,9 @@ def clinic_page(
         clinic = next((c for c in viewer.clinics if c.id == clinic_id), None)
         if clinic is None:
             raise PatientNotFoundError("no such clinic, or not yours")
-        listing = clinic_patients(session, clinic, search=search, sort=sort, limit=100)
+        listing = clinic_patients(
+            session, clinic, search=search, tag=tag or None, category=category or None, sort=sort, limit=100
+        )
         held = [pending_out(p) for p in pending_uploads(session, clinic)]
         people = members(session, clinic)
         assignable = (
@@ -315,6 +321,9 @@ def clinic_page(
             members=people,
             is_admin=any(m.user_id == viewer.user.id and m.role == "admin" for m in people),
             search=search or "",
+            tag=tag or "",
+            category=category or "",
+            categories=CATEGORIES,
             sort=sort,
             mmol=mgdl_to_mmol,
         )

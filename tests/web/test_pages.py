@@ -380,3 +380,20 @@ def test_the_clinic_list_filters_by_tag_and_category(
     assert "1 patients" in no_data.text  # the fixture's data are from 2025: nothing recent
     assert "0 patients" in client.get(f"/clinics/{clinic['id']}", params={"category": "very_low"}).text
     assert "1 patients" in client.get(f"/clinics/{clinic['id']}", params={"tag": "", "category": ""}).text
+
+
+def test_page_titles_are_plain_text(client: TestClient, owner: Person, engine: Engine) -> None:
+    doc = make_person(engine, "doc@example.org", "clinician", totp=True)
+    clinic = client.post("/v1/clinics", headers=doc.headers, json={"name": "Sunrise Clinic"}).json()
+    _as(client, doc)
+    pages = {f"/clinics/{clinic['id']}": "Sunrise Clinic · Glucoshare"}
+    for path, title in pages.items():
+        match = re.search(r"<title>(.*?)</title>", client.get(path).text, re.DOTALL)
+        assert match is not None
+        assert match.group(1) == title
+    _as(client, owner)
+    for path in (f"/patients/{owner.patient_id}", "/account", "/account/security", "/help", "/signin"):
+        match = re.search(r"<title>(.*?)</title>", client.get(path).text, re.DOTALL)
+        assert match is not None
+        assert "<" not in match.group(1)
+        assert match.group(1).endswith("· Glucoshare")

@@ -181,7 +181,7 @@ def dashboard(request: Request, patient_id: str) -> Response:
                 select(Upload.device_seq, func.max(Upload.created_at))
                 .where(Upload.patient_id == patient.id, Upload.device_seq.is_not(None))
                 .group_by(Upload.device_seq)
-            )
+            ).all()
         )
         glucose = _glucose_of(patient)
         return render(

@@ -9,23 +9,10 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-import jinja2
 from markupsafe import Markup
 
 from glucoshare.reports.views import Report
-
-
-@cache
-def _environment() -> jinja2.Environment:
-    folder = resources.files("glucoshare.reports") / "templates"
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: (folder / name).read_text(encoding="utf-8")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
+from glucoshare.templating import templates
 
 STYLESHEET = "report.css"
 """The reports' style sheet in ``glucoshare/reports/static`` (served at ``/static/reports/``)."""
@@ -52,7 +39,7 @@ def _page_css(report: Report) -> str:
 
 def render_body(report: Report) -> Markup:
     """The report as an ``<article>`` to place inside another page (with :data:`STYLESHEET`)."""
-    return Markup(_environment().get_template("report_body.html").render(report=report))  # noqa: S704 - autoescaped template
+    return Markup(templates("glucoshare.reports").get_template("report_body.html").render(report=report))  # noqa: S704 - autoescaped template
 
 
 def render_html(report: Report, *, stylesheet_href: str | None = None) -> str:
@@ -62,7 +49,7 @@ def render_html(report: Report, *, stylesheet_href: str | None = None) -> str:
     for a file opened on its own.
     """
     return (
-        _environment()
+        templates("glucoshare.reports")
         .get_template("report.html")
         .render(
             report=report,

@@ -6,24 +6,12 @@ data and no patient's name, only the clinic and the code.
 
 from __future__ import annotations
 
-from importlib import resources
-
-import jinja2
-
 from glucoshare.config import Settings
 from glucoshare.sharing.errors import InvalidSharingError
 from glucoshare.sharing.models import Clinic, Invitation
+from glucoshare.templating import templates
 
 _DETAILS = ("address", "country", "phone", "website")
-
-
-def _environment() -> jinja2.Environment:
-    folder = resources.files("glucoshare.sharing") / "templates"
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: (folder / name).read_text(encoding="utf-8")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
 
 
 def invitation_pdf(settings: Settings, clinic: Clinic, invitation: Invitation) -> bytes:
@@ -32,7 +20,7 @@ def invitation_pdf(settings: Settings, clinic: Clinic, invitation: Invitation) -
         msg = "only a clinic's invitations to patients have a printable code"
         raise InvalidSharingError(msg)
     html = (
-        _environment()
+        templates("glucoshare.sharing")
         .get_template("invitation.html")
         .render(
             clinic=clinic,

@@ -12,12 +12,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import zoneinfo
-from functools import cache
-from importlib import resources
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-import jinja2
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
@@ -45,6 +42,7 @@ from glucoshare.sharing.patient_list import clinic_patients
 from glucoshare.sharing.service import grants_of, invitation_out, members, share_out
 from glucoshare.summaries.data import latest_cgm
 from glucoshare.summaries.service import patient_stats, resolve_period
+from glucoshare.templating import templates
 from glucoshare.web.deps import SESSION_COOKIE, authenticate, csrf_token, reach_patient, unit_of_work
 
 router = APIRouter(include_in_schema=False)
@@ -54,18 +52,6 @@ PERMISSION_LABELS = (
     ("manage_devices", "manage devices"),
     ("note", "add notes"),
 )
-
-
-@cache
-def _templates() -> jinja2.Environment:
-    folder = resources.files("glucoshare.web.ui") / "templates"
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: (folder / name).read_text(encoding="utf-8")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,7 +74,7 @@ def render(
 ) -> HTMLResponse:
     """A page of the web app."""
     html = (
-        _templates()
+        templates("glucoshare.web.ui")
         .get_template(template)
         .render(
             viewer=viewer,

@@ -84,14 +84,13 @@ class _DayFrame:
 
 
 def _glucose_axis(
-    glucose: Glucose, scale: Scale, left: float, right: float, marks: Sequence[float], *, labels: bool = True
+    glucose: Glucose, scale: Scale, left: float, right: float, marks: Sequence[float]
 ) -> list[str]:
     parts = []
     for mark in marks:
         y = scale(mark)
         parts.append(line(left, y, right, y, cls="grid"))
-        if labels:
-            parts.append(text(left - 4, y + 3, glucose.fmt(mark), cls="tick", anchor="end"))
+        parts.append(text(left - 4, y + 3, glucose.fmt(mark), cls="tick", anchor="end"))
     return parts
 
 

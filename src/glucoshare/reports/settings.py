@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient
 from glucoshare.analytics.settings import PumpSettings, ScheduleEntry
-from glucoshare.reports.units import Glucose, number, pct
+from glucoshare.reports.units import DASH, Glucose, number, pct
 from glucoshare.reports.views import Figure, Section, Table
 from glucoshare.summaries.schemas import StatsOut
 from glucoshare.summaries.settings_data import load_device_settings
@@ -122,7 +122,7 @@ def _settings_sections(settings: PumpSettings, glucose: Glucose, *, title: str) 
         Figure("Maximum basal rate", number(settings.max_basal_u_h, 2, "U/h")),
         Figure("Active insulin time", number(settings.insulin_duration_h, 1, "h")),
     )
-    if any(f.value != "–" for f in limits):
+    if any(f.value != DASH for f in limits):
         sections.append(Section("Limits", figures=limits))
     head = Section(title, sentences=tuple(sentences))
     return [head, *sections]

@@ -52,6 +52,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest file accepted by an import, in bytes (default 200 MB).",
     )
+    max_archive_members: int = Field(
+        default=1000,
+        gt=0,
+        description="Most files one zip archive or folder given to an import may hold.",
+    )
+    max_unpacked_bytes: int = Field(
+        default=1_000_000_000,
+        gt=0,
+        description="Largest total size of the files inside one archive or folder, in bytes (1 GB).",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,35 @@ def test_import_is_all_or_nothing(patient: str, clarity_file: Path, tmp_path: Pa
     assert "bad.csv" in err
     _, out, _ = run("uploads", "list", "--patient", patient, "--json")
     assert json.loads(out)["uploads"] == []
+
+
+def test_import_reads_folders_and_zip_archives(patient: str, clarity_file: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "Export May"
+    (folder / "cgm").mkdir(parents=True)
+    (folder / "cgm" / "clarity.csv").write_bytes(clarity_file.read_bytes())
+    (folder / "read me.txt").write_text("exported for the clinic\n")
+    (folder / ".hidden.csv").write_bytes(clarity_file.read_bytes())
+    outside = tmp_path / "secret.csv"
+    outside.write_bytes(clarity_file.read_bytes())
+    (folder / "link.csv").symlink_to(outside)
+    code, out, err = run("import", str(folder), "--patient", patient, "--json")
+    assert code == 0, err
+    (upload,) = json.loads(out)["uploads"]
+    assert upload["file"] == "Export May/cgm/clarity.csv"
+    assert upload["format"] == "dexcom_clarity"
+    assert "read me.txt (unrecognised format)" in upload["warnings"][-1]
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("clarity.csv", clarity_file.read_bytes())
+    code, out, err = run("import", str(archive), "--patient", patient, "--json")
+    assert code == 0, err
+    (upload,) = json.loads(out)["uploads"]
+    assert (upload["file"], upload["new"]) == ("export.zip/clarity.csv", 0)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run("import", str(empty), "--patient", patient)
+    assert code == 2
+    assert "holds no files" in err
 
 
 def test_export_csv_and_json(patient: str, clarity_file: Path, tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def test_an_unassigned_device_is_held_confirmed_by_serial_and_then_goes_to_its_p
         assign, headers=doc.headers, json={"patient_id": anna, "serial": pending["serial"].lower()}
     )
     assert done.status_code == 201, done.text
-    assert done.json()["new"] > 0
+    assert done.json()[0]["new"] > 0
     assert not held_file.exists()
     assert api.get(f"{base}/pending-uploads", headers=doc.headers).json() == []
     assert len(api.get(f"/v1/patients/{anna}/uploads", headers=doc.headers).json()) == 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import zoneinfo
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -182,11 +182,18 @@ class SourceText:
 
 
 class ParseContext:
-    """What an importer needs besides the file: the time zone and one clock per stream."""
+    """What an importer needs besides the file: the time zone, one clock per stream, the siblings.
 
-    def __init__(self, timezone: str) -> None:
+    ``siblings`` are the other files that arrived together with this one (the members of the same
+    archive, the files of one folder or one request), decoded; an importer whose vendor splits one
+    export into several files may look at them (Tandem Source's hourly basal totals defer to the
+    basal doses of the same export). They are never parsed into records by another file's import.
+    """
+
+    def __init__(self, timezone: str, siblings: Sequence[SourceText] = ()) -> None:
         self.timezone = timezone
         self.tz = zoneinfo.ZoneInfo(timezone)
+        self.siblings = tuple(siblings)
         self._clocks: dict[str, LocalClock] = {}
 
     def clock(self, stream: str) -> LocalClock:
@@ -215,6 +222,9 @@ class ParseResult:
     devices: dict[str, DeviceInfo] = dataclasses.field(default_factory=dict)
     rejected: list[RejectedRow] = dataclasses.field(default_factory=list)
     primary_device: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """Warnings for the person importing (what of the file was deliberately not stored, and why);
+    filled while ``records`` is consumed or before, never with the file's content."""
 
 
 class Importer(Protocol):

@@ -38,6 +38,13 @@ class UnknownFormatError(UnrecognisedFormatError):
     code = "unrecognised_format"
 
 
+class ArchiveRefusedError(UnreadableFileError):
+    """A zip archive that is damaged, or breaks a safety rule (traversal, links, bombs, encryption)."""
+
+    code = "archive_refused"
+    http_status = 422
+
+
 class MalformedFileError(InvalidFileError):
     """The file is of a known format but broken: truncated, missing its header, or mostly unreadable."""
 

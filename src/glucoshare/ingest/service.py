@@ -12,6 +12,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import gc
 import hashlib
 import threading
@@ -28,10 +29,13 @@ from glucoshare.accounts.schemas import check_timezone
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
+from glucoshare.db.base import new_id
 from glucoshare.db.session import after_commit, after_rollback
 from glucoshare.devices.errors import DeviceOwnedByAnotherPatientError
 from glucoshare.devices.models import Device
 from glucoshare.devices.service import resolve_device
+from glucoshare.errors import UnreadableFileError
+from glucoshare.ingest.archives import ArchiveLimits, expand_archive, is_archive
 from glucoshare.ingest.base import (
     DeviceInfo,
     Importer,
@@ -44,12 +48,14 @@ from glucoshare.ingest.base import (
 )
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.errors import (
+    ArchiveRefusedError,
     FileTooLargeError,
     InvalidTimezoneError,
     MalformedFileError,
     NoRecordsError,
+    UnknownFormatError,
 )
-from glucoshare.ingest.registry import detect_format, get_importer
+from glucoshare.ingest.registry import detect_format, get_importer, importers
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.records.models import Upload
 from glucoshare.records.schemas import UploadOut
@@ -405,45 +411,131 @@ def _check_outcome(source: SourceText, builder: _UploadBuilder) -> None:
         raise MalformedFileError(msg)
 
 
-def _parse(
-    settings: Settings, incoming: IncomingFile, zone: str
-) -> tuple[SourceText, Importer, ParseContext, ParseResult]:
-    """Check and parse a file the way every import does: size, time zone, text, format, truncation."""
-    name, data = incoming.name, incoming.data
-    if len(data) > settings.max_upload_bytes:
+def archive_limits(settings: Settings) -> ArchiveLimits:
+    """The limits one archive or folder given to an import is held to."""
+    return ArchiveLimits(
+        max_members=settings.max_archive_members,
+        max_member_bytes=settings.max_upload_bytes,
+        max_total_bytes=settings.max_unpacked_bytes,
+    )
+
+
+def _check_size(settings: Settings, incoming: IncomingFile) -> None:
+    if len(incoming.data) > settings.max_upload_bytes:
         msg = (
-            f"{name}: the file is {len(data) / 1e6:.1f} MB, more than the limit of "
+            f"{incoming.name}: the file is {len(incoming.data) / 1e6:.1f} MB, more than the limit of "
             f"{settings.max_upload_bytes / 1e6:.0f} MB (GLUCOSHARE_MAX_UPLOAD_BYTES)"
         )
         raise FileTooLargeError(msg)
+
+
+def _check_zone(zone: str) -> None:
     try:
         check_timezone(zone)
     except ValueError as exc:
         raise InvalidTimezoneError(str(exc)) from exc
-    source = _read_source(name, data)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A file ready to parse: decoded, its format recognised, and where it came from."""
+
+    incoming: IncomingFile
+    source: SourceText
+    importer: Importer
+    container: str | None
+    """The archive (or folder) it was found in; ``None`` for a file given on its own."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Batch:
+    """The files of one import: what will be parsed, and what of the containers was left out."""
+
+    files: list[_Prepared]
+    skipped: dict[str, list[str]]
+    """Per container, the members left out, each with the reason."""
+
+    @property
+    def siblings(self) -> tuple[SourceText, ...]:
+        return tuple(p.source for p in self.files)
+
+
+def _prepare_one(incoming: IncomingFile, container: str | None) -> _Prepared:
+    """Decode a file, recognise its format and refuse a truncated one."""
+    source = _read_source(incoming.name, incoming.data)
     importer = detect_format(source)
     _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
+    return _Prepared(incoming, source, importer, container)
+
+
+def _prepare(settings: Settings, files: Sequence[IncomingFile], containers: Sequence[str | None]) -> _Batch:
+    """Check, unpack, decode and recognise every file of one import.
+
+    A zip archive is replaced by its members (:mod:`glucoshare.ingest.archives`). A member that is
+    not a device export Glucoshare reads (a PDF, a read-me, a kind of file no importer knows) is left
+    out and listed; a file given on its own, or an archive in which nothing is recognised, is refused.
+    """
+    batch = _Batch([], {})
+    for incoming, given_container in zip(files, containers, strict=True):
+        _check_size(settings, incoming)
+        if is_archive(incoming.data):
+            members = expand_archive(incoming.name, incoming.data, archive_limits(settings))
+            container: str | None = incoming.name
+        else:
+            members, container = [incoming], given_container
+        for member in members:
+            if container is None:
+                batch.files.append(_prepare_one(member, None))
+                continue
+            try:
+                batch.files.append(_prepare_one(member, container))
+            except (UnreadableFileError, UnknownFormatError) as exc:
+                reason = exc.message.removeprefix(f"{member.name}: ").split(";")[0]
+                batch.skipped.setdefault(container, []).append(f"{_inner(member.name, container)} ({reason})")
+    for container, left_out in batch.skipped.items():
+        if not any(p.container == container for p in batch.files):
+            known = ", ".join(f"{i.label} ({i.format})" for i in importers())
+            msg = (
+                f"{container}: none of its {len(left_out)} files is an export Glucoshare reads "
+                f"({'; '.join(left_out[:5])}); Glucoshare reads: {known}"
+            )
+            raise UnknownFormatError(msg)
+    return batch
+
+
+def _inner(name: str, container: str) -> str:
+    """A member's path inside its container, for messages."""
+    return name.removeprefix(container).lstrip("/") or name
+
+
+def _parse(
+    settings: Settings, incoming: IncomingFile, zone: str
+) -> tuple[SourceText, Importer, ParseContext, ParseResult]:
+    """Check and parse one plain file the way every import does: size, time zone, text, format."""
+    _check_size(settings, incoming)
+    _check_zone(zone)
+    prepared = _prepare_one(incoming, None)
     ctx = ParseContext(zone)
-    return source, importer, ctx, importer.parse(source, ctx)
+    return prepared.source, prepared.importer, ctx, prepared.importer.parse(prepared.source, ctx)
 
 
-def import_file(
+def _store(
     session: Session,
     *,
     settings: Settings,
     patient: Patient,
-    incoming: IncomingFile,
-    timezone: str | None,
+    prepared: _Prepared,
+    zone: str,
     actor: str,
-    progress: ProgressCallback | None = None,
+    siblings: Sequence[SourceText],
+    batch_id: str | None,
+    progress: ProgressCallback | None,
 ) -> UploadOut:
-    """Import one file for ``patient``; raise an :class:`~glucoshare.errors.InputError` to refuse it.
-
-    ``timezone`` (IANA name) maps the file's local wall times to UTC; default: the patient's.
-    """
+    """Parse and store one recognised file as one upload (the caller owns the transaction)."""
+    incoming, source, importer = prepared.incoming, prepared.source, prepared.importer
     name, data = incoming.name, incoming.data
-    zone = timezone or patient.timezone
-    source, importer, ctx, result = _parse(settings, incoming, zone)
+    ctx = ParseContext(zone, [s for s in siblings if s is not source])
+    result = importer.parse(source, ctx)
     sha256 = hashlib.sha256(data).hexdigest()
     upload = Upload(
         patient_id=patient.id,
@@ -454,6 +546,7 @@ def import_file(
         encoding=source.encoding,
         timezone=zone,
         uploaded_by=actor,
+        batch_id=batch_id,
     )
     session.add(upload)
     session.flush()
@@ -488,7 +581,7 @@ def import_file(
         target=upload.id,
         details={"format": importer.format, "sha256": sha256, "new": new, "duplicates": total - new},
     )
-    warnings = []
+    warnings = list(result.notes)
     if ctx.skipped_hour_records:
         warnings.append(
             f"{ctx.skipped_hour_records} records fall in the hour skipped by a daylight-saving "
@@ -500,6 +593,41 @@ def import_file(
             "change; their order placed them in the first or second pass of that hour"
         )
     return upload_out(upload, primary, warnings)
+
+
+def import_file(
+    session: Session,
+    *,
+    settings: Settings,
+    patient: Patient,
+    incoming: IncomingFile,
+    timezone: str | None,
+    actor: str,
+    progress: ProgressCallback | None = None,
+) -> UploadOut:
+    """Import one plain (not archived) file for ``patient``; raise an :class:`InputError` to refuse it.
+
+    ``timezone`` (IANA name) maps the file's local wall times to UTC; default: the patient's.
+    Archives and folders go through :func:`import_files`, which may make several uploads of one.
+    """
+    zone = timezone or patient.timezone
+    _check_size(settings, incoming)
+    _check_zone(zone)
+    if is_archive(incoming.data):
+        msg = f"{incoming.name}: this is a zip archive; its files are imported together as a batch"
+        raise ArchiveRefusedError(msg)
+    prepared = _prepare_one(incoming, None)
+    return _store(
+        session,
+        settings=settings,
+        patient=patient,
+        prepared=prepared,
+        zone=zone,
+        actor=actor,
+        siblings=(),
+        batch_id=None,
+        progress=progress,
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -515,26 +643,47 @@ class Inspection:
 
 
 def inspect_file(settings: Settings, incoming: IncomingFile, *, timezone: str) -> Inspection:
-    """Read a file the way an import would (same checks, same refusals) and store nothing."""
-    _, importer, _, result = _parse(settings, incoming, timezone)
-    per_device: collections.Counter[str] = collections.Counter()
+    """Read a file (or every file of an archive) the way an import would, and store nothing.
+
+    The same checks and refusals as an import; for an archive, ``format`` is the format of most of
+    its records and ``primary`` the device most records come from.
+    """
+    _check_zone(timezone)
+    batch = _prepare(settings, [incoming], [None])
+    per_device: collections.Counter[tuple[str, str, str | None]] = collections.Counter()
+    per_format: collections.Counter[str] = collections.Counter()
+    infos: dict[tuple[str, str, str | None], DeviceInfo] = {}
     first: int | None = None
     last: int | None = None
-    for item in result.records:
-        if isinstance(item, ReadingBlock):
-            size = len(item)
-            if size:
+    for prepared in batch.files:
+        result = prepared.importer.parse(
+            prepared.source, ParseContext(timezone, [s for s in batch.siblings if s is not prepared.source])
+        )
+        for item in result.records:
+            if isinstance(item, ReadingBlock):
+                size = len(item)
+                if not size:
+                    continue
                 low, high = int(item.time_ms.min()), int(item.time_ms.max())
-                per_device[item.device] += size
-                first = low if first is None else min(first, low)
-                last = high if last is None else max(last, high)
-            continue
-        per_device[item.device] += 1
-        first = item.time_ms if first is None else min(first, item.time_ms)
-        last = item.time_ms if last is None else max(last, item.time_ms)
-    key = result.primary_device or (per_device.most_common(1)[0][0] if per_device else None)
-    primary = result.devices.get(key) if key is not None else None
-    return Inspection(importer.format, primary, sum(per_device.values()), first, last)
+            else:
+                size, low, high = 1, item.time_ms, item.time_ms
+            info = result.devices[item.device]
+            key = (info.manufacturer, info.model, info.serial)
+            infos.setdefault(key, info)
+            per_device[key] += size
+            per_format[prepared.importer.format] += size
+            first = low if first is None else min(first, low)
+            last = high if last is None else max(last, high)
+        if result.primary_device is not None and result.primary_device in result.devices:
+            info = result.devices[result.primary_device]
+            key = (info.manufacturer, info.model, info.serial)
+            infos.setdefault(key, info)
+            per_device[key] += 0
+    if not per_device:
+        fmt = batch.files[0].importer.format
+        return Inspection(fmt, None, 0, None, None)
+    key = per_device.most_common(1)[0][0]
+    return Inspection(per_format.most_common(1)[0][0], infos[key], sum(per_device.values()), first, last)
 
 
 def import_files(
@@ -545,21 +694,60 @@ def import_files(
     files: Sequence[IncomingFile],
     timezone: str | None,
     actor: str,
-    progress: ProgressCallback | None = None,
+    progress: Callable[[str], ProgressCallback | None] | None = None,
+    containers: Sequence[str | None] | None = None,
 ) -> list[UploadOut]:
-    """Import several files in one unit of work: all are stored, or (on any refusal) none."""
-    return [
-        import_file(
+    """Import several files as one batch, in one unit of work: all are stored, or (on any refusal) none.
+
+    A zip archive among ``files`` is imported member by member (one upload each); ``containers``
+    names, per file, the folder it was found in (``None``: given on its own), so that a folder's
+    files are treated like an archive's members: one that is not a device export is left out and
+    listed in the warnings of the container's first upload, and one that holds no records is left
+    out too. Every file can see the others of the batch (:attr:`ParseContext.siblings`).
+    ``progress`` gives, per file name, a callback for the records stored.
+    """
+    zone = timezone or patient.timezone
+    _check_zone(zone)
+    batch = _prepare(settings, files, containers or [None] * len(files))
+    batch_id = new_id() if len(batch.files) > 1 else None
+    siblings = batch.siblings
+    out: list[UploadOut] = []
+    first_of: dict[str, int] = {}
+    for prepared in batch.files:
+        callback = None if progress is None else progress(prepared.incoming.name)
+        store = functools.partial(
+            _store,
             session,
             settings=settings,
             patient=patient,
-            incoming=incoming,
-            timezone=timezone,
+            prepared=prepared,
+            zone=zone,
             actor=actor,
-            progress=progress,
+            siblings=siblings,
+            batch_id=batch_id,
+            progress=callback,
         )
-        for incoming in files
-    ]
+        container = prepared.container
+        if container is None:
+            out.append(store())
+            continue
+        try:
+            with session.begin_nested():  # a member without records is rolled back on its own
+                upload = store()
+        except NoRecordsError:
+            inner = _inner(prepared.incoming.name, container)
+            batch.skipped.setdefault(container, []).append(f"{inner} (no records)")
+            continue
+        first_of.setdefault(container, len(out))
+        out.append(upload)
+    for container, left_out in batch.skipped.items():
+        if container not in first_of:
+            msg = f"{container}: none of its files holds records (was an empty date range exported?)"
+            raise NoRecordsError(msg)
+        at = first_of[container]
+        note = f"{len(left_out)} files of {container} were not imported: {'; '.join(left_out)}"
+        out[at] = out[at].model_copy(update={"warnings": [*out[at].warnings, note]})
+    return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -587,7 +775,8 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
             if kept is None:
                 continue
             source = _read_source(other.file_name, kept)
-            result = get_importer(other.format).parse(source, ParseContext(other.timezone))
+            siblings = _batch_siblings(session, settings, other)
+            result = get_importer(other.format).parse(source, ParseContext(other.timezone, siblings))
             builder = _UploadBuilder(session, patient, other, result)
             builder.consume(None)
             restored += builder.new
@@ -609,6 +798,25 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
         details={"records_deleted": removed, "records_restored": restored},
     )
     return UploadRemoval(upload.id, upload.patient_id, removed, restored)
+
+
+def _batch_siblings(session: Session, settings: Settings, upload: Upload) -> list[SourceText]:
+    """The kept files of the uploads that arrived in the same batch as ``upload``, decoded."""
+    if upload.batch_id is None:
+        return []
+    others = session.scalars(
+        select(Upload).where(
+            Upload.patient_id == upload.patient_id,
+            Upload.batch_id == upload.batch_id,
+            Upload.seq != upload.seq,
+        )
+    )
+    siblings = []
+    for other in others:
+        kept = read_raw(session, settings, other)
+        if kept is not None:
+            siblings.append(_read_source(other.file_name, kept))
+    return siblings
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

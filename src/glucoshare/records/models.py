@@ -47,6 +47,9 @@ class Upload(Base):
     encoding: Mapped[str] = mapped_column(String(20))
     timezone: Mapped[str] = mapped_column(String(64))
     uploaded_by: Mapped[str] = mapped_column(String(254))
+    batch_id: Mapped[str | None] = mapped_column(String(32))
+    """Shared by the uploads that arrived together: the files of one archive, folder or request
+    (an importer may read a file's siblings, so a re-read needs them too)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     counts: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
     new_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ from glucoshare.devices.models import Device
 from glucoshare.devices.service import device_key
 from glucoshare.errors import ConflictError, NotFoundError
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file, inspect_file, move_upload, read_raw, remove_upload
+from glucoshare.ingest.service import import_files, inspect_file, move_upload, read_raw, remove_upload
 from glucoshare.records.models import Record, Upload
 from glucoshare.records.schemas import UploadOut
 from glucoshare.sharing.access import patient_access, permissions_of
@@ -75,7 +75,8 @@ class ClinicUploadOut(BaseModel):
     file: str
     outcome: Literal["imported", "pending"]
     patient_id: str | None = None
-    upload: UploadOut | None = None
+    uploads: list[UploadOut] = Field(default_factory=list)
+    """The uploads made (one per file, or per member of a zip archive)."""
     pending: PendingUploadOut | None = None
 
 
@@ -138,11 +139,11 @@ def upload_for_clinic(
                     "with this clinic; ask them to share it, or to upload it themselves"
                 )
                 raise DeviceElsewhereError(msg)
-            upload = import_file(
-                session, settings=settings, patient=patient, incoming=incoming, timezone=timezone, actor=actor
+            uploads = import_files(
+                session, settings=settings, patient=patient, files=[incoming], timezone=timezone, actor=actor
             )
             return ClinicUploadOut(
-                file=incoming.name, outcome="imported", patient_id=patient.id, upload=upload
+                file=incoming.name, outcome="imported", patient_id=patient.id, uploads=uploads
             )
     pending = PendingUpload(
         clinic_id=clinic.id,
@@ -229,8 +230,11 @@ def assign_pending(
     patient_id: str,
     serial: str | None,
     actor: str,
-) -> UploadOut:
-    """Assign a held upload's device to a patient: the serial must be confirmed; the data becomes theirs."""
+) -> list[UploadOut]:
+    """Assign a held upload's device to a patient: the serial must be confirmed; the data becomes theirs.
+
+    Returns the uploads made: one, or one per member when the held file is a zip archive.
+    """
     pending = _pending(session, clinic, pending_id)
     if pending.serial and (serial or "").strip().upper() != pending.serial.strip().upper():
         msg = "serial: it does not match the serial number in the file; check the device"
@@ -241,18 +245,18 @@ def assign_pending(
     if data is None:
         msg = "the held file is gone; upload the export again"
         raise PendingUploadNotFoundError(msg)
-    upload = import_file(
+    uploads = import_files(
         session,
         settings=settings,
         patient=patient,
-        incoming=IncomingFile(pending.file_name or "upload", data),
+        files=[IncomingFile(pending.file_name or "upload", data)],
         timezone=None if pending.timezone == "UTC" else pending.timezone,
         actor=actor,
     )
     pending.assigned_at = dt.datetime.now(dt.UTC)
     pending.assigned_patient_id = patient.id
     pending.assigned_by = actor
-    pending.upload_id = upload.id
+    pending.upload_id = uploads[0].id
     session.flush()
     after_commit(session, lambda: held.unlink(missing_ok=True))
     record_event(
@@ -261,9 +265,9 @@ def assign_pending(
         action=AuditTag.PENDING_ASSIGN,
         patient_id=patient.id,
         target=pending.id,
-        details={"upload": upload.id},
+        details={"uploads": [u.id for u in uploads]},
     )
-    return upload
+    return uploads
 
 
 def discard_pending(

@@ -405,12 +405,12 @@ def get_pending_uploads(clinic_id: str, caller: Caller, request: Request) -> lis
 )
 def post_assign(
     clinic_id: str, pending_id: str, body: AssignIn, caller: Caller, request: Request
-) -> UploadOut:
+) -> list[UploadOut]:
     """Confirm the device's serial and give its data to a patient of the clinic."""
     settings = settings_of(request)
     with unit_of_work(request) as session:
         clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
-        upload = assign_pending(
+        uploads = assign_pending(
             session,
             settings,
             clinic,
@@ -422,7 +422,7 @@ def post_assign(
         )
     with unit_of_work(request) as session:
         refresh_outdated(session, [body.patient_id])
-    return upload
+    return uploads
 
 
 @router.delete(

@@ -139,12 +139,16 @@
             var device = item.pending || {};
             line.textContent = item.file + ": a device no patient has yet (" + [device.manufacturer, device.model,
               device.serial].filter(Boolean).join(" ") + "): it waits below until you assign it.";
+            results.appendChild(line);
           } else {
-            var upload = item.upload || item;
-            line.textContent = upload.file + ": " + upload.new + " new, " + upload.duplicates + " already here" +
-              (upload.rejected_count ? ", " + upload.rejected_count + " rows refused" : "") + ".";
+            (item.uploads || [item]).forEach(function (upload) {
+              var each = document.createElement("p");
+              each.textContent = upload.file + ": " + upload.new + " new, " + upload.duplicates + " already here" +
+                (upload.rejected_count ? ", " + upload.rejected_count + " rows refused" : "") + "." +
+                (upload.warnings && upload.warnings.length ? " " + upload.warnings.join(" ") : "");
+              results.appendChild(each);
+            });
           }
-          results.appendChild(line);
         });
         var done = document.createElement("a");
         done.href = window.location.pathname + window.location.search;

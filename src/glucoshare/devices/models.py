@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, SmallInteger, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
@@ -27,6 +27,10 @@ class Device(Base):
     model: Mapped[str] = mapped_column(String(100))
     serial: Mapped[str | None] = mapped_column(String(100))
     device_key: Mapped[str] = mapped_column(String(400), unique=True)
+    source_rank: Mapped[int | None] = mapped_column(SmallInteger)
+    """The best route this device's data has come by (:mod:`glucoshare.analytics.sources`: 0 the
+    maker's own export … 3 typed in); where two devices carry the same CGM readings, the better
+    ranked one is counted. ``None``: no import has said (counted as an app relay)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     identifiers: Mapped[list[DeviceIdentifier]] = relationship(

@@ -64,6 +64,7 @@ from glucoshare.export import fhir_rules as rules
 from glucoshare.export.service import export_target
 from glucoshare.records.models import Record
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL, RecordType
+from glucoshare.summaries.data import distinct_readings
 from glucoshare.summaries.schemas import StatsOut
 from glucoshare.summaries.service import patient_stats
 from glucoshare.summaries.stats import Period
@@ -423,6 +424,16 @@ def load_readings(session: Session, patient_id: str, period: Period) -> list[Sen
     if not rows:
         return []
     times = np.array([row[0] for row in rows], np.int64)
+    distinct = distinct_readings(
+        session,
+        patient_id,
+        times,
+        np.array([row[2] for row in rows], np.float64),
+        np.array([row[4] for row in rows], np.int64),
+    )
+    if not distinct.all():
+        rows = [row for row, counted in zip(rows, distinct.tolist(), strict=True) if counted]
+        times = times[distinct]
     keep = one_per_slot(times, sampling_interval(times)).tolist()
     return [
         SensorReading(int(row[0]), int(row[1]), float(row[2]), row[3], int(row[4]))

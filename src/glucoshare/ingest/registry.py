@@ -6,12 +6,45 @@ import functools
 import logging
 from importlib.metadata import entry_points
 
+from glucoshare.analytics.sources import RANK_AGGREGATOR, RANK_PRIMARY, RANK_RELAY, RANK_TYPED
 from glucoshare.ingest.base import Importer, SourceText
 from glucoshare.ingest.errors import UnknownFormatError
 
 ENTRY_POINT_GROUP = "glucoshare.importers"
 
 logger = logging.getLogger(__name__)
+
+SOURCE_RANKS = {
+    "dexcom_clarity": RANK_PRIMARY,
+    "libreview": RANK_PRIMARY,
+    "carelink": RANK_PRIMARY,
+    "tandem_source": RANK_PRIMARY,
+    "accuchek_smartpix": RANK_PRIMARY,
+    "glooko": RANK_AGGREGATOR,
+    "diasend": RANK_AGGREGATOR,
+    "tidepool": RANK_AGGREGATOR,
+    "tandem_tconnect": RANK_AGGREGATOR,
+    "nightscout": RANK_RELAY,
+    "xdrip": RANK_RELAY,
+    "mysugr": RANK_RELAY,
+    "glucoshare_csv": RANK_TYPED,
+    "glucoshare_diary": RANK_TYPED,
+}
+"""How directly each built-in format carries a device's data (docs/formats/deduplication.md).
+
+The device maker's own export wins over an aggregator, which wins over an app relay, which wins
+over data typed in by hand; a plugin may declare ``source_rank`` on its importer class.
+"""
+
+
+def source_rank(format_name: str) -> int:
+    """The rank of a format's data when the same readings arrive by several routes (lower wins)."""
+    if format_name in SOURCE_RANKS:
+        return SOURCE_RANKS[format_name]
+    try:
+        return int(getattr(get_importer(format_name), "source_rank", RANK_RELAY))
+    except KeyError:
+        return RANK_RELAY
 
 
 @functools.cache

@@ -55,7 +55,7 @@ from glucoshare.ingest.errors import (
     NoRecordsError,
     UnknownFormatError,
 )
-from glucoshare.ingest.registry import detect_format, get_importer, importers
+from glucoshare.ingest.registry import detect_format, get_importer, importers, source_rank
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.records.models import Upload
 from glucoshare.records.schemas import UploadOut
@@ -217,8 +217,15 @@ class _UploadBuilder:
                 model=info.model,
                 serial=info.serial,
             )
+            self._rank(device)
             self.devices[key] = device
         return device.seq
+
+    def _rank(self, device: Device) -> None:
+        """Note the route this upload's data came by on the device, when it is the best so far."""
+        rank = source_rank(self.upload.format)
+        if device.source_rank is None or rank < device.source_rank:
+            device.source_rank = rank
 
     def consume(self, progress: ProgressCallback | None) -> None:
         """Store every record of the parse (the hot loop of an import); count and bound-check."""
@@ -371,6 +378,7 @@ class _UploadBuilder:
                 serial=info.serial,
                 identifiers=info.identifiers,
             )
+            self._rank(device)
             self.devices[key] = device
         primary = self.result.primary_device
         if primary is None and self.device_counts:

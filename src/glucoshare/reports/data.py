@@ -8,10 +8,12 @@ time axis (as :mod:`glucoshare.summaries.data` places them). Note texts are seal
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from glucoshare.analytics.insulin import BasalSegments, segment_ends
@@ -21,7 +23,7 @@ from glucoshare.records.periods import utc_offsets_ms
 from glucoshare.records.service import note_place
 from glucoshare.records.vocabulary import RecordType
 from glucoshare.reports.charts import DayData
-from glucoshare.summaries.data import BASAL_LOOKBACK_MS
+from glucoshare.summaries.data import BASAL_LOOKBACK_MS, distinct_readings
 from glucoshare.vault.service import open_mapping
 
 DAY_MS = 86_400_000
@@ -117,12 +119,42 @@ def _pair(times: list[int], values: list[float]) -> tuple[npt.NDArray[np.int64],
     return np.array(times, np.int64), np.array(values, np.float64)
 
 
+def _counted_cgm(session: Session, patient_id: str, rows: Sequence[Row[Any]]) -> set[tuple[int, int]] | None:
+    """The (instant, device) of the CGM readings to draw when several devices hold some; else ``None``."""
+    times: list[int] = []
+    values: list[float] = []
+    devices: list[int] = []
+    for row in rows:
+        if row.type == RecordType.CBG and row.subtype == "sensor" and row.value is not None:
+            times.append(row.time_ms)
+            values.append(row.value)
+            devices.append(row.device_seq)
+    if len(set(devices)) < 2:  # noqa: PLR2004 - one source cannot repeat itself
+        return None
+    keep = distinct_readings(
+        session,
+        patient_id,
+        np.array(times, np.int64),
+        np.array(values, np.float64),
+        np.array(devices, np.int64),
+    )
+    return {(t, d) for t, d, k in zip(times, devices, keep.tolist(), strict=True) if k}
+
+
 def load_period_records(
     session: Session, patient_id: str, timezone: str, start_ms: int, end_ms: int
 ) -> PeriodRecords:
     """The patient's drawable records in ``[start_ms, end_ms)`` (UTC ms), basal from a day before."""
     rows = session.execute(
-        select(Record.type, Record.subtype, Record.time_ms, Record.value, Record.duration_ms, Record.payload)
+        select(
+            Record.type,
+            Record.subtype,
+            Record.time_ms,
+            Record.value,
+            Record.duration_ms,
+            Record.payload,
+            Record.device_seq,
+        )
         .where(
             Record.device_seq.in_(
                 select(Device.seq).where(Device.patient_id == patient_id).scalar_subquery()
@@ -142,13 +174,16 @@ def load_period_records(
     basal: list[tuple[int, int, float, str]] = []
     entries: list[Entry] = []
     place = note_place(patient_id)
-    for (kind, subtype, time_ms, value, duration, payload), at in zip(rows, local, strict=True):
+    counted = _counted_cgm(session, patient_id, rows)
+    for (kind, subtype, time_ms, value, duration, payload, device), at in zip(rows, local, strict=True):
         if kind == RecordType.BASAL:
             basal.append((at, -1 if duration is None else duration, value or 0.0, subtype))
             continue
         if time_ms < start_ms:
             continue
         if kind == RecordType.CBG and subtype == "sensor" and value is not None:
+            if counted is not None and (time_ms, device) not in counted:
+                continue  # the same reading of the same sensor, from a better-ranked source
             cgm[0].append(at)
             cgm[1].append(value)
         elif kind == RecordType.SMBG and value is not None:

@@ -15,6 +15,7 @@ from sqlalchemy import ScalarSelect, select
 from sqlalchemy.orm import Session
 
 from glucoshare.analytics.insulin import BasalSegments, Doses
+from glucoshare.analytics.sources import repeated_readings
 from glucoshare.devices.models import Device
 from glucoshare.records.models import Record
 from glucoshare.records.periods import utc_offsets_ms
@@ -45,10 +46,41 @@ def _devices(patient_id: str) -> ScalarSelect[int]:
     return select(Device.seq).where(Device.patient_id == patient_id).scalar_subquery()
 
 
-def load_cgm(session: Session, patient_id: str, timezone: str, start_ms: int, end_ms: int) -> CgmArrays:
-    """The patient's CGM sensor readings in ``[start_ms, end_ms)`` (UTC ms), sorted by time."""
+def device_ranks(session: Session, patient_id: str) -> dict[int, int]:
+    """The source rank of each of the patient's devices that has one (:mod:`glucoshare.analytics.sources`)."""
     rows = session.execute(
-        select(Record.time_ms, Record.value, Record.orig_value, Record.orig_unit)
+        select(Device.seq, Device.source_rank).where(
+            Device.patient_id == patient_id, Device.source_rank.is_not(None)
+        )
+    ).all()
+    return {int(seq): int(rank) for seq, rank in rows if rank is not None}
+
+
+def distinct_readings(
+    session: Session,
+    patient_id: str,
+    time_ms: npt.NDArray[np.int64],
+    mgdl: npt.NDArray[np.float64],
+    device_seq: npt.NDArray[np.int64],
+) -> npt.NDArray[np.bool_]:
+    """Which CGM readings to count: all but those a better-ranked device also holds (same sensor).
+
+    The one rule for every reader of CGM data (stats, reports, FHIR): see
+    :func:`glucoshare.analytics.sources.repeated_readings`.
+    """
+    if len(device_seq) == 0 or bool((device_seq == device_seq[0]).all()):
+        return np.ones(len(time_ms), np.bool_)
+    return ~repeated_readings(time_ms, mgdl, device_seq, device_ranks(session, patient_id))
+
+
+def load_cgm(session: Session, patient_id: str, timezone: str, start_ms: int, end_ms: int) -> CgmArrays:
+    """The patient's CGM sensor readings in ``[start_ms, end_ms)`` (UTC ms), sorted by time.
+
+    A reading that reached Glucoshare by two routes (the same sensor in a Clarity and a Glooko
+    export) is counted once (:func:`distinct_readings`).
+    """
+    rows = session.execute(
+        select(Record.time_ms, Record.value, Record.orig_value, Record.orig_unit, Record.device_seq)
         .where(
             Record.device_seq.in_(_devices(patient_id)),
             Record.type == RecordType.CBG.value,
@@ -62,13 +94,17 @@ def load_cgm(session: Session, patient_id: str, timezone: str, start_ms: int, en
     if not rows:
         empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)
         return CgmArrays(empty_i, empty_i, empty_f, empty_f)
-    times, values, originals, units = zip(*rows, strict=True)
+    times, values, originals, units, devices = zip(*rows, strict=True)
     utc = np.array(times, np.int64)
+    mgdl = np.array(values, np.float64)
     mmol = np.array(
         [o if u == "mmol/L" and o is not None else np.nan for o, u in zip(originals, units, strict=True)],
         np.float64,
     )
-    return CgmArrays(utc, utc + utc_offsets_ms(utc, timezone), np.array(values, np.float64), mmol)
+    keep = distinct_readings(session, patient_id, utc, mgdl, np.array(devices, np.int64))
+    if not keep.all():
+        utc, mgdl, mmol = utc[keep], mgdl[keep], mmol[keep]
+    return CgmArrays(utc, utc + utc_offsets_ms(utc, timezone), mgdl, mmol)
 
 
 def latest_cgm(session: Session, patient_id: str) -> tuple[int, float | None] | None:

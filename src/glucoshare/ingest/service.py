@@ -57,6 +57,7 @@ from glucoshare.ingest.errors import (
 )
 from glucoshare.ingest.registry import detect_format, get_importer, importers, source_rank
 from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.workbooks import OLE2_MAGIC, is_workbook, workbook_text
 from glucoshare.records.models import Upload
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import (
@@ -97,8 +98,11 @@ def _too_many_rejected(rejected: int, total: int) -> bool:
     return rejected > max(10, total // 10)
 
 
-def _read_source(name: str, data: bytes) -> SourceText:
-    """Decode a file's bytes for the importers."""
+def _read_source(name: str, data: bytes, limits: ArchiveLimits) -> SourceText:
+    """Decode a file's bytes for the importers (a workbook is rendered as text, sheet by sheet)."""
+    if is_workbook(data):
+        kind = "xls" if data.startswith(OLE2_MAGIC) else "xlsx"
+        return SourceText(name=name, text=workbook_text(name, data, limits), encoding=kind)
     decoded = decode_text(data, name)
     return SourceText(name=name, text=decoded.text, encoding=decoded.encoding)
 
@@ -468,9 +472,9 @@ class _Batch:
         return tuple(p.source for p in self.files)
 
 
-def _prepare_one(incoming: IncomingFile, container: str | None) -> _Prepared:
+def _prepare_one(settings: Settings, incoming: IncomingFile, container: str | None) -> _Prepared:
     """Decode a file, recognise its format and refuse a truncated one."""
-    source = _read_source(incoming.name, incoming.data)
+    source = _read_source(incoming.name, incoming.data, archive_limits(settings))
     importer = detect_format(source)
     _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
     return _Prepared(incoming, source, importer, container)
@@ -486,17 +490,17 @@ def _prepare(settings: Settings, files: Sequence[IncomingFile], containers: Sequ
     batch = _Batch([], {})
     for incoming, given_container in zip(files, containers, strict=True):
         _check_size(settings, incoming)
-        if is_archive(incoming.data):
+        if is_archive(incoming.data) and not is_workbook(incoming.data):
             members = expand_archive(incoming.name, incoming.data, archive_limits(settings))
             container: str | None = incoming.name
         else:
             members, container = [incoming], given_container
         for member in members:
             if container is None:
-                batch.files.append(_prepare_one(member, None))
+                batch.files.append(_prepare_one(settings, member, None))
                 continue
             try:
-                batch.files.append(_prepare_one(member, container))
+                batch.files.append(_prepare_one(settings, member, container))
             except (UnreadableFileError, UnknownFormatError) as exc:
                 reason = exc.message.removeprefix(f"{member.name}: ").split(";")[0]
                 batch.skipped.setdefault(container, []).append(f"{_inner(member.name, container)} ({reason})")
@@ -522,7 +526,7 @@ def _parse(
     """Check and parse one plain file the way every import does: size, time zone, text, format."""
     _check_size(settings, incoming)
     _check_zone(zone)
-    prepared = _prepare_one(incoming, None)
+    prepared = _prepare_one(settings, incoming, None)
     ctx = ParseContext(zone)
     return prepared.source, prepared.importer, ctx, prepared.importer.parse(prepared.source, ctx)
 
@@ -621,10 +625,10 @@ def import_file(
     zone = timezone or patient.timezone
     _check_size(settings, incoming)
     _check_zone(zone)
-    if is_archive(incoming.data):
+    if is_archive(incoming.data) and not is_workbook(incoming.data):
         msg = f"{incoming.name}: this is a zip archive; its files are imported together as a batch"
         raise ArchiveRefusedError(msg)
-    prepared = _prepare_one(incoming, None)
+    prepared = _prepare_one(settings, incoming, None)
     return _store(
         session,
         settings=settings,
@@ -782,7 +786,7 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
             kept = read_raw(session, settings, other)
             if kept is None:
                 continue
-            source = _read_source(other.file_name, kept)
+            source = _read_source(other.file_name, kept, archive_limits(settings))
             siblings = _batch_siblings(session, settings, other)
             result = get_importer(other.format).parse(source, ParseContext(other.timezone, siblings))
             builder = _UploadBuilder(session, patient, other, result)
@@ -823,7 +827,7 @@ def _batch_siblings(session: Session, settings: Settings, upload: Upload) -> lis
     for other in others:
         kept = read_raw(session, settings, other)
         if kept is not None:
-            siblings.append(_read_source(other.file_name, kept))
+            siblings.append(_read_source(other.file_name, kept, archive_limits(settings)))
     return siblings
 
 

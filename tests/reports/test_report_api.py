@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -114,13 +115,19 @@ def test_sending_a_report_tells_the_clinic_with_a_link_and_no_health_data(
     for address in ("doc@example.org", "nurse@example.org"):
         (message,) = inbox.to(address)
         body = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
-        assert f"/v1/patients/{owner.patient_id}/reports/agp?from=" in body
+        assert f"/patients/{owner.patient_id}/reports/agp?from=" in body
+        assert "/v1/" not in body  # the web page with its navigation, not the bare API document
         assert "Ada" not in body
         assert "mg/dL" not in body
         assert message.get_content_type() == "text/plain"
         assert not message.is_multipart()  # never an attachment
     nurse_view = api.get(f"/v1/patients/{owner.patient_id}/reports/agp", headers=nurse.headers)
     assert nurse_view.status_code == 200
+    link = urlsplit(next(word for word in body.split() if "/reports/agp?" in word))
+    api.cookies.clear()
+    opened = api.get(f"{link.path}?{link.query}", follow_redirects=False)
+    assert opened.status_code == 303  # not signed in: to the sign-in page, and back here afterwards
+    assert opened.headers["location"].startswith("/signin?next=%2Fpatients%2F")
 
 
 def test_a_report_cannot_go_to_someone_without_access(api: TestClient, owner: Person, engine: Engine) -> None:

@@ -27,9 +27,9 @@ from glucoshare.summaries.stats import Period
 
 
 def report_path(patient_id: str, kind: ReportKind, period: Period) -> str:
-    """The path that opens the report of ``patient_id`` over ``period`` in Glucoshare."""
+    """The web page that opens the report of ``patient_id`` over ``period`` (after signing in)."""
     query = urlencode({"from": period.first.isoformat(), "to": period.last.isoformat()})
-    return f"/v1/patients/{patient_id}/reports/{kind}?{query}"
+    return f"/patients/{patient_id}/reports/{kind}?{query}"
 
 
 def _recipients(session: Session, share: Share) -> list[str]:

@@ -15,7 +15,9 @@ vendors register exactly like third-party ones (see ``pyproject.toml``). An impo
   raises :class:`~glucoshare.ingest.errors.MalformedFileError` when the file as a whole is broken.
 
 An importer may set the class attribute ``final_newline = True`` when every file of its format ends
-with a line break; a file that does not is then refused as truncated.
+with a line break; a file that does not is then refused as truncated. Otherwise an unreadable last
+row of a file without a final line break is taken for truncation, unless the importer sets
+``no_final_newline = True`` (its files never end with one).
 """
 
 from __future__ import annotations

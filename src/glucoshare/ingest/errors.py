@@ -4,6 +4,8 @@ Every message names the file and, where there is one, the line; none repeats the
 (it may be health data).
 """
 
+from collections.abc import Sequence
+
 from glucoshare.errors import InputError, InvalidFileError, UnreadableFileError, UnrecognisedFormatError
 
 
@@ -52,9 +54,13 @@ class MalformedFileError(InvalidFileError):
 
 
 class NoRecordsError(InvalidFileError):
-    """The file is well formed but holds no records."""
+    """The file is well formed but holds no records; ``notes`` say what of it was not stored, and why."""
 
     code = "no_records"
+
+    def __init__(self, message: str, notes: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.notes = tuple(notes)
 
 
 class InvalidTimezoneError(InputError):

@@ -398,12 +398,12 @@ def _refuse_if_truncated(source: SourceText, *, final_newline: bool) -> None:
         raise MalformedFileError(msg)
 
 
-def _check_outcome(source: SourceText, builder: _UploadBuilder) -> None:
+def _check_outcome(source: SourceText, builder: _UploadBuilder, importer: Importer) -> None:
     """Refuse a file that turned out truncated, empty of records or mostly unreadable."""
     records = sum(builder.counts.values())
     rejected = builder.rejected
     name = source.name
-    unterminated = not source.text.endswith(("\n", "\r"))
+    unterminated = not source.text.endswith(("\n", "\r")) and not getattr(importer, "no_final_newline", False)
     if rejected and unterminated and rejected[-1].line == source.text.count("\n") + 1:
         msg = f"{name}: line {rejected[-1].line}: the file ends in the middle of a row (truncated?)"
         raise MalformedFileError(msg)
@@ -412,8 +412,10 @@ def _check_outcome(source: SourceText, builder: _UploadBuilder) -> None:
             first = rejected[0]
             msg = f"{name}: line {first.line}: {first.reason}; no row of the file could be read"
             raise MalformedFileError(msg)
-        msg = f"{name}: the file holds no records (was an empty date range exported?)"
-        raise NoRecordsError(msg)
+        notes = builder.result.notes
+        why = "; ".join(notes) if notes else "was an empty date range exported?"
+        msg = f"{name}: the file holds no records ({why})"
+        raise NoRecordsError(msg, notes)
     if _too_many_rejected(len(rejected), records + len(rejected)):
         first = rejected[0]
         msg = (
@@ -566,7 +568,7 @@ def _store(
     try:
         with collector_paused():
             builder.consume(progress)
-        _check_outcome(source, builder)
+        _check_outcome(source, builder, importer)
         primary = builder.claim_devices()
     except DeviceOwnedByAnotherPatientError as exc:
         raise DeviceOwnedByAnotherPatientError(f"{name}: {exc.message}") from exc
@@ -746,9 +748,10 @@ def import_files(
         try:
             with session.begin_nested():  # a member without records is rolled back on its own
                 upload = store()
-        except NoRecordsError:
+        except NoRecordsError as exc:
             inner = _inner(prepared.incoming.name, container)
-            batch.skipped.setdefault(container, []).append(f"{inner} (no records)")
+            why = "; ".join(("no records", *exc.notes))
+            batch.skipped.setdefault(container, []).append(f"{inner} ({why})")
             continue
         first_of.setdefault(container, len(out))
         out.append(upload)

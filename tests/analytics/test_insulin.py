@@ -126,3 +126,26 @@ def test_order_of_doses_is_irrelevant(doses: list[tuple[int, float]], seed: int)
     assert dataclasses.astuple(_summary(boluses=ordered)) == pytest.approx(
         dataclasses.astuple(_summary(boluses=shuffled))
     )
+
+
+def test_a_basal_of_unknown_rate_delivers_nothing_and_makes_no_insulin_day() -> None:
+    day = D0
+    basal = BasalSegments(
+        start=np.array([day, day + 6 * HOUR, day + DAY], np.int64),
+        duration=np.array([-1, 2 * HOUR, 2 * HOUR], np.int64),
+        rate=np.array([1.0, np.nan, np.nan], np.float64),
+        automated=np.zeros(3, np.bool_),
+    )
+    empty = empty_doses()
+    summary = insulin_summary(
+        period=(day, day + 2 * DAY),
+        basal=basal,
+        boluses=empty,
+        rapid_pen=empty,
+        long_pen=empty,
+        wizard_carbs=empty,
+        food_carbs=empty,
+        site_changes=np.empty(0, np.int64),
+    )
+    assert summary.days_with_insulin == 1  # the second day holds only a basal of unknown rate
+    assert summary.total_daily_u == pytest.approx(6.0)  # 1 U/h until the unknown temporary basal starts

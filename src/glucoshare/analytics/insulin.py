@@ -7,7 +7,9 @@ statistics (``viz`` ``StatUtil``; research/tidepool.md §4.3) and the AGP report
 * **basal delivered** = rate (U/h) × duration of every basal segment (``scheduled``, ``temp``,
   ``suspend`` at 0 U/h, ``automated``), clipped to the period. Where a segment overlaps the next
   one, the later one takes over from its start (a temporary basal replaces the schedule). A segment
-  without a duration runs until the next one starts, at most 24 hours.
+  without a duration runs until the next one starts, at most 24 hours. A segment whose rate is
+  unknown (NaN: a temporary basal given only as a percentage of a schedule the file does not hold)
+  ends the one before it but delivers nothing and makes no day a day with insulin data.
 * **bolus** = delivered units of pump boluses (all subtypes) and of rapid-acting (or unknown) pen
   doses; long-acting pen doses count as basal.
 * **total daily dose** = (basal + bolus) ÷ days with insulin data (local days on which any insulin
@@ -37,7 +39,7 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BasalSegments:
-    """Basal records: start (local ms), duration (ms, -1 when unknown), rate (U/h), automated flag."""
+    """Basal records: start (local ms), duration (ms, -1: unknown), rate (U/h, NaN: unknown), automated."""
 
     start: IntArray
     duration: IntArray
@@ -141,7 +143,9 @@ def insulin_summary(
     end = np.clip(end, low, high)
     hours = np.maximum(end - start, 0) / HOUR_MS
     rate = basal.rate[order]
-    delivered = np.nan_to_num(rate) * hours
+    known = ~np.isnan(rate)  # a temporary basal given as a percentage of an unknown schedule
+    hours = np.where(known, hours, 0.0)
+    delivered = np.where(known, rate, 0.0) * hours
     automated_hours = float(hours[basal.automated[order]].sum())
     basal_hours = float(hours.sum())
 

@@ -17,7 +17,8 @@ vendors register exactly like third-party ones (see ``pyproject.toml``). An impo
 An importer may set the class attribute ``final_newline = True`` when every file of its format ends
 with a line break; a file that does not is then refused as truncated. Otherwise an unreadable last
 row of a file without a final line break is taken for truncation, unless the importer sets
-``no_final_newline = True`` (its files never end with one).
+``checks_truncation = True``: it refuses a cut-off file itself (a JSON array that never closes), or
+its files never end with a line break, so their last row tells nothing (Glooko).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from glucoshare.ingest.localtime import LocalClock
 
 DETECT_LINES = 40
 """How many leading lines of a file :meth:`Importer.detect` sees."""
+
+HEAD_LINE_CHARS = 65_536
+"""At most this much of each leading line reaches :meth:`Importer.detect`."""
 
 _LINES_CHUNK = 1 << 20
 _ODD_LINE_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
@@ -170,7 +174,10 @@ class SourceText:
             start = end
 
     def head(self, lines: int = DETECT_LINES) -> list[str]:
-        """The first ``lines`` lines, without line terminators."""
+        """The first ``lines`` lines, without line terminators, each cut at :data:`HEAD_LINE_CHARS`.
+
+        A JSON export may be one line of hundreds of megabytes; detection needs only its start.
+        """
         out: list[str] = []
         start = 0
         text = self.text
@@ -178,7 +185,7 @@ class SourceText:
             end = text.find("\n", start)
             if end < 0:
                 end = len(text)
-            out.append(text[start:end].rstrip("\r"))
+            out.append(text[start : min(end, start + HEAD_LINE_CHARS)].rstrip("\r"))
             start = end + 1
         return out
 

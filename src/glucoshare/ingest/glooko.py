@@ -1170,8 +1170,9 @@ class GlookoImporter:
 
     format: ClassVar[str] = "glooko"
     label: ClassVar[str] = "Glooko export (CSV files of its zip)"
-    no_final_newline: ClassVar[bool] = True
-    """Glooko ends every file without a line break: a refused last row is no sign of truncation."""
+    checks_truncation: ClassVar[bool] = True
+    """Glooko ends every file without a line break: a refused last row is no sign of truncation (a
+    file cut inside a quoted decimal is refused by the importer)."""
 
     def detect(self, head: list[str]) -> bool:
         """True when line 1 is Glooko's metadata line (``Name:...,Date Range:...``)."""

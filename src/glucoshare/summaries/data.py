@@ -180,7 +180,7 @@ def load_therapy(
     basal = BasalSegments(
         start=local[basal_index],
         duration=np.array([-1 if r[4] is None else r[4] for r in basal_rows], np.int64),
-        rate=np.array([0.0 if r[3] is None else r[3] for r in basal_rows], np.float64),
+        rate=np.array([np.nan if r[3] is None else r[3] for r in basal_rows], np.float64),
         automated=np.array([r[1] == "automated" for r in basal_rows], np.bool_),
     )
     # Site changes: cannula changes where the device reports them, else reservoir changes.

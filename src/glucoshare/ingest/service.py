@@ -403,7 +403,8 @@ def _check_outcome(source: SourceText, builder: _UploadBuilder, importer: Import
     records = sum(builder.counts.values())
     rejected = builder.rejected
     name = source.name
-    unterminated = not source.text.endswith(("\n", "\r")) and not getattr(importer, "checks_truncation", False)
+    judged = getattr(importer, "checks_truncation", False)  # the importer refuses a cut-off file itself
+    unterminated = not judged and not source.text.endswith(("\n", "\r"))
     if rejected and unterminated and rejected[-1].line == source.text.count("\n") + 1:
         msg = f"{name}: line {rejected[-1].line}: the file ends in the middle of a row (truncated?)"
         raise MalformedFileError(msg)

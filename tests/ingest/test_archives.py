@@ -71,8 +71,8 @@ def _mark_encrypted(data: bytes) -> bytes:
     return bytes(out)
 
 
-def _patient(session: Session) -> Patient:
-    return add_patient(session, validate_patient(email="zip@example.org", name="Z", timezone="Europe/Berlin"))
+def _patient(session: Session, email: str = "zip@example.org") -> Patient:
+    return add_patient(session, validate_patient(email=email, name="Z", timezone="Europe/Berlin"))
 
 
 def _import(session: Session, settings: Settings, patient: Patient, *files: IncomingFile) -> list:  # type: ignore[type-arg]
@@ -331,3 +331,21 @@ def test_settings_limit_archives(
     data = _zip([("a.csv", write_clarity(timeline).data), ("b.csv", b"x\n")])
     with pytest.raises(ArchiveRefusedError, match="more than the limit of 1"):
         _import(session, small, _patient(session), IncomingFile("x.zip", data))
+
+
+def test_of_several_files_one_without_records_is_left_out(
+    session: Session, settings: Settings, timeline: Timeline
+) -> None:
+    clarity, empty = write_clarity(timeline), write_clarity(timeline.window(0, 1))
+    files = [IncomingFile("a.csv", clarity.data), IncomingFile("b.csv", empty.data)]
+    uploads = _import(session, settings, _patient(session), *files)
+    assert [u.file for u in uploads] == ["a.csv"]
+    assert uploads[0].warnings[-1].startswith("1 file was not imported: b.csv (no records")
+    with pytest.raises(NoRecordsError, match="none of the files holds records"):
+        _import(
+            session,
+            settings,
+            _patient(session, "other@example.org"),
+            files[1],
+            IncomingFile("c.csv", empty.data),
+        )

@@ -139,7 +139,7 @@ _GLUCOSE: Final = (
         _mmoll,
     ),
     _column("orig_value", "the value as the source file wrote it, in orig_unit"),
-    _column("orig_unit", "the unit the source file used: mg/dL or mmol/L"),
+    _column("orig_unit", "the unit the source file used (mg/dL, mmol/L, BE, U for a dose read as a rate)"),
     _column(
         "annotation",
         "low or high: the device reported the reading as out of its range (Low, LO, HI, ...), else empty",
@@ -214,7 +214,9 @@ _PAYLOAD_MEANINGS: Final[Mapping[str, str]] = {
     "cancellation_reason": "why the bolus was cancelled, as written",
     "preset": "the preset bolus used, as written",
     "source": "where the insulin came from, as written (e.g. the closed loop's automatic boluses)",
-    "part": "which part of a dual bolus: normal or square",
+    "part": "which part of a dual bolus: normal, square or extended",
+    "completion_status": "whether the bolus completed, as written (Completed, Terminated, ...)",
+    "delivery_method": "how the bolus was given, as written (Standard, Extended, ...)",
     # bolus calculator
     "bg_input": "the glucose entered into the calculator, mg/dL (empty: none entered)",
     "carb_ratio": "the carbohydrate ratio in force, g of carbohydrate per U",

@@ -718,7 +718,10 @@ def import_files(
     names, per file, the folder it was found in (``None``: given on its own), so that a folder's
     files are treated like an archive's members: one that is not a device export is left out and
     listed in the warnings of the container's first upload, and one that holds no records is left
-    out too. Every file can see the others of the batch (:attr:`ParseContext.siblings`).
+    out too. Of several files given together, one without records is left out the same way (a
+    Tandem Source hourly file whose hours the basal doses beside it cover); a single file without
+    records, or a batch in which no file has any, is refused. Every file can see the others of the
+    batch (:attr:`ParseContext.siblings`).
     ``progress`` gives, per file name, a callback for the records stored.
     """
     zone = timezone or patient.timezone
@@ -728,6 +731,7 @@ def import_files(
     siblings = batch.siblings
     out: list[UploadOut] = []
     first_of: dict[str, int] = {}
+    several = len(batch.files) > 1
     for prepared in batch.files:
         callback = None if progress is None else progress(prepared.incoming.name)
         store = functools.partial(
@@ -743,25 +747,32 @@ def import_files(
             progress=callback,
         )
         container = prepared.container
-        if container is None:
+        if container is None and not several:
             out.append(store())
             continue
+        group = container or ""  # "": the files given on their own
         try:
-            with session.begin_nested():  # a member without records is rolled back on its own
+            with session.begin_nested():  # a file without records is rolled back on its own
                 upload = store()
         except NoRecordsError as exc:
-            inner = _inner(prepared.incoming.name, container)
+            inner = prepared.incoming.name if container is None else _inner(prepared.incoming.name, container)
             why = "; ".join(("no records", *exc.notes))
-            batch.skipped.setdefault(container, []).append(f"{inner} ({why})")
+            batch.skipped.setdefault(group, []).append(f"{inner} ({why})")
             continue
-        first_of.setdefault(container, len(out))
+        first_of.setdefault(group, len(out))
         out.append(upload)
-    for container, left_out in batch.skipped.items():
-        if container not in first_of:
-            msg = f"{container}: none of its files holds records (was an empty date range exported?)"
+    for group, left_out in batch.skipped.items():
+        if group not in first_of:
+            if group:
+                msg = f"{group}: none of its files holds records (was an empty date range exported?)"
+            else:
+                msg = f"none of the files holds records ({'; '.join(left_out)})"
             raise NoRecordsError(msg)
-        at = first_of[container]
-        note = f"{len(left_out)} files of {container} were not imported: {'; '.join(left_out)}"
+        at = first_of[group]
+        where = f" of {group}" if group else ""
+        count = "1 file" if len(left_out) == 1 else f"{len(left_out)} files"
+        verb = "was" if len(left_out) == 1 else "were"
+        note = f"{count}{where} {verb} not imported: {'; '.join(left_out)}"
         out[at] = out[at].model_copy(update={"warnings": [*out[at].warnings, note]})
     return out
 

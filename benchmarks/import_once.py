@@ -20,7 +20,7 @@ from glucoshare.db.migrate import upgrade
 from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.ingest.registry import importers
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file
+from glucoshare.ingest.service import import_files
 from glucoshare.vault.keyfile import load_or_create
 
 
@@ -60,22 +60,22 @@ def main() -> None:
         if args.warmup is not None:
             # A running server has imported before: its SQL statements are compiled and cached.
             with session_scope(engine) as session:
-                import_file(
+                import_files(
                     session,
                     settings=settings,
                     patient=other,
-                    incoming=IncomingFile(args.warmup.name, args.warmup.read_bytes()),
+                    files=[IncomingFile(args.warmup.name, args.warmup.read_bytes())],
                     timezone=None,
                     actor="benchmark",
                 )
         start = time.perf_counter()
         data = args.file.read_bytes()
         with session_scope(engine) as session:
-            result = import_file(
+            uploads = import_files(  # one upload, or one per member of a zip archive
                 session,
                 settings=settings,
                 patient=patient,
-                incoming=IncomingFile(args.file.name, data),
+                files=[IncomingFile(args.file.name, data)],
                 timezone=None,
                 actor="benchmark",
             )
@@ -86,9 +86,9 @@ def main() -> None:
         json.dumps(
             {
                 "seconds": seconds,
-                "records": sum(result.counts.values()),
-                "readings": result.counts.get("cbg", 0),
-                "new": result.new,
+                "records": sum(sum(u.counts.values()) for u in uploads),
+                "readings": sum(u.counts.get("cbg", 0) for u in uploads),
+                "new": sum(u.new for u in uploads),
                 "peak_rss_mb": peak_kib / 1024,
             }
         )

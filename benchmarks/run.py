@@ -309,7 +309,7 @@ def write_report(
             f"{rate:,.0f} records/s ({'met' if rate >= TARGET_RATE else 'NOT met'})",
             f"ratio {ratio:.1f} ({'met' if ratio <= TARGET_RATIO else 'NOT met'})",
         ]
-        if DAYS[case.build] >= 365:  # noqa: PLR2004 - the one-year files
+        if DAYS[case.build] >= 365:  # the one-year files
             peak = report["peak_rss_mb"]
             verdicts.append(f"peak {peak:.0f} MB ({'met' if peak < TARGET_PEAK_MB else 'NOT met'})")
         lines.append(f"- {case.description}, SQLite: " + "; ".join(verdicts) + ".")

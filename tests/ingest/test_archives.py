@@ -349,3 +349,25 @@ def test_of_several_files_one_without_records_is_left_out(
             files[1],
             IncomingFile("c.csv", empty.data),
         )
+
+
+def test_a_faulty_detector_does_not_block_the_other_formats(
+    monkeypatch: pytest.MonkeyPatch, timeline: Timeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    from glucoshare.ingest import registry  # noqa: PLC0415
+    from glucoshare.ingest.base import SourceText  # noqa: PLC0415
+
+    class Broken:
+        format = "aaa_broken"
+        label = "a plugin that raises"
+
+        def detect(self, head: list[str]) -> bool:
+            raise ValueError(head[0])
+
+    loaded = registry.importers()
+    monkeypatch.setattr(registry, "importers", lambda: (Broken(), *loaded))
+    text = write_clarity(timeline).data.decode("utf-8-sig")
+    found = registry.detect_format(SourceText("a.csv", text, "utf-8"))
+    assert found.format == "dexcom_clarity"
+    assert "aaa_broken failed to inspect a file (ValueError)" in caplog.text
+    assert "Index" not in caplog.text  # the file's content never reaches the log

@@ -291,7 +291,13 @@ def test_help_pages_and_the_clinic_handout(client: TestClient, owner: Person, en
     for slug in ("dexcom-clarity", "libreview", "carelink", "tandem-source", "glooko", "mysugr", "xdrip"):
         assert f'href="/help/{slug}"' in index.text
         assert client.get(f"/help/{slug}").status_code == 200
-    assert "does not read" in client.get("/help/glooko").text
+    assert "does not read" not in client.get("/help/glooko").text
+    other = client.get("/help/other-devices")
+    assert 'href="/help/glucoshare-template.csv"' in other.text
+    template = client.get("/help/glucoshare-template.csv")
+    assert template.status_code == 200
+    assert template.headers["content-type"].startswith("text/csv")
+    assert "attachment" in template.headers["content-disposition"]
     assert client.get("/help/unknown").status_code == 404
     handout = client.get("/help/handout")
     assert "Before your visit" in handout.text

@@ -76,7 +76,16 @@ def detect_format(source: SourceText) -> Importer:
     """
     head = source.head()
     for importer in importers():
-        if importer.detect(head):
+        try:
+            recognised = importer.detect(head)
+        except Exception as exc:  # noqa: BLE001 - one faulty detector must not block the others
+            logger.warning(
+                "importer %s failed to inspect a file (%s); taken as not its format",
+                importer.format,
+                type(exc).__name__,
+            )
+            continue
+        if recognised:
             return importer
     known = ", ".join(f"{i.label} ({i.format})" for i in importers())
     msg = f"{source.name}: unrecognised format; Glucoshare reads: {known}"

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from glucoshare.errors import NotFoundError
+from glucoshare.ingest.glucoshare_csv import template_bytes
 from glucoshare.web.deps import settings_of, unit_of_work
 from glucoshare.web.ui.pages import render, viewer_of
 
@@ -96,78 +97,160 @@ GUIDES: tuple[Guide, ...] = (
     Guide(
         "tandem-source",
         "Tandem Source",
-        "t:slim X2 and Mobi pumps",
-        supported=False,
+        "t:slim X2 and Mobi pumps, with the CGM paired to the pump",
+        supported=True,
         steps=(
-            "Glucoshare does not read Tandem Source exports yet; support is being built.",
             (
-                "Until then, if your Dexcom sensor is paired with the Dexcom app, upload your Dexcom "
-                "Clarity export for your glucose data."
+                "Sign in to Tandem Source in a web browser (source.tandemdiabetes.com) and make sure your "
+                "pump has uploaded recently (the mobile app does it by itself)."
+            ),
+            (
+                "Open your data and choose the export of your records as CSV for the dates you want; "
+                "Tandem Source saves a ZIP file holding one CSV file per kind of data (CGM, BG, Bolus, "
+                "basal doses, hourly basal)."
+            ),
+            (
+                "Upload the ZIP file as it is on your Glucoshare dashboard (or all of its CSV files at "
+                "once). Files from the old t:connect web site are read too."
             ),
         ),
-        file="The export is a set of CSV files (one per data type), usually in a ZIP file.",
-        formats=("tandem_source",),
+        file="A ZIP file, or CSV files named like LASTNAME_1234567_05Mar2026_0930-CGM.csv.",
+        formats=("tandem_source", "tandem_tconnect"),
     ),
     Guide(
         "glooko",
         "Glooko (and diasend)",
-        "Omnipod 5, Eversense and many meters and pumps that upload to Glooko",
-        supported=False,
+        "Omnipod 5 and DASH, Eversense, and the many meters and pumps that upload to Glooko",
+        supported=True,
         steps=(
-            "Glucoshare does not read Glooko exports yet; support is being built.",
+            "Sign in to Glooko in a web browser (my.glooko.com) with the account your devices upload to.",
             (
-                "For Eversense, there is no public export Glucoshare can read today: Eversense data will "
-                "come through Glooko once Glucoshare reads it."
+                "Use the export of your data as CSV (look for 'Export to CSV' near the reports), choose "
+                "the dates, and save the ZIP file Glooko makes."
+            ),
+            (
+                "Upload the ZIP file as it is: glucose, insulin, carbohydrates, notes and alarms come "
+                "with it, in English or German. An old diasend export (an Excel .xls file) is read too."
             ),
         ),
-        file="Glooko's export is a ZIP file of CSV files.",
-        formats=("glooko",),
+        file="A ZIP file with folders such as 'Insulin data' and files such as cgm_data_1.csv.",
+        formats=("glooko", "diasend"),
+    ),
+    Guide(
+        "eversense",
+        "Eversense",
+        "Eversense E3 and 365 implantable sensors",
+        supported=True,
+        steps=(
+            (
+                "Eversense's own site (Eversense DMS) gives PDF reports only, which no software can read "
+                "back. Share your Eversense data with Glooko in the Eversense app, then follow the Glooko "
+                "guide: the readings come in Glooko's export."
+            ),
+            (
+                "If your readings are in another tool, copy them into Glucoshare's spreadsheet template "
+                "(see 'Other devices') and upload that file."
+            ),
+        ),
+        file="Glooko's ZIP file, or the filled-in Glucoshare template.",
+        formats=("glooko", "glucoshare_csv"),
     ),
     Guide(
         "mysugr",
         "mySugr",
-        "the mySugr app with Accu-Chek meters",
-        supported=False,
-        steps=("Glucoshare does not read mySugr exports yet; support is being built.",),
-        file="The app's export is a CSV file.",
+        "the mySugr app with Accu-Chek meters and pens",
+        supported=True,
+        steps=(
+            (
+                "In the mySugr app, open the menu and look for the data export; choose CSV and the period "
+                "you want. The app saves or e-mails a CSV file."
+            ),
+            (
+                "Upload that file, English or German. Blood glucose, insulin, carbohydrates (bread units "
+                "are turned into grams), activity and notes come with it; your location never does."
+            ),
+        ),
+        file="A CSV file whose first line starts with Date,Time,Tags (or Datum,Zeit,Tags).",
         formats=("mysugr",),
     ),
     Guide(
         "accu-chek",
         "Accu-Chek (Smart Pix)",
-        "Accu-Chek meters read with the Smart Pix device reader",
-        supported=False,
-        steps=("Glucoshare does not read Smart Pix files yet; support is being built.",),
-        file="Smart Pix writes an XML file per device.",
+        "Accu-Chek meters (and Accu-Chek pumps) read with the Smart Pix device reader",
+        supported=True,
+        steps=(
+            "Read your meter with the Accu-Chek Smart Pix reader as usual.",
+            (
+                "On the drive the Smart Pix shows on your computer, open the reports folder and take the "
+                "XML file of your meter (not the HTML page)."
+            ),
+            "Upload the XML file. Control-solution tests are recognised and left out.",
+        ),
+        file="An XML file named after the meter, next to the HTML report.",
         formats=("accuchek_smartpix",),
     ),
     Guide(
         "xdrip",
         "xDrip+",
-        "xDrip+ on Android with Dexcom or Libre sensors",
-        supported=False,
+        "xDrip+ on Android with Dexcom, Libre or other sensors",
+        supported=True,
         steps=(
             (
-                "Glucoshare does not take xDrip+ data yet. It will accept xDrip+'s CSV export and "
-                "xDrip+'s Nightscout upload (point xDrip+ at Glucoshare's address with a token)."
+                "In xDrip+, open the menu, choose the import/export features and 'Export CSV (SiDiary)'. "
+                "xDrip+ writes a ZIP file to the phone's storage."
             ),
+            "Copy the ZIP file to your computer (or share it from the phone) and upload it as it is.",
         ),
-        file="xDrip+ exports a ZIP file holding one CSV file.",
+        file="A ZIP file named like exportCSV20260514-192000.zip holding one CSV file.",
         formats=("xdrip",),
     ),
     Guide(
         "nightscout-apps",
-        "Loop, Trio, AndroidAPS and other Nightscout apps",
-        "automated insulin delivery apps and uploaders that speak Nightscout's API",
-        supported=False,
+        "Nightscout, Loop, Trio, AndroidAPS",
+        "a Nightscout site and the apps that upload to it",
+        supported=True,
         steps=(
             (
-                "Glucoshare's Nightscout-compatible API is being built. These apps will then upload to "
-                "Glucoshare unchanged: you give them Glucoshare's address and a token made for them."
+                "Glucoshare reads what your Nightscout site holds: save its entries, treatments and "
+                "profile as JSON from the site's API (for example /api/v1/entries.json?count=100000 with "
+                "your token) and upload the JSON files."
+            ),
+            (
+                "Uploading directly from Loop, Trio, AndroidAPS or xDrip+ to Glucoshare, with Glucoshare's "
+                "address and a token in place of your Nightscout site, is being built."
             ),
         ),
-        file="No file: the app uploads by itself.",
+        file="JSON files saved from your Nightscout site.",
         formats=("nightscout",),
+    ),
+    Guide(
+        "tidepool",
+        "Tidepool",
+        "data you keep in a Tidepool account",
+        supported=True,
+        steps=(
+            "Sign in to Tidepool in a web browser and open your data.",
+            "Export it, choosing JSON rather than Excel, for up to 90 days at a time.",
+            "Upload the JSON file: every device Tidepool holds for you comes with it.",
+        ),
+        file="A JSON file.",
+        formats=("tidepool",),
+    ),
+    Guide(
+        "other-devices",
+        "Other devices: Glucoshare's template",
+        "any device or tool Glucoshare does not read yet",
+        supported=True,
+        steps=(
+            (
+                "Download Glucoshare's template (below) and open it in a spreadsheet program. Each row is "
+                "one reading, dose, meal or note, with its time, type, value and unit."
+            ),
+            "Copy your data into it, keep the first lines as they are, and save it as CSV.",
+            "Upload the CSV file. A row that cannot be read is shown with its line number and the reason.",
+        ),
+        file="The template, filled in and saved as CSV (docs: generic CSV format).",
+        formats=("glucoshare_csv",),
     ),
 )
 
@@ -199,6 +282,16 @@ def handout(request: Request, clinic: Annotated[str | None, Query(max_length=32)
             code=code,
             base_url=settings_of(request).base_url,
         )
+
+
+@router.get("/help/glucoshare-template.csv")
+def csv_template() -> Response:
+    """The generic CSV template (docs/formats/generic-csv.md), to fill in for any device."""
+    return Response(
+        template_bytes(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="glucoshare-template.csv"'},
+    )
 
 
 @router.get("/help/{slug}", response_class=HTMLResponse)

@@ -523,17 +523,6 @@ def _inner(name: str, container: str) -> str:
     return name.removeprefix(container).lstrip("/") or name
 
 
-def _parse(
-    settings: Settings, incoming: IncomingFile, zone: str
-) -> tuple[SourceText, Importer, ParseContext, ParseResult]:
-    """Check and parse one plain file the way every import does: size, time zone, text, format."""
-    _check_size(settings, incoming)
-    _check_zone(zone)
-    prepared = _prepare_one(settings, incoming, None)
-    ctx = ParseContext(zone)
-    return prepared.source, prepared.importer, ctx, prepared.importer.parse(prepared.source, ctx)
-
-
 def _store(
     session: Session,
     *,

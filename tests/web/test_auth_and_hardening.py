@@ -275,3 +275,40 @@ def test_signing_out_with_the_cookie_needs_the_csrf_token(client: TestClient, en
     assert done.status_code == 204
     assert "gs_session=" in done.headers["set-cookie"]
     assert client.get("/v1/account", headers={"Authorization": f"Bearer {login['token']}"}).status_code == 401
+
+
+def test_a_zip_upload_imports_each_export_and_a_hostile_zip_changes_nothing(
+    client: TestClient, engine: Engine
+) -> None:
+    import io  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    from tests.conftest import table_snapshot  # noqa: PLC0415
+    from tests.web.conftest import clarity_bytes  # noqa: PLC0415
+
+    kim = make_person(engine, "kim@example.org", "patient", patient=True)
+    name, data = clarity_bytes()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"exports/{name}", data)
+        archive.writestr("notes.txt", "for the clinic\n")
+    url = f"/v1/patients/{kim.patient_id}/uploads"
+    done = client.post(url, headers=kim.headers, files={"files": ("export.zip", buffer.getvalue())})
+    assert done.status_code == 201, done.text
+    (upload,) = done.json()
+    assert upload["file"] == f"export.zip/exports/{name}"
+    assert "notes.txt (unrecognised format)" in upload["warnings"][-1]
+    hostile = io.BytesIO()
+    with zipfile.ZipFile(hostile, "w") as archive:
+        archive.writestr("a.csv", data)
+        archive.writestr("../../escape.csv", data)
+
+    def stored() -> dict[str, list[tuple[object, ...]]]:  # the session's last-seen time moves on each request
+        return {name: rows for name, rows in table_snapshot(engine).items() if name != "auth_sessions"}
+
+    before = stored()
+    refused = client.post(url, headers=kim.headers, files={"files": ("evil.zip", hostile.getvalue())})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "archive_refused"
+    assert "climbs out of the archive" in refused.json()["error"]["message"]
+    assert stored() == before

@@ -10,6 +10,7 @@ renderer draw it the same.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -268,12 +269,17 @@ class DayData:
     event_label: tuple[str, ...]
 
     def basal_units(self) -> float | None:
-        """Basal insulin delivered over the day (U): rate × duration per segment; suspensions give none."""
+        """Basal insulin delivered over the day (U): rate × duration per segment; suspensions give none.
+
+        ``None`` when there is no basal, or when a segment's rate is not known (NaN).
+        """
         if not self.basal_rate.size:
             return None
         delivering = np.array([kind != "suspend" for kind in self.basal_kind], np.bool_)
+        if bool(np.isnan(self.basal_rate[delivering]).any()):
+            return None
         hours = (self.basal_end_min - self.basal_start_min) / 60.0
-        return float(np.sum(self.basal_rate * hours * delivering))
+        return float(np.sum(np.where(delivering, self.basal_rate, 0.0) * hours))
 
 
 def day_chart(
@@ -305,7 +311,7 @@ def day_chart(
         parts.append(text(x(minute), dose_top + 9, f"{grams:.0f}", cls="small", anchor="middle"))
     # Basal lane: rate as height, kind as colour.
     parts.append(text(left - 4, basal_top + 8, "basal", cls="tick", anchor="end"))
-    top_rate = max([0.5, *day.basal_rate.tolist()])
+    top_rate = max([0.5, *(r for r in day.basal_rate.tolist() if not math.isnan(r))])
     for start, end, rate, kind in zip(
         day.basal_start_min.tolist(),
         day.basal_end_min.tolist(),
@@ -313,14 +319,14 @@ def day_chart(
         day.basal_kind,
         strict=True,
     ):
+        unknown = math.isnan(rate)  # a temporary basal given only as a percentage of the schedule
         h = (
             (basal_bottom - basal_top) * (rate / top_rate)
-            if kind != "suspend"
+            if kind != "suspend" and not unknown
             else (basal_bottom - basal_top) * 0.15
         )
-        parts.append(
-            rect(x(start), basal_bottom - h, x(end) - x(start), h, cls=kind, title=f"{kind} {rate:.2f} U/h")
-        )
+        title = f"{kind}, rate not known" if unknown else f"{kind} {rate:.2f} U/h"
+        parts.append(rect(x(start), basal_bottom - h, x(end) - x(start), h, cls=kind, title=title))
     parts.append(line(left, basal_bottom, right, basal_bottom, cls="axis"))
     parts.append(text(left - 4, event_y + 3, "events", cls="tick", anchor="end"))
     for minute, label in zip(day.event_min.tolist(), day.event_label, strict=True):

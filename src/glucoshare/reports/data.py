@@ -177,7 +177,8 @@ def load_period_records(
     counted = _counted_cgm(session, patient_id, rows)
     for (kind, subtype, time_ms, value, duration, payload, device), at in zip(rows, local, strict=True):
         if kind == RecordType.BASAL:
-            basal.append((at, -1 if duration is None else duration, value or 0.0, subtype))
+            rate = np.nan if value is None else value  # unknown: a temporary basal given as a percentage
+            basal.append((at, -1 if duration is None else duration, rate, subtype))
             continue
         if time_ms < start_ms:
             continue

@@ -1013,3 +1013,25 @@ def test_tconnect_older_readings_variant_with_bg_and_note_columns() -> None:
         ("note", None, {"text": "before breakfast"}),
         ("cbg", 150.0, None),
     ]
+
+
+def test_the_hours_of_the_doses_are_the_same_by_the_fast_and_the_row_by_row_reading() -> None:
+    from glucoshare.ingest import tandem_source  # noqa: PLC0415
+
+    doses = write_tandem_source(_pump("Europe/Berlin", dt.date(2025, 6, 1), 3)).files[3]
+    text = doses.data.decode("utf-8-sig")
+    header = tandem_source.sniff_header(text.splitlines()[0])
+    assert header is not None
+    source = SourceText(doses.file_name, text, "utf-8")
+    fast = tandem_source._doses_hours_fast(
+        source, header.delimiter, header.columns["serial"], header.columns["stamp"]
+    )
+    assert fast is not None
+    lines = text.splitlines(keepends=True)
+    slow_text = lines[0] + '"' + lines[1].replace(",", '",', 1) + "".join(lines[2:])  # one quoted cell
+    slow_source = SourceText(doses.file_name, slow_text, "utf-8")
+    assert (
+        tandem_source._doses_hours_fast(slow_source, ",", header.columns["serial"], header.columns["stamp"])
+        is None
+    )
+    assert tandem_source._doses_hours(slow_source, header) == fast

@@ -1020,61 +1020,63 @@ class _FileReader:
         serial_text: str | None = None
         stream: _CgmStream | None = None
         reader = csv.reader(self._lines(), delimiter=layout.delimiter, strict=True)
-        while True:
+        while True:  # one pass of the for loop per malformed row (the reader goes on after it)
             try:
-                row = next(reader)
-            except StopIteration:
-                break
+                for cells in reader:
+                    if len(cells) < width:
+                        if not any(cell.strip() for cell in cells):
+                            continue
+                        row = cells + [""] * (width - len(cells))
+                    else:
+                        row = cells
+                    line = reader.line_num + 2
+                    serial = row[i_serial] if i_serial >= 0 else ""
+                    if serial != serial_text or stream is None:
+                        serial_text = serial
+                        stream = streams.get(serial)
+                        if stream is None:
+                            key = serial.strip()
+                            stream = by_key.get(key)
+                            if stream is None:
+                                limits = cgm_limits_mgdl(key)
+                                stream = by_key[key] = _CgmStream(
+                                    self.device(key), _GlucoseColumn(unit, limits, annotate_numbers=True)
+                                )
+                            streams[serial] = stream
+                    stamp = row[i_stamp]
+                    date, _, time = stamp.partition(" ")
+                    day = days.get(date)
+                    delta = times.get(time)
+                    if day is None or delta is None:
+                        wall = stamps.wall(stamp, line)
+                        if wall is None:
+                            if not any(cell.strip() for cell in row):
+                                continue  # a blank row of delimiters
+                            reject(
+                                RejectedRow(
+                                    line,
+                                    "CGM row without a timestamp" if not stamp.strip() else _BAD_TIMESTAMP,
+                                )
+                            )
+                            continue
+                    else:
+                        wall = day + delta
+                    text = row[i_value]
+                    value = stream.glucose.cache.get(text)
+                    if value is None:
+                        try:
+                            value = stream.glucose.read(text, "CGM")
+                        except _RowError as exc:
+                            reject(RejectedRow(line, str(exc)))
+                            continue
+                    stream.walls.append(wall)
+                    stream.lines.append(line)
+                    stream.values.append(value)
             except csv.Error as exc:
                 _refuse_if_cut_off(self.source.name, reader.line_num + 2, exc)
                 reject(RejectedRow(reader.line_num + 2, _MALFORMED_ROW))
                 continue
-            if len(row) < width:
-                if not any(cell.strip() for cell in row):
-                    continue
-                row += [""] * (width - len(row))
-            line = reader.line_num + 2
-            serial = row[i_serial] if i_serial >= 0 else ""
-            if serial != serial_text or stream is None:
-                serial_text = serial
-                stream = streams.get(serial)
-                if stream is None:
-                    key = serial.strip()
-                    stream = by_key.get(key)
-                    if stream is None:
-                        limits = cgm_limits_mgdl(key)
-                        stream = by_key[key] = _CgmStream(
-                            self.device(key), _GlucoseColumn(unit, limits, annotate_numbers=True)
-                        )
-                    streams[serial] = stream
-            stamp = row[i_stamp]
-            date, _, time = stamp.partition(" ")
-            day = days.get(date)
-            delta = times.get(time)
-            if day is None or delta is None:
-                wall = stamps.wall(stamp, line)
-                if wall is None:
-                    if not any(cell.strip() for cell in row):
-                        continue  # a blank row of delimiters
-                    reject(
-                        RejectedRow(
-                            line, "CGM row without a timestamp" if not stamp.strip() else _BAD_TIMESTAMP
-                        )
-                    )
-                    continue
-            else:
-                wall = day + delta
-            text = row[i_value]
-            value = stream.glucose.cache.get(text)
-            if value is None:
-                try:
-                    value = stream.glucose.read(text, "CGM")
-                except _RowError as exc:
-                    reject(RejectedRow(line, str(exc)))
-                    continue
-            stream.walls.append(wall)
-            stream.lines.append(line)
-            stream.values.append(value)
+            break
         for key, found in by_key.items():
             yield from self._cgm_items(key, found, unit)
 

@@ -1048,3 +1048,15 @@ def test_import_service_stores_every_member_once(session: Session, settings: Set
     )
     assert sum(u.new for u in again) == 0
     assert sum(u.duplicates for u in again) == total
+
+
+def test_a_word_for_a_reading_and_a_blank_line_in_a_cgm_member_read_exactly() -> None:
+    member = next(m for m in glooko_members(_pump(), GlookoOptions()) if "cgm_data" in m.file_name)
+    lines = member.data.decode().split("\r\n")
+    cells = lines[5].split(",")
+    lines[5] = f"{cells[0]},Low,{cells[2]}"
+    lines.insert(7, "")
+    records, result = _parse_text("\r\n".join(lines), "Europe/Berlin")
+    assert result.rejected == []
+    assert [(r.value, r.annotation) for r in records if r.line == 6] == [(40.0, "low")]
+    assert len(records) == len(lines) - 3

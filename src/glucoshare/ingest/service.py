@@ -659,30 +659,32 @@ def inspect_file(settings: Settings, incoming: IncomingFile, *, timezone: str) -
     infos: dict[tuple[str, str, str | None], DeviceInfo] = {}
     first: int | None = None
     last: int | None = None
-    for prepared in batch.files:
-        result = prepared.importer.parse(
-            prepared.source, ParseContext(timezone, [s for s in batch.siblings if s is not prepared.source])
-        )
-        for item in result.records:
-            if isinstance(item, ReadingBlock):
-                size = len(item)
-                if not size:
-                    continue
-                low, high = int(item.time_ms.min()), int(item.time_ms.max())
-            else:
-                size, low, high = 1, item.time_ms, item.time_ms
-            info = result.devices[item.device]
-            key = (info.manufacturer, info.model, info.serial)
-            infos.setdefault(key, info)
-            per_device[key] += size
-            per_format[prepared.importer.format] += size
-            first = low if first is None else min(first, low)
-            last = high if last is None else max(last, high)
-        if result.primary_device is not None and result.primary_device in result.devices:
-            info = result.devices[result.primary_device]
-            key = (info.manufacturer, info.model, info.serial)
-            infos.setdefault(key, info)
-            per_device[key] += 0
+    with collector_paused():  # as an import does: parsing makes many short-lived objects
+        for prepared in batch.files:
+            result = prepared.importer.parse(
+                prepared.source,
+                ParseContext(timezone, [s for s in batch.siblings if s is not prepared.source]),
+            )
+            for item in result.records:
+                if isinstance(item, ReadingBlock):
+                    size = len(item)
+                    if not size:
+                        continue
+                    low, high = int(item.time_ms.min()), int(item.time_ms.max())
+                else:
+                    size, low, high = 1, item.time_ms, item.time_ms
+                info = result.devices[item.device]
+                key = (info.manufacturer, info.model, info.serial)
+                infos.setdefault(key, info)
+                per_device[key] += size
+                per_format[prepared.importer.format] += size
+                first = low if first is None else min(first, low)
+                last = high if last is None else max(last, high)
+            if result.primary_device is not None and result.primary_device in result.devices:
+                info = result.devices[result.primary_device]
+                key = (info.manufacturer, info.model, info.serial)
+                infos.setdefault(key, info)
+                per_device[key] += 0
     if not per_device:
         fmt = batch.files[0].importer.format
         return Inspection(fmt, None, 0, None, None)

@@ -562,6 +562,12 @@ def _store(
         primary = builder.claim_devices()
     except DeviceOwnedByAnotherPatientError as exc:
         raise DeviceOwnedByAnotherPatientError(f"{name}: {exc.message}") from exc
+    except NoRecordsError:
+        # Nothing was stored for the file (no record, so no device either): only its upload row,
+        # which goes again, so that a batch can leave the file out and go on.
+        session.delete(upload)
+        session.flush()
+        raise
     total = sum(builder.counts.values())
     new = builder.new
     upload.device_seq = primary.seq if primary is not None else None
@@ -743,8 +749,7 @@ def import_files(
             continue
         group = container or ""  # "": the files given on their own
         try:
-            with session.begin_nested():  # a file without records is rolled back on its own
-                upload = store()
+            upload = store()  # a file without records leaves nothing behind (see _store)
         except NoRecordsError as exc:
             inner = prepared.incoming.name if container is None else _inner(prepared.incoming.name, container)
             why = "; ".join(("no records", *exc.notes))

@@ -29,6 +29,9 @@ from glucoshare.db.models import Base
 from glucoshare.db.session import create_db_engine
 from glucoshare.vault.keyfile import KeyRing, load_or_create
 
+# The shared test helpers assert too: show their failures in detail, as in the tests themselves.
+pytest.register_assert_rewrite("tests.ingest.helpers")
+
 hypothesis_settings.register_profile(
     "fast", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import TypeVar
 
+import pytest
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient
+from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
+from glucoshare.db.session import session_scope
+from glucoshare.errors import InputError
 from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText, each_record
 from glucoshare.ingest.decoding import decode_text
 from glucoshare.ingest.registry import detect_format
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file
+from glucoshare.ingest.service import import_file, import_files
 from glucoshare.records.schemas import UploadOut
 from glucoshare.simulator import PatientProfile
 from glucoshare.simulator.writers.base import ExpectedRecord, WrittenExport
+from tests.conftest import table_snapshot
 
 Key = tuple[str, str, int, float | None, str | None]
+RefusalT = TypeVar("RefusalT", bound=InputError)
 
 
 def profile(**overrides: object) -> PatientProfile:
@@ -71,3 +80,61 @@ def store_export(
         timezone=timezone,
         actor="test",
     )
+
+
+def committed_upload(
+    engine: Engine,
+    settings: Settings,
+    upload: WrittenExport | IncomingFile,
+    *,
+    email: str = "p@example.org",
+    name: str = "P",
+    timezone: str = "Europe/Berlin",
+) -> Patient:
+    """Commit a new patient and one upload of ``upload`` (through ``import_file``); return the patient.
+
+    This is the stored state that a refused import must leave as it is (see :func:`refused_unchanged`).
+    The file is read in the patient's ``timezone``. Pass an :class:`IncomingFile` to store it under
+    another name than the export's own.
+    """
+    incoming = upload if isinstance(upload, IncomingFile) else IncomingFile(upload.file_name, upload.data)
+    with session_scope(engine) as session:
+        patient = add_patient(session, validate_patient(email=email, name=name, timezone=timezone))
+        import_file(
+            session, settings=settings, patient=patient, incoming=incoming, timezone=None, actor="test"
+        )
+    return patient
+
+
+def refused_unchanged(
+    engine: Engine,
+    settings: Settings,
+    patient_id: str,
+    files: IncomingFile | Sequence[IncomingFile],
+    error: type[RefusalT],
+    *,
+    match: str | None = None,
+) -> RefusalT:
+    """Import ``files`` for the patient in a transaction of their own; assert that ``error`` refuses
+    them and that no table row and no raw file under ``settings.raw_files_dir`` has changed.
+
+    One :class:`IncomingFile` goes through ``import_file``, a sequence of them through
+    ``import_files`` (one batch). ``match`` is a regular expression the error text must contain,
+    as in :func:`pytest.raises`. Returns the error, for the caller to check its message.
+    """
+    before = table_snapshot(engine)
+    raw_before = sorted(settings.raw_files_dir.rglob("*"))
+    with pytest.raises(error, match=match) as info, session_scope(engine) as session:
+        patient = session.get(Patient, patient_id)
+        assert patient is not None
+        if isinstance(files, IncomingFile):
+            import_file(
+                session, settings=settings, patient=patient, incoming=files, timezone=None, actor="test"
+            )
+        else:
+            import_files(
+                session, settings=settings, patient=patient, files=files, timezone=None, actor="test"
+            )
+    assert table_snapshot(engine) == before, "a refused import changed the database"
+    assert sorted(settings.raw_files_dir.rglob("*")) == raw_before, "a refused import changed the raw files"
+    return info.value

@@ -19,7 +19,6 @@ from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.analytics.settings import parse_pump_settings
 from glucoshare.config import Settings
-from glucoshare.db.session import session_scope
 from glucoshare.errors import InputError
 from glucoshare.ingest.accuchek_smartpix import SmartPixImporter
 from glucoshare.ingest.base import (
@@ -43,8 +42,14 @@ from glucoshare.simulator.writers.carelink import CareLinkOptions, write_carelin
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.simulator.writers.libreview import write_libreview
 from glucoshare.simulator.writers.mysugr import MySugrOptions, write_mysugr
-from tests.conftest import table_snapshot
-from tests.ingest.helpers import expected_keys, parse_export, parsed_keys, profile
+from tests.ingest.helpers import (
+    committed_upload,
+    expected_keys,
+    parse_export,
+    parsed_keys,
+    profile,
+    refused_unchanged,
+)
 
 IMPORTER = SmartPixImporter()
 PROLOGUE = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<IMPORT>\n<ACSPIX Type="2106" SN="UI000001" Ver="3.01.03"/>\n'
@@ -697,20 +702,7 @@ def _bad_inputs() -> dict[str, tuple[bytes, type[InputError], str]]:
 @pytest.fixture
 def stored(engine: Engine, settings: Settings) -> Patient:
     """A committed patient with a committed Smart Pix upload: what a refused import must not change."""
-    export = write_smartpix(_timeline(days=2))
-    with session_scope(engine) as session:
-        patient = add_patient(
-            session, validate_patient(email="p@example.org", name="P", timezone="Europe/Berlin")
-        )
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile(export.file_name, export.data),
-            timezone=None,
-            actor="test",
-        )
-    return patient
+    return committed_upload(engine, settings, write_smartpix(_timeline(days=2)))
 
 
 @pytest.mark.parametrize("case", list(_bad_inputs()))
@@ -718,23 +710,9 @@ def test_bad_input_is_refused_and_changes_nothing(
     case: str, engine: Engine, settings: Settings, stored: Patient
 ) -> None:
     data, error, message = _bad_inputs()[case]
-    before = table_snapshot(engine)
-    raw_before = sorted(settings.raw_files_dir.rglob("*"))
-    with pytest.raises(error) as info, session_scope(engine) as session:
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile("bad.XML", data),
-            timezone=None,
-            actor="t",
-        )
-    assert info.value.message.startswith("bad.XML")
-    assert message in info.value.message
-    assert table_snapshot(engine) == before
-    assert sorted(settings.raw_files_dir.rglob("*")) == raw_before
+    refused = refused_unchanged(engine, settings, stored.id, IncomingFile("bad.XML", data), error)
+    assert refused.message.startswith("bad.XML")
+    assert message in refused.message
 
 
 def test_rejected_row_reasons_never_hold_the_value() -> None:

@@ -36,8 +36,7 @@ from glucoshare.simulator import simulate
 from glucoshare.simulator.timeline import Timeline
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.simulator.writers.libreview import write_libreview
-from tests.conftest import table_snapshot
-from tests.ingest.helpers import profile
+from tests.ingest.helpers import profile, refused_unchanged
 
 LIMITS = ArchiveLimits(max_members=50, max_member_bytes=10_000_000, max_total_bytes=20_000_000)
 
@@ -280,12 +279,9 @@ def test_a_refused_archive_changes_nothing(
     label, build, error, words = _refusals(timeline)[case]
     with session_scope(engine) as session:
         patient_id = _patient(session).id
-    before = table_snapshot(engine)
-    with pytest.raises(error, match=words), session_scope(engine) as session:
-        patient = session.get(Patient, patient_id)
-        assert patient is not None
-        _import(session, settings, patient, IncomingFile(f"{label}.zip", build()))
-    assert table_snapshot(engine) == before
+    refused_unchanged(
+        engine, settings, patient_id, [IncomingFile(f"{label}.zip", build())], error, match=words
+    )
     assert not any(settings.raw_files_dir.rglob("*")) if settings.raw_files_dir.exists() else True
 
 

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
-from glucoshare.db.session import session_scope
 from glucoshare.errors import InputError
 from glucoshare.ingest.archives import ArchiveLimits
 from glucoshare.ingest.base import (
@@ -56,8 +55,7 @@ from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.simulator.writers.diasend import DiasendOptions, pump_settings, write_diasend
 from glucoshare.simulator.writers.glooko import glooko_members
 from glucoshare.simulator.writers.libreview import write_libreview
-from tests.conftest import table_snapshot
-from tests.ingest.helpers import expected_keys, parsed_keys, profile
+from tests.ingest.helpers import committed_upload, expected_keys, parsed_keys, profile, refused_unchanged
 
 IMPORTER = DiasendImporter()
 LIMITS = ArchiveLimits(max_members=50, max_member_bytes=100_000_000, max_total_bytes=200_000_000)
@@ -900,19 +898,7 @@ def _short() -> Timeline:
 def stored(engine: Engine, settings: Settings) -> Patient:
     """A committed patient with one committed diasend workbook: the state a refused import must keep."""
     export = write_diasend(_short(), DiasendOptions(sheets=("cgm",)))
-    with session_scope(engine) as session:
-        patient = add_patient(
-            session, validate_patient(email="d@example.org", name="D", timezone="Europe/Berlin")
-        )
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile(export.file_name, export.data),
-            timezone=None,
-            actor="test",
-        )
-    return patient
+    return committed_upload(engine, settings, export, email="d@example.org", name="D")
 
 
 def _bad_inputs() -> dict[str, tuple[bytes, type[InputError], str]]:
@@ -964,23 +950,9 @@ def test_bad_workbooks_are_refused_and_change_nothing(
     case: str, engine: Engine, settings: Settings, stored: Patient
 ) -> None:
     data, error, message = _bad_inputs()[case]
-    before = table_snapshot(engine)
-    raw_before = sorted(settings.raw_files_dir.rglob("*"))
-    with pytest.raises(error) as info, session_scope(engine) as session:
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile("export.xls", data),
-            timezone=None,
-            actor="test",
-        )
-    assert info.value.message.startswith("export.xls: ")
-    assert message in info.value.message
-    assert table_snapshot(engine) == before
-    assert sorted(settings.raw_files_dir.rglob("*")) == raw_before
+    refused = refused_unchanged(engine, settings, stored.id, IncomingFile("export.xls", data), error)
+    assert refused.message.startswith("export.xls: ")
+    assert message in refused.message
 
 
 def test_import_service_stores_a_workbook_once(session: Session, settings: Settings) -> None:

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
-from glucoshare.db.session import session_scope
 from glucoshare.errors import InputError
 from glucoshare.ingest.base import (
     DeviceInfo,
@@ -36,7 +35,7 @@ from glucoshare.ingest.errors import MalformedFileError, NoRecordsError
 from glucoshare.ingest.glooko import GlookoImporter, cgm_limits_mgdl, device_info
 from glucoshare.ingest.registry import detect_format, importers
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_file, import_files
+from glucoshare.ingest.service import import_files
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 from glucoshare.simulator import simulate
 from glucoshare.simulator.timeline import Timeline
@@ -45,8 +44,7 @@ from glucoshare.simulator.writers.carelink import write_carelink
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.simulator.writers.glooko import GlookoOptions, glooko_members, write_glooko
 from glucoshare.simulator.writers.libreview import write_libreview
-from tests.conftest import table_snapshot
-from tests.ingest.helpers import expected_keys, parsed_keys, profile
+from tests.ingest.helpers import committed_upload, expected_keys, parsed_keys, profile, refused_unchanged
 
 IMPORTER = GlookoImporter()
 
@@ -917,19 +915,7 @@ def test_broken_headers_refuse_the_member(text: str, message: str) -> None:
 def stored(engine: Engine, settings: Settings) -> Patient:
     """A committed patient with one committed Glooko member: the state a refused import must not change."""
     member = glooko_members(_short())[0]
-    with session_scope(engine) as session:
-        patient = add_patient(
-            session, validate_patient(email="g@example.org", name="G", timezone="Europe/Berlin")
-        )
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile(member.file_name, member.data),
-            timezone=None,
-            actor="test",
-        )
-    return patient
+    return committed_upload(engine, settings, member, email="g@example.org", name="G")
 
 
 def _bad_members() -> dict[str, tuple[bytes, type[InputError], str]]:
@@ -995,23 +981,10 @@ def test_bad_members_are_refused_and_change_nothing(
     case: str, engine: Engine, settings: Settings, stored: Patient
 ) -> None:
     data, error, message = _bad_members()[case]
-    before = table_snapshot(engine)
-    raw_before = sorted(settings.raw_files_dir.rglob("*"))
-    with pytest.raises(error) as info, session_scope(engine) as session:
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile("export.zip/cgm_data_1.csv", data),
-            timezone=None,
-            actor="test",
-        )
-    assert info.value.message.startswith("export.zip/cgm_data_1.csv: ")
-    assert message in info.value.message
-    assert table_snapshot(engine) == before
-    assert sorted(settings.raw_files_dir.rglob("*")) == raw_before
+    bad = IncomingFile("export.zip/cgm_data_1.csv", data)
+    refused = refused_unchanged(engine, settings, stored.id, bad, error)
+    assert refused.message.startswith("export.zip/cgm_data_1.csv: ")
+    assert message in refused.message
 
 
 def test_import_service_stores_every_member_once(session: Session, settings: Settings) -> None:

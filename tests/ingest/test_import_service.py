@@ -29,7 +29,7 @@ from glucoshare.ingest.errors import (
     UnknownFormatError,
 )
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import erase_patient, import_file, import_files, read_raw, remove_upload
+from glucoshare.ingest.service import erase_patient, import_file, read_raw, remove_upload
 from glucoshare.records.models import Record, Upload
 from glucoshare.records.service import delete_upload
 from glucoshare.simulator import simulate
@@ -38,7 +38,7 @@ from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.summaries.models import DailySummary
 from glucoshare.summaries.service import refresh_outdated
 from tests.conftest import table_snapshot
-from tests.ingest.helpers import profile
+from tests.ingest.helpers import committed_upload, profile, refused_unchanged
 
 DAY_MS = 86_400_000
 
@@ -66,15 +66,9 @@ def _import(session: Session, settings: Settings, patient: Patient, incoming: In
 @pytest.fixture
 def stored(engine: Engine, settings: Settings, timeline: Timeline) -> Patient:
     """A committed patient with one committed upload: the state a refused import must not change."""
-    with session_scope(engine) as session:
-        patient = _patient(session)
-        _import(
-            session,
-            settings,
-            patient,
-            _clarity(timeline.window(timeline.start_ms, timeline.start_ms + 5 * DAY_MS)),
-        )
-    return patient
+    return committed_upload(
+        engine, settings, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + 5 * DAY_MS))
+    )
 
 
 def test_import_then_reimport_adds_nothing(session: Session, settings: Settings, timeline: Timeline) -> None:
@@ -238,55 +232,25 @@ def test_bad_input_is_refused_and_changes_nothing(
     case: str, engine: Engine, settings: Settings, stored: Patient, timeline: Timeline
 ) -> None:
     data, error, message = _bad_inputs(timeline)[case]
-    before = table_snapshot(engine)
-    raw_before = sorted(p for p in settings.raw_files_dir.rglob("*"))
-    with pytest.raises(error) as info, session_scope(engine) as session:
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        _import(session, settings, patient, IncomingFile("bad.csv", data))
-    assert info.value.message.startswith("bad.csv")
-    assert message in info.value.message
-    assert info.value.exit_code == 2
-    assert table_snapshot(engine) == before
-    assert sorted(p for p in settings.raw_files_dir.rglob("*")) == raw_before
+    refused = refused_unchanged(engine, settings, stored.id, IncomingFile("bad.csv", data), error)
+    assert refused.message.startswith("bad.csv")
+    assert message in refused.message
+    assert refused.exit_code == 2
 
 
 def test_oversized_file_is_refused(
     engine: Engine, settings: Settings, stored: Patient, timeline: Timeline
 ) -> None:
     small = settings.model_copy(update={"max_upload_bytes": 1000})
-    before = table_snapshot(engine)
-    with (
-        pytest.raises(
-            FileTooLargeError, match=r"more than the limit of 0 MB \(GLUCOSHARE_MAX_UPLOAD_BYTES\)"
-        ),
-        session_scope(engine) as session,
-    ):
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        _import(session, small, patient, _clarity(timeline))
-    assert table_snapshot(engine) == before
+    limit = r"more than the limit of 0 MB \(GLUCOSHARE_MAX_UPLOAD_BYTES\)"
+    refused_unchanged(engine, small, stored.id, _clarity(timeline), FileTooLargeError, match=limit)
 
 
 def test_a_later_bad_file_rolls_back_the_whole_command(
     engine: Engine, settings: Settings, stored: Patient, timeline: Timeline
 ) -> None:
-    before = table_snapshot(engine)
-    raw_before = sorted(settings.raw_files_dir.rglob("*"))
     good = _clarity(timeline.window(timeline.start_ms + 8 * DAY_MS, timeline.end_ms))
-    with pytest.raises(EmptyFileError), session_scope(engine) as session:
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        import_files(
-            session,
-            settings=settings,
-            patient=patient,
-            files=[good, IncomingFile("empty.csv", b"")],
-            timezone=None,
-            actor="test",
-        )
-    assert table_snapshot(engine) == before
-    assert sorted(settings.raw_files_dir.rglob("*")) == raw_before
+    refused_unchanged(engine, settings, stored.id, [good, IncomingFile("empty.csv", b"")], EmptyFileError)
 
 
 def test_another_patients_device_is_refused(

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
-from glucoshare.db.session import session_scope
 from glucoshare.devices.service import list_devices
 from glucoshare.errors import InputError
 from glucoshare.ingest.base import (
@@ -45,8 +44,14 @@ from glucoshare.simulator.writers.carelink import CareLinkOptions, write_carelin
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.simulator.writers.libreview import write_libreview
 from glucoshare.simulator.writers.mysugr import HEADER_EN, MySugrOptions, write_mysugr
-from tests.conftest import table_snapshot
-from tests.ingest.helpers import expected_keys, parse_export, parsed_keys, profile
+from tests.ingest.helpers import (
+    committed_upload,
+    expected_keys,
+    parse_export,
+    parsed_keys,
+    profile,
+    refused_unchanged,
+)
 
 IMPORTER = MySugrImporter()
 HEADER = ",".join(
@@ -773,20 +778,7 @@ def _bad_inputs() -> dict[str, tuple[bytes, type[InputError], str]]:
 @pytest.fixture
 def stored(engine: Engine, settings: Settings) -> Patient:
     """A committed patient with a committed mySugr upload: what a refused import must not change."""
-    export = write_mysugr(_timeline(days=2))
-    with session_scope(engine) as session:
-        patient = add_patient(
-            session, validate_patient(email="p@example.org", name="P", timezone="Europe/Berlin")
-        )
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile(export.file_name, export.data),
-            timezone=None,
-            actor="test",
-        )
-    return patient
+    return committed_upload(engine, settings, write_mysugr(_timeline(days=2)))
 
 
 @pytest.mark.parametrize("case", list(_bad_inputs()))
@@ -794,18 +786,6 @@ def test_bad_input_is_refused_and_changes_nothing(
     case: str, engine: Engine, settings: Settings, stored: Patient
 ) -> None:
     data, error, message = _bad_inputs()[case]
-    before = table_snapshot(engine)
-    with pytest.raises(error) as info, session_scope(engine) as session:
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile("bad.csv", data),
-            timezone=None,
-            actor="t",
-        )
-    assert info.value.message.startswith("bad.csv")
-    assert message in info.value.message
-    assert table_snapshot(engine) == before
+    refused = refused_unchanged(engine, settings, stored.id, IncomingFile("bad.csv", data), error)
+    assert refused.message.startswith("bad.csv")
+    assert message in refused.message

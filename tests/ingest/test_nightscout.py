@@ -22,7 +22,6 @@ from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.analytics.settings import parse_pump_settings, pump_settings_payload
 from glucoshare.config import Settings
-from glucoshare.db.session import session_scope
 from glucoshare.devices.models import Device
 from glucoshare.errors import InputError
 from glucoshare.ingest.base import (
@@ -50,8 +49,7 @@ from glucoshare.simulator.writers.carelink import calculator_schedule, write_car
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.simulator.writers.libreview import write_libreview
 from glucoshare.simulator.writers.nightscout import NightscoutOptions, write_nightscout
-from tests.conftest import table_snapshot
-from tests.ingest.helpers import expected_keys, parsed_keys, profile
+from tests.ingest.helpers import committed_upload, expected_keys, parsed_keys, profile, refused_unchanged
 
 IMPORTER = NightscoutImporter()
 UPLOADERS = ["xdrip", "loop", "aaps", "trio", "share2", "librelinkup"]
@@ -722,22 +720,11 @@ def _bad_inputs() -> dict[str, tuple[bytes, type[InputError], str]]:
 )
 def test_bad_input_is_refused_and_changes_nothing(case: str, engine: Engine, settings: Settings) -> None:
     data, error, message = _bad_inputs()[case]
-    with session_scope(engine) as session:
-        patient = _patient(session)
-        _import(
-            session,
-            settings,
-            patient,
-            write_nightscout(_timeline().window(_timeline().start_ms, _timeline().start_ms + 3 * 3_600_000)),
-            "first.json",
-        )
-    before = table_snapshot(engine)
-    raw_before = sorted(settings.raw_files_dir.rglob("*"))
-    with pytest.raises(error) as info, session_scope(engine) as session:
-        stored = session.get(Patient, patient.id)
-        assert stored is not None
-        _import(session, settings, stored, WrittenExport("bad.json", data, []))
-    assert info.value.message.startswith("bad.json")
-    assert message in info.value.message
-    assert table_snapshot(engine) == before
-    assert sorted(settings.raw_files_dir.rglob("*")) == raw_before
+    first = write_nightscout(_timeline().window(_timeline().start_ms, _timeline().start_ms + 3 * 3_600_000))
+    first_json = IncomingFile("first.json", first.data)
+    patient = committed_upload(
+        engine, settings, first_json, email="ns@example.org", name="NS User", timezone=ZONE
+    )
+    refused = refused_unchanged(engine, settings, patient.id, IncomingFile("bad.json", data), error)
+    assert refused.message.startswith("bad.json")
+    assert message in refused.message

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
-from glucoshare.db.session import session_scope
 from glucoshare.errors import InputError
 from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText, each_record
 from glucoshare.ingest.decoding import decode_text
@@ -50,8 +49,7 @@ from glucoshare.simulator.writers.tandem import (
     write_tandem_source,
     write_tconnect,
 )
-from tests.conftest import table_snapshot
-from tests.ingest.helpers import expected_keys, parsed_keys, profile
+from tests.ingest.helpers import committed_upload, expected_keys, parsed_keys, profile, refused_unchanged
 
 SOURCE = TandemSourceImporter()
 TCONNECT = TConnectImporter()
@@ -727,19 +725,7 @@ def stored(engine: Engine, settings: Settings) -> Patient:
     """A committed patient with one committed Tandem upload: a refused import must not change it."""
     timeline = _pump("Europe/Berlin", dt.date(2025, 6, 1), 1)
     cgm = write_tandem_source(timeline).file("CGM")
-    with session_scope(engine) as session:
-        patient = add_patient(
-            session, validate_patient(email="t@example.org", name="T", timezone="Europe/Berlin")
-        )
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile(cgm.file_name, cgm.data),
-            timezone=None,
-            actor="test",
-        )
-    return patient
+    return committed_upload(engine, settings, cgm, email="t@example.org", name="T")
 
 
 @pytest.mark.parametrize("case", sorted(_bad_inputs()))
@@ -747,21 +733,9 @@ def test_bad_input_is_refused_and_changes_nothing(
     case: str, engine: Engine, settings: Settings, stored: Patient
 ) -> None:
     data, error, message = _bad_inputs()[case]
-    before = table_snapshot(engine)
-    with pytest.raises(error) as info, session_scope(engine) as session:
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile("bad-CGM.csv", data),
-            timezone=None,
-            actor="test",
-        )
-    assert info.value.message.startswith("bad-CGM.csv"), info.value.message
-    assert message in info.value.message
-    assert table_snapshot(engine) == before
+    refused = refused_unchanged(engine, settings, stored.id, IncomingFile("bad-CGM.csv", data), error)
+    assert refused.message.startswith("bad-CGM.csv"), refused.message
+    assert message in refused.message
 
 
 # --- through the import service, on SQLite and PostgreSQL ----------------------------------------------------

@@ -18,7 +18,6 @@ from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.analytics.settings import parse_pump_settings
 from glucoshare.config import Settings
-from glucoshare.db.session import session_scope
 from glucoshare.errors import InputError
 from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText, each_record
 from glucoshare.ingest.decoding import decode_text
@@ -37,8 +36,7 @@ from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.simulator.writers.libreview import write_libreview
 from glucoshare.simulator.writers.tidepool import TidepoolOptions, write_tidepool
 from glucoshare.simulator.writers.xdrip import write_xdrip
-from tests.conftest import table_snapshot
-from tests.ingest.helpers import expected_keys, parsed_keys, profile
+from tests.ingest.helpers import committed_upload, expected_keys, parsed_keys, profile, refused_unchanged
 
 IMPORTER = TidepoolImporter()
 ZONE = "Europe/Berlin"
@@ -905,18 +903,10 @@ def test_import_service_stores_a_tidepool_export_once(session: Session, settings
 def stored(engine: Engine, settings: Settings) -> Patient:
     """A committed patient with one committed Tidepool upload: the state a refused import must not change."""
     timeline = simulate(profile(seed=15), start=dt.date(2025, 6, 1), days=1)
-    with session_scope(engine) as session:
-        patient = _patient(session)
-        export = write_tidepool(timeline, TidepoolOptions(pretty=True))
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile(export.file_name, export.data),
-            timezone=None,
-            actor="test",
-        )
-    return patient
+    export = write_tidepool(timeline, TidepoolOptions(pretty=True))
+    return committed_upload(
+        engine, settings, export, email="tidepool@example.org", name="Tide Pool", timezone=ZONE
+    )
 
 
 def _bad_inputs() -> dict[str, tuple[bytes, type[InputError], str]]:
@@ -955,18 +945,6 @@ def test_bad_input_is_refused_and_changes_nothing(
     case: str, engine: Engine, settings: Settings, stored: Patient
 ) -> None:
     data, error, message = _bad_inputs()[case]
-    before = table_snapshot(engine)
-    with pytest.raises(error) as info, session_scope(engine) as session:
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile("TidepoolExport.json", data),
-            timezone=None,
-            actor="test",
-        )
-    assert info.value.message.startswith("TidepoolExport.json")
-    assert message in info.value.message
-    assert table_snapshot(engine) == before
+    refused = refused_unchanged(engine, settings, stored.id, IncomingFile("TidepoolExport.json", data), error)
+    assert refused.message.startswith("TidepoolExport.json")
+    assert message in refused.message

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.models import Patient
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
-from glucoshare.db.session import session_scope
 from glucoshare.errors import InputError
 from glucoshare.ingest.base import ParseContext, ParsedRecord, ParseResult, SourceText, each_record
 from glucoshare.ingest.decoding import decode_text
@@ -36,8 +35,14 @@ from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.simulator.writers.libreview import write_libreview
 from glucoshare.simulator.writers.tidepool import TidepoolOptions, write_tidepool
 from glucoshare.simulator.writers.xdrip import XDripOptions, write_xdrip
-from tests.conftest import table_snapshot
-from tests.ingest.helpers import expected_keys, parse_export, parsed_keys, profile
+from tests.ingest.helpers import (
+    committed_upload,
+    expected_keys,
+    parse_export,
+    parsed_keys,
+    profile,
+    refused_unchanged,
+)
 
 IMPORTER = XDripImporter()
 HEADER = "DAY;TIME;UDT_CGMS;BG_LEVEL;CH_GR;BOLUS;REMARK\n"
@@ -436,18 +441,8 @@ def test_the_apps_zip_is_imported_through_its_csv(session: Session, settings: Se
 def stored(engine: Engine, settings: Settings) -> Patient:
     """A committed patient with one committed xDrip+ upload: the state a refused import must not change."""
     timeline = simulate(profile(seed=15), start=dt.date(2025, 6, 1), days=1)
-    with session_scope(engine) as session:
-        patient = _patient(session)
-        export = write_xdrip(timeline)
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile(export.file_name, export.data),
-            timezone=None,
-            actor="test",
-        )
-    return patient
+    export = write_xdrip(timeline)
+    return committed_upload(engine, settings, export, email="xdrip@example.org", name="X Drip", timezone=ZONE)
 
 
 def _bad_inputs() -> dict[str, tuple[bytes, type[InputError], str]]:
@@ -499,18 +494,7 @@ def test_bad_input_is_refused_and_changes_nothing(
     case: str, engine: Engine, settings: Settings, stored: Patient
 ) -> None:
     data, error, message = _bad_inputs()[case]
-    before = table_snapshot(engine)
-    with pytest.raises(error) as info, session_scope(engine) as session:
-        patient = session.get(Patient, stored.id)
-        assert patient is not None
-        import_file(
-            session,
-            settings=settings,
-            patient=patient,
-            incoming=IncomingFile("export20250603-120000.csv", data),
-            timezone=None,
-            actor="test",
-        )
-    assert info.value.message.startswith("export20250603-120000.csv")
-    assert message in info.value.message
-    assert table_snapshot(engine) == before
+    bad = IncomingFile("export20250603-120000.csv", data)
+    refused = refused_unchanged(engine, settings, stored.id, bad, error)
+    assert refused.message.startswith("export20250603-120000.csv")
+    assert message in refused.message

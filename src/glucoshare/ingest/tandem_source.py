@@ -993,15 +993,17 @@ class _FileReader:
 
     # -- CGM and BG ------------------------------------------------------------------------------
 
-    def readings(self) -> Iterator[ParsedItem]:
-        """CGM or BG file: rows grouped by serial, each serial one stream."""
+    def _rows_by_serial(
+        self, value_at: int, *, description_at: int | None = None, note_at: int = -1
+    ) -> dict[str, ReadingRows]:
+        """The file's rows as one column set per serial, in file order (a row without one refused).
+
+        ``value_at`` is the value's column; descriptions are kept when ``description_at`` is given
+        (``-1``: the file has none, an empty one per row), notes when ``note_at`` is a column.
+        """
         header, columns = self.header, self.columns
-        value_at = columns["glucose" if header.kind == "cgm" else "bg"]
-        unit = header.units["glucose" if header.kind == "cgm" else "bg"]
         serial_at, stamp_at = columns["serial"], columns["stamp"]
         device_at = columns.get("device", -1)
-        description_at = columns.get("description", -1)
-        note_at = columns.get("note", -1)
         streams: dict[str, ReadingRows] = {}
         rows: ReadingRows | None = None
         current = None
@@ -1020,9 +1022,20 @@ class _FileReader:
             rows.lines.append(line)
             rows.stamps.append(cells[stamp_at])
             rows.values.append(cells[value_at])
-            rows.descriptions.append(cells[description_at] if description_at >= 0 else "")
+            if description_at is not None:
+                rows.descriptions.append(cells[description_at] if description_at >= 0 else "")
             if note_at >= 0:
                 rows.notes.append(cells[note_at])
+        return streams
+
+    def readings(self) -> Iterator[ParsedItem]:
+        """CGM or BG file: rows grouped by serial, each serial one stream."""
+        header, columns = self.header, self.columns
+        value_at = columns["glucose" if header.kind == "cgm" else "bg"]
+        unit = header.units["glucose" if header.kind == "cgm" else "bg"]
+        streams = self._rows_by_serial(
+            value_at, description_at=columns.get("description", -1), note_at=columns.get("note", -1)
+        )
         style = ReadingFormat(unit, self.decimal_comma, "egv" if header.kind == "cgm" else "bg")
         for serial, stream in streams.items():
             device = self.device(serial, stream.model)
@@ -1034,27 +1047,7 @@ class _FileReader:
 
     def doses(self) -> Iterator[ParsedItem]:
         """Basal-doses file: each dose a basal segment until the next row of its serial (module notes)."""
-        header, columns = self.header, self.columns
-        serial_at, stamp_at, dose_at = columns["serial"], columns["stamp"], columns["dose"]
-        device_at = columns.get("device", -1)
-        streams: dict[str, ReadingRows] = {}
-        rows: ReadingRows | None = None
-        current = None
-        for line, cells in csv_rows(self.source, header.delimiter, header.width):
-            serial = cells[serial_at]
-            if serial != current:
-                key = serial.strip()
-                if not key:
-                    self.reject(RejectedRow(line, "no Serial Number"))
-                    continue
-                rows = streams.get(key)
-                if rows is None:
-                    rows = streams[key] = ReadingRows(model=cells[device_at] if device_at >= 0 else "")
-                current = serial
-            assert rows is not None  # noqa: S101 - set with ``current``
-            rows.lines.append(line)
-            rows.stamps.append(cells[stamp_at])
-            rows.values.append(cells[dose_at])
+        streams = self._rows_by_serial(self.columns["dose"])
         for serial, stream in streams.items():
             device = self.device(serial, stream.model)
             yield from self._dose_records(stream, device, self.clock(serial))

@@ -1009,3 +1009,38 @@ def test_the_hours_of_the_doses_are_the_same_by_the_fast_and_the_row_by_row_read
         is None
     )
     assert tandem_source._doses_hours(slow_source, header) == fast
+
+
+def test_removing_an_upload_restores_the_hourly_totals_read_beside_their_doses(
+    session: Session, settings: Settings
+) -> None:
+    """A batch keeps its files together: an hourly file restored later still defers to its doses."""
+    from sqlalchemy import func, select  # noqa: PLC0415
+
+    from glucoshare.devices.models import Device  # noqa: PLC0415
+    from glucoshare.ingest.service import remove_upload  # noqa: PLC0415
+    from glucoshare.records.models import Record  # noqa: PLC0415
+
+    export = write_tandem_source(_pump("Europe/Berlin", dt.date(2025, 6, 1), 2))
+    doses, hourly = export.file("Basal-doses"), export.file("Hourly-basal-delivery")
+    lines = doses.data.decode("utf-8-sig").splitlines(keepends=True)
+    gap = lines[40].split(",")[2][:13]  # the doses of one hour are missing: the hourly file fills it
+    kept = "".join(line for line in lines if f",{gap}" not in line).encode()
+    files = [IncomingFile(doses.file_name, kept), IncomingFile(hourly.file_name, hourly.data)]
+    patient = add_patient(
+        session, validate_patient(email="t@example.org", name="T", timezone="Europe/Berlin")
+    )
+
+    def basal() -> int:
+        devices = select(Device.seq).where(Device.patient_id == patient.id).scalar_subquery()
+        query = select(func.count()).select_from(Record)
+        return int(session.scalar(query.where(Record.device_seq.in_(devices), Record.type == "basal")) or 0)
+
+    first = import_files(session, settings=settings, patient=patient, files=files, timezone=None, actor="t")
+    assert [u.counts["basal"] for u in first][1] == 1  # the one hour without doses, from the totals
+    stored = basal()
+    import_files(session, settings=settings, patient=patient, files=files, timezone=None, actor="t")
+    assert basal() == stored
+    for upload in first:  # each is restored from the second batch, the hourly file beside its doses
+        remove_upload(session, settings=settings, upload_id=upload.id, actor="t")
+        assert basal() == stored

@@ -16,7 +16,7 @@ import functools
 import gc
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -793,12 +793,25 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
     patient = session.get(Patient, upload.patient_id)
     restored = 0
     if patient is not None and removed and upload.first_ms is not None and upload.last_ms is not None:
+        batches: dict[str, dict[int, SourceText]] = {}  # each batch's kept files, read once
         for other in uploads_overlapping(session, patient.id, upload.first_ms, upload.last_ms):
-            kept = read_raw(session, settings, other)
-            if kept is None:
+            if other.batch_id is None:
+                members = _kept_sources(session, settings, [other])
+            elif other.batch_id in batches:
+                members = batches[other.batch_id]
+            else:
+                batch = session.scalars(
+                    select(Upload).where(Upload.patient_id == patient.id, Upload.batch_id == other.batch_id)
+                ).all()
+                if other.batch_id == upload.batch_id:
+                    # The removed file is still a sibling of the rest of its batch (its raw file goes
+                    # only after the commit): they are read again exactly as they were imported.
+                    batch = [*batch, upload]
+                members = batches[other.batch_id] = _kept_sources(session, settings, batch)
+            source = members.get(other.seq)
+            if source is None:
                 continue
-            source = _read_source(other.file_name, kept, archive_limits(settings))
-            siblings = _batch_siblings(session, settings, other)
+            siblings = [kept for seq, kept in members.items() if seq != other.seq]
             result = get_importer(other.format).parse(source, ParseContext(other.timezone, siblings))
             builder = _UploadBuilder(session, patient, other, result)
             builder.consume(None)
@@ -823,23 +836,14 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
     return UploadRemoval(upload.id, upload.patient_id, removed, restored)
 
 
-def _batch_siblings(session: Session, settings: Settings, upload: Upload) -> list[SourceText]:
-    """The kept files of the uploads that arrived in the same batch as ``upload``, decoded."""
-    if upload.batch_id is None:
-        return []
-    others = session.scalars(
-        select(Upload).where(
-            Upload.patient_id == upload.patient_id,
-            Upload.batch_id == upload.batch_id,
-            Upload.seq != upload.seq,
-        )
-    )
-    siblings = []
-    for other in others:
-        kept = read_raw(session, settings, other)
+def _kept_sources(session: Session, settings: Settings, uploads: Iterable[Upload]) -> dict[int, SourceText]:
+    """The kept raw files of ``uploads``, decoded, by upload (those whose file is gone left out)."""
+    sources: dict[int, SourceText] = {}
+    for upload in uploads:
+        kept = read_raw(session, settings, upload)
         if kept is not None:
-            siblings.append(_read_source(other.file_name, kept, archive_limits(settings)))
-    return siblings
+            sources[upload.seq] = _read_source(upload.file_name, kept, archive_limits(settings))
+    return sources
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Float, ForeignKey, LargeBinary, String
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
@@ -121,6 +121,9 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    roles: Mapped[list[str] | None] = mapped_column(JSON)
+    """Nightscout roles (``admin``, ``readable``, ``careportal``, ``devicestatus-upload``...);
+    ``None``: the roles of its ``kind`` (:mod:`glucoshare.accounts.roles`)."""
 
 
 class LoginFailure(Base):

@@ -17,12 +17,14 @@ import dataclasses
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Sequence
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.links import digest, new_token
 from glucoshare.accounts.models import ApiToken, AuthSession, Patient, User
+from glucoshare.accounts.roles import UnknownRoleError, check_roles
 from glucoshare.errors import InputError, NotFoundError, UnauthenticatedError
 
 IDLE_TIMEOUT = dt.timedelta(minutes=30)
@@ -155,11 +157,28 @@ class NewApiToken:
     api_secret: str | None
 
 
-def create_api_token(session: Session, patient: Patient, *, kind: str, created_by: str) -> NewApiToken:
-    """A new token of ``kind`` for the patient (with an API secret for ``nightscout``)."""
+def create_api_token(
+    session: Session,
+    patient: Patient,
+    *,
+    kind: str,
+    created_by: str,
+    roles: Sequence[str] | None = None,
+) -> NewApiToken:
+    """A new token of ``kind`` for the patient (with an API secret for ``nightscout``).
+
+    ``roles`` (Nightscout roles, :mod:`glucoshare.accounts.roles`) narrow or widen what the token
+    may do through the Nightscout API; ``None``: the roles of its kind.
+    """
     if kind not in TOKEN_KINDS:
         msg = f"--kind must be one of {', '.join(TOKEN_KINDS)}"
         raise InvalidTokenKindError(msg)
+    chosen: list[str] | None = None
+    if roles:
+        try:
+            chosen = check_roles(roles)
+        except UnknownRoleError as exc:
+            raise InvalidTokenKindError(str(exc)) from None
     token = API_TOKEN_PREFIX + secrets.token_urlsafe(24)
     secret = secrets.token_urlsafe(24) if kind == "nightscout" else None
     row = ApiToken(
@@ -169,6 +188,7 @@ def create_api_token(session: Session, patient: Patient, *, kind: str, created_b
         token_sha1=_sha1(token),
         secret_sha1=None if secret is None else _sha1(secret),
         created_by=created_by,
+        roles=chosen,
     )
     session.add(row)
     session.flush()

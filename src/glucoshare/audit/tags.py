@@ -65,3 +65,7 @@ class AuditTag(enum.StrEnum):
     POPULATION_READ = "summaries:population:read"
     REPORT_READ = "reports:report:read"
     REPORT_SEND = "reports:report:send"
+    DATASET_OPEN = "datasets:dataset:open"
+    NIGHTSCOUT_JWT = "nightscout:jwt:issue"
+    NIGHTSCOUT_WRITE = "nightscout:document:write"
+    NIGHTSCOUT_DELETE = "nightscout:document:delete"

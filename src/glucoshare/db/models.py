@@ -2,8 +2,10 @@
 
 from glucoshare.accounts import models as accounts_models
 from glucoshare.audit import models as audit_models
+from glucoshare.datasets import models as datasets_models
 from glucoshare.db.base import Base
 from glucoshare.devices import models as devices_models
+from glucoshare.nightscout import models as nightscout_models
 from glucoshare.records import models as records_models
 from glucoshare.sharing import models as sharing_models
 from glucoshare.summaries import models as summaries_models
@@ -13,7 +15,9 @@ __all__ = [
     "Base",
     "accounts_models",
     "audit_models",
+    "datasets_models",
     "devices_models",
+    "nightscout_models",
     "records_models",
     "sharing_models",
     "summaries_models",

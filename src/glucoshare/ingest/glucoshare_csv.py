@@ -71,6 +71,13 @@ the column and the rule, never the cell's content; the other rows are kept (the 
 refuses a file with too many). A broken file as a whole (version line, header, a quote never
 closed) raises :class:`~glucoshare.ingest.errors.MalformedFileError` naming the file and line.
 Plain ``cbg`` rows (no annotation, duration or text) come as :class:`ReadingBlock` runs.
+
+**Shared rules.** The native upload API (:mod:`glucoshare.datasets.records`) takes records as JSON
+objects with these columns' names and applies the same rules through the same functions:
+:func:`read_time` and :func:`place_time` (the time), :func:`zone_offsets` (a ``timezone``),
+:func:`record_kind` (type, subtype, unit, annotation), :func:`records_of` (value, duration, text:
+the records of a row), :func:`clock_notes` (the daylight-saving warnings); a broken rule raises
+:class:`RowError`, whose message starts with the column's name.
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import math
 import operator
 import re
 import zoneinfo
@@ -136,10 +144,11 @@ MAX_DEVICE_NAME: Final = 100
 MAX_OFFSET_MIN: Final = 14 * 60
 MIN_OFFSET_MIN: Final = -12 * 60
 
-_LOCAL: Final = -(1 << 40)
-"""Offset marker of a time without offset (a local wall time)."""
-_ZULU: Final = -(1 << 41)
-"""Offset marker of a time in UTC (``Z``): the local offset comes from the row's time zone."""
+LOCAL_TIME: Final = -(1 << 40)
+"""Offset marker of :func:`read_time` for a time without offset (a local wall time)."""
+UTC_TIME: Final = -(1 << 41)
+"""Offset marker of :func:`read_time` for a time in UTC (``Z``): the local offset comes from the
+row's time zone."""
 _DAY_MS: Final = 86_400_000
 _SLOT_MS: Final = 900_000  # zone offsets change only at quarter hours (UTC)
 _RUN_ROWS: Final = 4096
@@ -158,8 +167,12 @@ _SEPARATORS = ("T", " ")
 _BAD_TIME = "time: not ISO 8601 like 2026-11-20T07:30:00+01:00 or 2026-11-20T07:30"
 
 
-class _RowError(ValueError):
-    """One row that cannot be read; the message names the column and rule, never the content."""
+class RowError(ValueError):
+    """A row (or record) that breaks a rule of version 1.
+
+    The message starts with the column it concerns (``value: ...``, ``time: ...``: the names of
+    :data:`COLUMNS`, or ``device``) and names the rule, never the content.
+    """
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -272,34 +285,34 @@ def _local_wall(date: str) -> int | None:
 
 
 def _clock(text: str) -> tuple[int, int]:
-    """``(milliseconds into the day, offset)`` of ``hh:mm[:ss[.f]][offset]``; ``_RowError`` if bad.
+    """``(milliseconds into the day, offset)`` of ``hh:mm[:ss[.f]][offset]``; ``RowError`` if bad.
 
-    The offset is minutes east of UTC, :data:`_ZULU` for ``Z``/``-00:00`` and :data:`_LOCAL` for
+    The offset is minutes east of UTC, :data:`UTC_TIME` for ``Z``/``-00:00`` and :data:`LOCAL_TIME` for
     none.
     """
     match = _CLOCK.fullmatch(text)
     if match is None:
-        raise _RowError(_BAD_TIME)
+        raise RowError(_BAD_TIME)
     hour, minute = int(match.group(1)), int(match.group(2))
     second = int(match.group(3) or 0)
     if hour > 23 or minute > 59 or second > 59:  # noqa: PLR2004
         msg = "time: not a real time of day"
-        raise _RowError(msg)
+        raise RowError(msg)
     fraction = (match.group(4) or "").ljust(3, "0")[:3]
     ms = ((hour * 60 + minute) * 60 + second) * 1000 + int(fraction)
     zone = match.group(5)
     if zone is None:
-        return ms, _LOCAL
+        return ms, LOCAL_TIME
     if zone in ("Z", "z") or zone in ("-00:00", "-0000", "-00"):
-        return ms, _ZULU
+        return ms, UTC_TIME
     digits = zone[1:].replace(":", "")
     minutes = int(digits[:2]) * 60 + int(digits[2:4] or 0)
     if int(digits[2:4] or 0) > 59:  # noqa: PLR2004
-        raise _RowError(_BAD_TIME)
+        raise RowError(_BAD_TIME)
     offset = -minutes if zone[0] == "-" else minutes
     if not MIN_OFFSET_MIN <= offset <= MAX_OFFSET_MIN:
         msg = "time: UTC offset out of range (-12:00 to +14:00)"
-        raise _RowError(msg)
+        raise RowError(msg)
     return ms, offset
 
 
@@ -311,7 +324,34 @@ def _number(text: str) -> float | None:
     return float(cleaned.replace(",", "."))
 
 
-class _ZoneOffsets:
+def read_time(text: str) -> tuple[int, int]:
+    """Read a ``time`` of version 1 (module notes): ``(milliseconds, offset)``.
+
+    ``YYYY-MM-DDThh:mm[:ss[.fff]]`` (``T``, ``t`` or a space between date and time; surrounding
+    white space ignored) with a numeric offset gives the *wall* milliseconds since the naive epoch
+    and the offset in minutes east of UTC (-12:00 to +14:00; the instant is ``wall - offset ×
+    60000``); with ``Z``/``-00:00`` the UTC milliseconds and :data:`UTC_TIME`; without an offset
+    the wall milliseconds and :data:`LOCAL_TIME`. Fractions finer than milliseconds are cut.
+    :class:`RowError` (``time: ...``) when the text is none of these. :func:`place_time` turns
+    the result into an instant and its local offset.
+    """
+    stamp = text.strip()
+    if not stamp:
+        msg = "time: empty"
+        raise RowError(msg)
+    separator = stamp[10:11]
+    if separator not in ("T", " ", "t"):
+        raise RowError(_BAD_TIME)
+    date = stamp[:10]
+    midnight = _local_wall(date)
+    if midnight is None:
+        msg = "time: not a real calendar date" if _DATE.fullmatch(date) else _BAD_TIME
+        raise RowError(msg)
+    into_day, offset = _clock(stamp[11:])
+    return midnight + into_day, offset
+
+
+class ZoneOffsets:
     """UTC offsets (minutes) of one time zone at instants, cached per quarter hour."""
 
     __slots__ = ("cache", "tz")
@@ -329,11 +369,212 @@ class _ZoneOffsets:
                 moment = dt.datetime.fromtimestamp(slot * (_SLOT_MS // 1000), tz=self.tz)
             except (OverflowError, OSError, ValueError):
                 msg = "time: outside the years a time zone can place"
-                raise _RowError(msg) from None
+                raise RowError(msg) from None
             delta = moment.utcoffset()
             offset = 0 if delta is None else int(delta.total_seconds() // 60)
             self.cache[slot] = offset
         return offset
+
+
+def zone_offsets(name: str) -> ZoneOffsets:
+    """The offsets of the IANA time zone ``name`` (a ``timezone`` cell); :class:`RowError` if unknown."""
+    try:
+        return ZoneOffsets(zoneinfo.ZoneInfo(name))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        msg = "timezone: unknown; give an IANA name such as Europe/Berlin"
+        raise RowError(msg) from None
+
+
+def place_time(
+    wall: int, offset: int, zone: ZoneOffsets, clock: LocalClock, *, explicit_zone: bool
+) -> tuple[int, int]:
+    """``(UTC milliseconds, local offset in minutes)`` of a :func:`read_time` result (module notes).
+
+    A local wall time goes through ``clock`` (the :class:`LocalClock` of its stream in ``zone``,
+    fed in the stream's order: repeated and skipped hours as in docs/time.md); a UTC time takes
+    ``zone``'s offset at that instant (RFC 3339 §4.3); a time with an offset is exact, and when
+    the zone was named for this row or record (``explicit_zone``) the offset must be the zone's
+    at that instant, or :class:`RowError`.
+    """
+    if offset == LOCAL_TIME:
+        return clock.resolve_ms(wall)
+    if offset == UTC_TIME:
+        return wall, zone.at(wall)
+    time_ms = wall - offset * 60_000
+    if explicit_zone and zone.at(time_ms) != offset:
+        msg = "time: the UTC offset is not the time zone's offset at that time"
+        raise RowError(msg)
+    return time_ms, offset
+
+
+def clock_notes(zone_name: str, clock: LocalClock) -> list[str]:
+    """The warnings about local times a clock placed in a skipped or repeated hour of ``zone_name``."""
+    notes = []
+    if clock.skipped_hour:
+        notes.append(
+            f"{clock.skipped_hour} records fall in the hour skipped by a daylight-saving change "
+            f"in {zone_name}; they were read with the offset in force before the change"
+        )
+    if clock.ambiguous:
+        notes.append(
+            f"{clock.ambiguous} records fall in the hour repeated by a daylight-saving change in "
+            f"{zone_name}; their order placed them in the first or second pass of that hour"
+        )
+    return notes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordKind:
+    """What a record's ``type``, ``subtype``, ``unit`` and ``annotation`` mean (:func:`record_kind`)."""
+
+    type: str
+    subtype: str
+    rule: TypeRule
+    unit: str | None
+    """The canonical spelling of the written unit (``None``: none written)."""
+    factor: float
+    """From the written unit to the type's canonical unit (1 when none is written)."""
+    annotation: str | None
+
+
+def record_kind(type_text: str, subtype_text: str, unit_text: str, annotation_text: str) -> RecordKind:
+    """Check a record's type, subtype, unit and annotation against :data:`RULES`.
+
+    Names are case-insensitive and surrounding white space is ignored; an empty subtype is the
+    type's default. :class:`RowError` (``type: ...``, ``subtype: ...``, ``unit: ...``,
+    ``annotation: ...``, checked in this order) when one breaks a rule of version 1.
+    """
+    type_text, unit_text, annotation = type_text.strip(), unit_text.strip(), annotation_text.strip()
+    if not type_text:
+        msg = "type: empty"
+        raise RowError(msg)
+    type_name = _TYPES.get(type_text.lower())
+    if type_name is None:
+        excluded = _EXCLUDED.get(type_text.lower())
+        if excluded is not None:
+            msg = f"type: {excluded} records are not part of version {VERSION} of this format"
+        else:
+            msg = f"type: unknown; version {VERSION} reads {_TYPE_LIST}"
+        raise RowError(msg)
+    rule = RULES[type_name]
+    subtype = _subtype(rule, type_name, subtype_text.strip())
+    unit: str | None = None
+    if unit_text:
+        unit = _UNITS.get(unit_text.lower())
+        if unit not in rule.units:
+            msg = (
+                f"unit: must be {' or '.join(rule.units)} for {type_name}"
+                if rule.units
+                else f"unit: {type_name} records have no value and no unit"
+            )
+            raise RowError(msg)
+    if annotation:
+        if annotation.lower() not in ("low", "high"):
+            msg = "annotation: must be low or high (or empty)"
+            raise RowError(msg)
+        if not rule.glucose:
+            msg = "annotation: low or high is only for glucose (cbg, smbg)"
+            raise RowError(msg)
+    factor = rule.units.get(unit, 1.0) if unit is not None else 1.0
+    return RecordKind(type_name, subtype, rule, unit, factor, annotation.lower() or None)
+
+
+def records_of(
+    kind: RecordKind,
+    value: str | float | None,
+    duration_min: str | float | None,
+    text: str,
+    *,
+    instant: tuple[int, int],
+    line: int,
+    device: str,
+) -> list[ParsedRecord]:
+    """The record(s) of one row or record of ``kind``: its value, duration and text checked.
+
+    ``value`` and ``duration_min`` are written numbers (text with ``.`` or ``,``, or a float;
+    empty or ``None``: none); ``text`` is stripped; ``instant`` is ``(UTC ms, offset)``; ``line``
+    and ``device`` (its key) go into every record. Glucose in mmol/L becomes mg/dL
+    (:data:`~glucoshare.records.vocabulary.MGDL_PER_MMOLL`) with the written number and unit kept
+    in ``orig_value``/``orig_unit`` (ketones likewise); a note's and a device event's text is its
+    payload ``{"text": ...}`` and identity; text on any other type adds a ``note`` at the same
+    instant. :class:`RowError` (``value: ...``, ``unit: ...``, ``duration_min: ...``,
+    ``text: ...``) when a rule of version 1 is broken.
+    """
+    rule = kind.rule
+    type_name, subtype = kind.type, kind.subtype
+    number: float | None = None
+    if value is not None and value != "":
+        mode = rule.value
+        if rule.value_subtypes is not None and subtype not in rule.value_subtypes:
+            mode = "none"
+        if mode == "none":
+            msg = f"value: {type_name} records have no value" + (
+                "" if rule.value_subtypes is None else " (only a prime has one, in U)"
+            )
+            raise RowError(msg)
+        number = _written_number(value)
+        if number is None:
+            msg = "value: not a number"
+            raise RowError(msg)
+        if kind.unit is None:
+            msg = f"unit: empty; a {type_name} value needs its unit ({' or '.join(rule.units)})"
+            raise RowError(msg)
+        canonical = number * kind.factor
+        if not rule.low <= canonical <= rule.high or (rule.above_zero and canonical <= 0):
+            msg = f"value: out of range for {type_name} ({_range_text(rule, type_name)})"
+            raise RowError(msg)
+        if type_name == "basal" and subtype == "suspend" and canonical != 0:
+            msg = "value: a suspended basal has the rate 0 U/h"
+            raise RowError(msg)
+    elif rule.value == "required":
+        msg = f"value: empty; {type_name} records need one"
+        raise RowError(msg)
+    elif kind.unit is not None:
+        msg = "unit: given without a value"
+        raise RowError(msg)
+    duration = _duration(duration_min, rule, subtype)
+    text = text.strip()
+    if len(text) > MAX_TEXT:
+        msg = f"text: longer than {MAX_TEXT} characters"
+        raise RowError(msg)
+    time_ms, offset = instant
+    if type_name == "note":
+        if not text:
+            msg = "text: empty; a note needs its text"
+            raise RowError(msg)
+        return [
+            ParsedRecord("note", "", time_ms, offset, line, device, payload={"text": text}, identity=text)
+        ]
+    payload: dict[str, Any] | None = None
+    identity = ""
+    if type_name == "deviceEvent" and text:
+        payload, identity = {"text": text}, text
+    canonical_value = None if number is None else number * kind.factor
+    original, original_unit = None, None
+    if number is not None and (rule.glucose or type_name == "bloodKetone"):
+        original, original_unit = number, kind.unit
+    records = [
+        ParsedRecord(
+            type_name,
+            subtype,
+            time_ms,
+            offset,
+            line,
+            device,
+            canonical_value,
+            original,
+            original_unit,
+            duration,
+            kind.annotation,
+            payload,
+            identity,
+        )
+    ]
+    if text and type_name != "deviceEvent":
+        records.append(
+            ParsedRecord("note", "", time_ms, offset, line, device, payload={"text": text}, identity=text)
+        )
+    return records
 
 
 @dataclasses.dataclass(slots=True)
@@ -345,13 +586,12 @@ class _Kind:
     """
 
     error: str | None
+    record: RecordKind | None = None
     type: str = ""
     subtype: str = ""
-    rule: TypeRule | None = None
     unit: str | None = None
     factor: float = 1.0
-    annotation: str | None = None
-    offsets: _ZoneOffsets | None = None
+    offsets: ZoneOffsets | None = None
     explicit_zone: bool = False
     clock: LocalClock | None = None
     device: str = ""
@@ -522,8 +762,8 @@ class _Reader:
             self.kind_cells = operator.itemgetter(*present)
         self.kind_slots = [present.index(at) if at >= 0 else -1 for at in self.kind_columns]
         self.kinds: dict[tuple[str, ...], _Kind] = {}
-        self.zones: dict[str, _ZoneOffsets | None] = {}
-        self.import_zone = _ZoneOffsets(ctx.tz)
+        self.zones: dict[str, ZoneOffsets] = {}
+        self.import_zone = ZoneOffsets(ctx.tz)
         self.own_clocks: dict[str, tuple[str, LocalClock]] = {}
         self.days: dict[str, int] = {}  # "YYYY-MM-DD" -> wall ms of its midnight
         self.seconds: dict[str, int] = {}  # "hh:mm:ss" -> ms into the day
@@ -538,59 +778,24 @@ class _Reader:
             values = [cells[slot].strip() if slot >= 0 else "" for slot in self.kind_slots]
             try:
                 kind = self._build(values)
-            except _RowError as exc:
+            except RowError as exc:
                 kind = _Kind(error=str(exc))
             self.kinds[cells] = kind
         return kind
 
-    def _zone(self, name: str) -> _ZoneOffsets | None:
-        if name not in self.zones:
-            try:
-                self.zones[name] = _ZoneOffsets(zoneinfo.ZoneInfo(name))
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-                self.zones[name] = None
-        return self.zones[name]
+    def _zone(self, name: str) -> ZoneOffsets:
+        """The offsets of a row's time zone (cached); :class:`RowError` when it is unknown."""
+        zone = self.zones.get(name)
+        if zone is None:
+            zone = self.zones[name] = zone_offsets(name)
+        return zone
 
     def _build(self, values: list[str]) -> _Kind:
         """Check the descriptive cells (type, subtype, unit, zone, annotation, device) of a kind."""
         type_text, subtype_text, unit_text, zone_name, annotation, manufacturer, model, serial = values
-        if not type_text:
-            msg = "type: empty"
-            raise _RowError(msg)
-        type_name = _TYPES.get(type_text.lower())
-        if type_name is None:
-            excluded = _EXCLUDED.get(type_text.lower())
-            if excluded is not None:
-                msg = f"type: {excluded} records are not part of version {VERSION} of this format"
-            else:
-                msg = f"type: unknown; version {VERSION} reads {_TYPE_LIST}"
-            raise _RowError(msg)
-        rule = RULES[type_name]
-        subtype = _subtype(rule, type_name, subtype_text)
-        unit: str | None = None
-        if unit_text:
-            unit = _UNITS.get(unit_text.lower())
-            if unit not in rule.units:
-                msg = (
-                    f"unit: must be {' or '.join(rule.units)} for {type_name}"
-                    if rule.units
-                    else f"unit: {type_name} records have no value and no unit"
-                )
-                raise _RowError(msg)
-        if annotation:
-            if annotation.lower() not in ("low", "high"):
-                msg = "annotation: must be low or high (or empty)"
-                raise _RowError(msg)
-            if not rule.glucose:
-                msg = "annotation: low or high is only for glucose (cbg, smbg)"
-                raise _RowError(msg)
-        offsets = self.import_zone
-        if zone_name:
-            found = self._zone(zone_name)
-            if found is None:
-                msg = "timezone: unknown; give an IANA name such as Europe/Berlin"
-                raise _RowError(msg)
-            offsets = found
+        record = record_kind(type_text, subtype_text, unit_text, annotation)
+        type_name = record.type
+        offsets = self._zone(zone_name) if zone_name else self.import_zone
         device, info = _device(manufacturer, model, serial)
         stream = f"{device}|{type_name}"
         if zone_name and zone_name != self.ctx.timezone:
@@ -603,21 +808,20 @@ class _Reader:
             clock = self.ctx.clock(stream)
         return _Kind(
             error=None,
+            record=record,
             type=type_name,
-            subtype=subtype,
-            rule=rule,
-            unit=unit,
-            factor=rule.units.get(unit, 1.0) if unit is not None else 1.0,
-            annotation=annotation.lower() or None,
+            subtype=record.subtype,
+            unit=record.unit,
+            factor=record.factor,
             offsets=offsets,
             explicit_zone=bool(zone_name),
             clock=clock,
             device=device,
             device_info=info,
             stream=stream,
-            low=rule.low,
-            high=rule.high,
-            block=type_name == "cbg" and not annotation and unit is not None,
+            low=record.rule.low,
+            high=record.rule.high,
+            block=type_name == "cbg" and record.annotation is None and record.unit is not None,
         )
 
     # --- rows --------------------------------------------------------------------------------------
@@ -628,28 +832,19 @@ class _Reader:
         A time of the full form ``YYYY-MM-DDThh:mm:ss...`` fills the caches of its three parts
         (date, time of day, fraction and offset) that the hot loop looks up.
         """
-        stamp = text.strip()
-        if not stamp:
-            msg = "time: empty"
-            raise _RowError(msg)
-        separator = stamp[10:11]
-        if separator not in ("T", " ", "t"):
-            raise _RowError(_BAD_TIME)
-        date, rest = stamp[:10], stamp[11:]
-        midnight = _local_wall(date)
-        if midnight is None:
-            msg = "time: not a real calendar date" if _DATE.fullmatch(date) else _BAD_TIME
-            raise _RowError(msg)
-        into_day, offset = _clock(rest)
-        if stamp == text and separator in _SEPARATORS and text[13:14] == ":" and text[16:17] == ":":
+        wall, offset = read_time(text)
+        if text[10:11] in _SEPARATORS and text[13:14] == ":" and text[16:17] == ":" and text == text.strip():
+            date = text[:10]
+            midnight = _local_wall(date)
+            assert midnight is not None  # noqa: S101 - read_time read this date
             whole = (int(text[11:13]) * 60 + int(text[14:16])) * 60_000 + int(text[17:19]) * 1000
             for cache in (self.days, self.seconds, self.tails):
                 if len(cache) > _CACHE_LIMIT:
                     cache.clear()
             self.days[date] = midnight
             self.seconds[text[11:19]] = whole
-            self.tails[text[19:]] = (into_day - whole, offset)
-        return midnight + into_day, offset
+            self.tails[text[19:]] = (wall - midnight - whole, offset)
+        return wall, offset
 
     def fit(self, row: list[str], line: int) -> list[str] | None:
         """A row of the header's width (short rows padded); None for an empty or too-wide row."""
@@ -719,7 +914,7 @@ class _Reader:
                     ):
                         try:
                             wall, offset = self.stamp(text)
-                        except _RowError as exc:
+                        except RowError as exc:
                             reject(RejectedRow(line, str(exc)))
                             continue
                     else:
@@ -738,14 +933,14 @@ class _Reader:
                                 numbers.clear()
                             numbers[written] = number
                         if number is not None and kind.low <= number * kind.factor <= kind.high:
-                            if offset == _LOCAL:
+                            if offset == LOCAL_TIME:
                                 time_ms = wall  # resolved with the run, in file order
-                            elif offset != _ZULU and not kind.explicit_zone:
+                            elif offset != UTC_TIME and not kind.explicit_zone:
                                 time_ms = wall - offset * 60_000
                             else:
                                 try:
                                     time_ms, offset = self.instant(kind, wall, offset, resolve=False)
-                                except _RowError as exc:
+                                except RowError as exc:
                                     reject(RejectedRow(line, str(exc)))
                                     continue
                             if not kind.registered:
@@ -768,7 +963,7 @@ class _Reader:
                     try:
                         time_ms, offset = self.instant(kind, wall, offset, resolve=True)
                         records = self.row_records(kind, row, line, (time_ms, offset))
-                    except _RowError as exc:
+                    except RowError as exc:
                         reject(RejectedRow(line, str(exc)))
                         continue
                     if not kind.registered:
@@ -801,27 +996,18 @@ class _Reader:
 
     def instant(self, kind: _Kind, wall: int, offset: int, *, resolve: bool) -> tuple[int, int]:
         """``(UTC ms, offset)`` of a row's time; a local time stays a wall time unless ``resolve``."""
-        offsets = kind.offsets
-        assert offsets is not None  # noqa: S101 - a kind without error has its zone
-        if offset == _LOCAL:
-            if not resolve:
-                return wall, _LOCAL
-            assert kind.clock is not None  # noqa: S101
-            return kind.clock.resolve_ms(wall)
-        if offset == _ZULU:
-            return wall, offsets.at(wall)
-        time_ms = wall - offset * 60_000
-        if kind.explicit_zone and offsets.at(time_ms) != offset:
-            msg = "time: the UTC offset is not the time zone's offset at that time"
-            raise _RowError(msg)
-        return time_ms, offset
+        if offset == LOCAL_TIME and not resolve:
+            return wall, LOCAL_TIME
+        assert kind.offsets is not None  # noqa: S101 - a kind without error has its zone and clock
+        assert kind.clock is not None  # noqa: S101
+        return place_time(wall, offset, kind.offsets, kind.clock, explicit_zone=kind.explicit_zone)
 
     def block(self, run: _Run) -> ReadingBlock:
         """A run of plain readings as one block; its local times resolved in file order."""
         kind = run.kind
         times = np.array(run.times, np.int64)
         offsets = np.array(run.offsets, np.int64)
-        local = offsets == _LOCAL
+        local = offsets == LOCAL_TIME
         if local.any():
             assert kind.clock is not None  # noqa: S101
             instants, zone_offsets = kind.clock.resolve_many(times[local])
@@ -844,91 +1030,23 @@ class _Reader:
     def row_records(
         self, kind: _Kind, row: list[str], line: int, instant: tuple[int, int]
     ) -> list[ParsedRecord]:
-        """The record(s) of one row that is not a plain reading; ``_RowError`` when it is unreadable."""
+        """The record(s) of one row that is not a plain reading; ``RowError`` when it is unreadable."""
         columns = self.header.columns
-        rule = kind.rule
-        assert rule is not None  # noqa: S101 - a kind without error has its rule
+        assert kind.record is not None  # noqa: S101 - a kind without error has its record kind
 
         def cell(column: str) -> str:
             at = columns.get(column, -1)
             return row[at].strip() if at >= 0 else ""
 
-        type_name, subtype = kind.type, kind.subtype
-        written = cell("value")
-        number: float | None = None
-        if written:
-            mode = rule.value
-            if rule.value_subtypes is not None and subtype not in rule.value_subtypes:
-                mode = "none"
-            if mode == "none":
-                msg = f"value: {type_name} records have no value" + (
-                    "" if rule.value_subtypes is None else " (only a prime has one, in U)"
-                )
-                raise _RowError(msg)
-            number = _number(written)
-            if number is None:
-                msg = "value: not a number"
-                raise _RowError(msg)
-            if kind.unit is None:
-                msg = f"unit: empty; a {type_name} value needs its unit ({' or '.join(rule.units)})"
-                raise _RowError(msg)
-            canonical = number * kind.factor
-            if not rule.low <= canonical <= rule.high or (rule.above_zero and canonical <= 0):
-                msg = f"value: out of range for {type_name} ({_range_text(rule, type_name)})"
-                raise _RowError(msg)
-            if type_name == "basal" and subtype == "suspend" and canonical != 0:
-                msg = "value: a suspended basal has the rate 0 U/h"
-                raise _RowError(msg)
-        elif rule.value == "required":
-            msg = f"value: empty; {type_name} records need one"
-            raise _RowError(msg)
-        elif kind.unit is not None:
-            msg = "unit: given without a value"
-            raise _RowError(msg)
-        duration = _duration(cell("duration_min"), rule, subtype)
-        text = cell("text")
-        if len(text) > MAX_TEXT:
-            msg = f"text: longer than {MAX_TEXT} characters"
-            raise _RowError(msg)
-        time_ms, offset = instant
-        device = kind.device
-        if type_name == "note":
-            if not text:
-                msg = "text: empty; a note needs its text"
-                raise _RowError(msg)
-            return [
-                ParsedRecord("note", "", time_ms, offset, line, device, payload={"text": text}, identity=text)
-            ]
-        payload: dict[str, Any] | None = None
-        identity = ""
-        if type_name == "deviceEvent" and text:
-            payload, identity = {"text": text}, text
-        value = None if number is None else number * kind.factor
-        original, original_unit = None, None
-        if number is not None and (rule.glucose or type_name == "bloodKetone"):
-            original, original_unit = number, kind.unit
-        records = [
-            ParsedRecord(
-                type_name,
-                subtype,
-                time_ms,
-                offset,
-                line,
-                device,
-                value,
-                original,
-                original_unit,
-                duration,
-                kind.annotation,
-                payload,
-                identity,
-            )
-        ]
-        if text and type_name != "deviceEvent":
-            records.append(
-                ParsedRecord("note", "", time_ms, offset, line, device, payload={"text": text}, identity=text)
-            )
-        return records
+        return records_of(
+            kind.record,
+            cell("value"),
+            cell("duration_min"),
+            cell("text"),
+            instant=instant,
+            line=line,
+            device=kind.device,
+        )
 
     def report_own_clocks(self) -> None:
         """Warn about local times in a skipped or repeated hour of a row's own time zone.
@@ -936,16 +1054,7 @@ class _Reader:
         The import's own time zone is counted by the import service (:class:`ParseContext`).
         """
         for zone_name, clock in self.own_clocks.values():
-            if clock.skipped_hour:
-                self.result.notes.append(
-                    f"{clock.skipped_hour} records fall in the hour skipped by a daylight-saving change "
-                    f"in {zone_name}; they were read with the offset in force before the change"
-                )
-            if clock.ambiguous:
-                self.result.notes.append(
-                    f"{clock.ambiguous} records fall in the hour repeated by a daylight-saving change in "
-                    f"{zone_name}; their order placed them in the first or second pass of that hour"
-                )
+            self.result.notes.extend(clock_notes(zone_name, clock))
 
 
 _MISSING: Final[Any] = object()
@@ -956,7 +1065,7 @@ def _subtype(rule: TypeRule, type_name: str, text: str) -> str:
     if not text:
         if rule.subtype_required:
             msg = f"subtype: empty; {type_name} needs one of {', '.join(rule.subtypes)}"
-            raise _RowError(msg)
+            raise RowError(msg)
         return rule.subtypes[0]
     for subtype in rule.subtypes:
         if subtype.lower() == text.lower() and subtype:
@@ -965,7 +1074,7 @@ def _subtype(rule: TypeRule, type_name: str, text: str) -> str:
         msg = f"subtype: {type_name} records have no subtype"
     else:
         msg = f"subtype: must be one of {', '.join(rule.subtypes)} for {type_name}"
-    raise _RowError(msg)
+    raise RowError(msg)
 
 
 def _device(manufacturer: str, model: str, serial: str) -> tuple[str, DeviceInfo]:
@@ -974,26 +1083,33 @@ def _device(manufacturer: str, model: str, serial: str) -> tuple[str, DeviceInfo
         return "", DeviceInfo(manufacturer=DEFAULT_DEVICE[0], model=DEFAULT_DEVICE[1], serial=None)
     if not manufacturer or not model:
         msg = "device: a device needs device_manufacturer and device_model"
-        raise _RowError(msg)
+        raise RowError(msg)
     if max(len(manufacturer), len(model), len(serial)) > MAX_DEVICE_NAME:
         msg = f"device: names and serial are at most {MAX_DEVICE_NAME} characters"
-        raise _RowError(msg)
+        raise RowError(msg)
     key = f"{manufacturer}\x1f{model}\x1f{serial}"
     return key, DeviceInfo(manufacturer=manufacturer, model=model, serial=serial or None)
 
 
-def _duration(text: str, rule: TypeRule, subtype: str) -> int | None:
+def _written_number(written: str | float) -> float | None:
+    """A written number: text with ``.`` or ``,`` as decimal separator, or a float (not NaN)."""
+    if isinstance(written, str):
+        return _number(written)
+    return None if math.isnan(written) else float(written)
+
+
+def _duration(written: str | float | None, rule: TypeRule, subtype: str) -> int | None:
     """``duration_min`` in milliseconds (None when empty)."""
-    if not text:
+    if written is None or written == "":
         return None
     if subtype not in rule.durations:
         msg = "duration_min: only basal, extended and dual boluses and physicalActivity have a duration"
-        raise _RowError(msg)
-    minutes = _number(text)
+        raise RowError(msg)
+    minutes = _written_number(written)
     if minutes is None:
         msg = "duration_min: not a number"
-        raise _RowError(msg)
+        raise RowError(msg)
     if not 0 < minutes <= MAX_DURATION_MIN:
         msg = f"duration_min: must be above 0 and at most {MAX_DURATION_MIN:g} minutes (24 hours)"
-        raise _RowError(msg)
+        raise RowError(msg)
     return round(minutes * 60_000)

@@ -29,6 +29,8 @@ SOURCE_RANKS = {
     "mysugr": RANK_RELAY,
     "glucoshare_csv": RANK_TYPED,
     "glucoshare_diary": RANK_TYPED,
+    "nightscout_api": RANK_RELAY,
+    "upload_api": RANK_RELAY,
 }
 """How directly each built-in format carries a device's data (docs/formats/deduplication.md).
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient, User
@@ -58,6 +58,7 @@ from glucoshare.ingest.errors import (
 from glucoshare.ingest.registry import detect_format, get_importer, importers, source_rank
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.workbooks import OLE2_MAGIC, is_workbook, workbook_text
+from glucoshare.nightscout.models import NightscoutDocument
 from glucoshare.records.models import Upload
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import (
@@ -194,6 +195,15 @@ def _out_of_bounds(time_ms: int, bounds: tuple[int, int]) -> str:
     return "date is in the future" if time_ms > bounds[1] else "date before 2000 (device clock not set?)"
 
 
+def plausible_bounds() -> tuple[int, int]:
+    """The earliest and latest instants (UTC ms, inclusive) a stored record may have.
+
+    From 2000 to a day from now (a device clock set ahead by a time-zone mistake is still read).
+    """
+    now = dt.datetime.now(dt.UTC)
+    return int(EARLIEST_PLAUSIBLE.timestamp() * 1000), int((now + FUTURE_TOLERANCE).timestamp() * 1000)
+
+
 class _UploadBuilder:
     """Consumes one :class:`ParseResult` into stored records and the upload's figures."""
 
@@ -209,6 +219,9 @@ class _UploadBuilder:
         self.first_ms: int | None = None
         self.last_ms: int | None = None
         self.new = 0
+        self.first_record_id: int | None = None
+        self.last_record_id: int | None = None
+        """The lowest and highest id of the records this run stored."""
 
     def _device_seq(self, key: str) -> int:
         device = self.devices.get(key)
@@ -233,9 +246,7 @@ class _UploadBuilder:
 
     def consume(self, progress: ProgressCallback | None) -> None:
         """Store every record of the parse (the hot loop of an import); count and bound-check."""
-        now = dt.datetime.now(dt.UTC)
-        min_ms = int(EARLIEST_PLAUSIBLE.timestamp() * 1000)
-        max_ms = int((now + FUTURE_TOLERANCE).timestamp() * 1000)
+        min_ms, max_ms = plausible_bounds()
         writer = RecordWriter(self.session)
         upload_seq = self.upload.seq
         counts, device_counts = self.counts, self.device_counts
@@ -315,6 +326,7 @@ class _UploadBuilder:
                 writer.drain()  # never leave the thread writing on a connection about to roll back
             raise
         self.new = writer.drain()
+        self.first_record_id, self.last_record_id = writer.first_id, writer.last_id
         upload = self.upload
         for record_id in (writer.first_id, writer.last_id):
             if record_id is None:
@@ -774,6 +786,58 @@ def import_files(
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class StoredRun:
+    """What :func:`store_parsed` added to an upload: new records (with the range of their ids)."""
+
+    new: int
+    total: int
+    first_record_id: int | None
+    last_record_id: int | None
+    primary: Device | None
+
+
+def store_parsed(
+    session: Session, *, patient: Patient, upload: Upload, result: ParseResult, count: bool = True
+) -> StoredRun:
+    """Store the records of ``result`` for a data set or API upload that already exists, and add them up.
+
+    The records go through the same path as a file's (bounds checks, sealed notes, natural-key
+    deduplication, devices registered with the patient); the upload's counts, time range and
+    record-id range grow by what this run stored, and the summaries of the days it touched are
+    marked for recomputing (``count=False``: a restore, nothing added up). A row of ``result`` that
+    is rejected raises
+    :class:`~glucoshare.ingest.errors.MalformedFileError` (API callers validate before).
+    """
+    builder = _UploadBuilder(session, patient, upload, result)
+    with collector_paused():
+        builder.consume(None)
+    if builder.rejected:
+        first = builder.rejected[0]
+        msg = f"record {first.line}: {first.reason}"
+        raise MalformedFileError(msg)
+    primary = builder.claim_devices()
+    total = sum(builder.counts.values())
+    if not count:  # a restore: the records were counted when they first arrived
+        return StoredRun(builder.new, total, builder.first_record_id, builder.last_record_id, primary)
+    counts = collections.Counter(upload.counts or {})
+    counts.update(builder.counts)
+    upload.counts = {key: counts[key] for key in sorted(counts)}
+    upload.new_count += builder.new
+    upload.duplicate_count += total - builder.new
+    if builder.first_ms is not None and builder.last_ms is not None:
+        upload.first_ms = (
+            builder.first_ms if upload.first_ms is None else min(upload.first_ms, builder.first_ms)
+        )
+        upload.last_ms = builder.last_ms if upload.last_ms is None else max(upload.last_ms, builder.last_ms)
+        if builder.new:
+            mark_outdated(session, patient.id, builder.first_ms, builder.last_ms, "upload")
+    if upload.device_seq is None and primary is not None:
+        upload.device_seq = primary.seq
+    session.flush()
+    return StoredRun(builder.new, total, builder.first_record_id, builder.last_record_id, primary)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class UploadRemoval:
     """What removing an upload did."""
 
@@ -790,6 +854,8 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
     files. The raw file goes once no upload refers to it any more.
     """
     upload, removed = delete_upload(session, upload_id)
+    if upload.format == NIGHTSCOUT_API_FORMAT:  # its documents go with it
+        session.execute(delete(NightscoutDocument).where(NightscoutDocument.upload_seq == upload.seq))
     patient = session.get(Patient, upload.patient_id)
     restored = 0
     if patient is not None and removed and upload.first_ms is not None and upload.last_ms is not None:
@@ -808,6 +874,9 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
                     # only after the commit): they are read again exactly as they were imported.
                     batch = [*batch, upload]
                 members = batches[other.batch_id] = _kept_sources(session, settings, batch)
+            if other.state != "file":
+                restored += _restore_api_upload(session, patient, other)
+                continue
             source = members.get(other.seq)
             if source is None:
                 continue
@@ -836,10 +905,33 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
     return UploadRemoval(upload.id, upload.patient_id, removed, restored)
 
 
+NIGHTSCOUT_API_FORMAT = "nightscout_api"
+"""The format of a patient's continuous upload of the Nightscout API (:mod:`glucoshare.nightscout`)."""
+
+
+def _restore_api_upload(session: Session, patient: Patient, upload: Upload) -> int:
+    """Store again the records of an API upload that another upload's removal took away.
+
+    A data set or the Nightscout API's upload: read again from the requests they keep; returns
+    how many records came back.
+    """
+    # Imported here: those services store their records through this module.
+    from glucoshare.datasets.service import restore_dataset  # noqa: PLC0415
+    from glucoshare.nightscout.service import restore_documents  # noqa: PLC0415
+
+    if upload.format == NIGHTSCOUT_API_FORMAT:
+        return restore_documents(session, patient, upload)
+    if upload.state in ("closed", "continuous"):
+        return restore_dataset(session, patient, upload)
+    return 0
+
+
 def _kept_sources(session: Session, settings: Settings, uploads: Iterable[Upload]) -> dict[int, SourceText]:
     """The kept raw files of ``uploads``, decoded, by upload (those whose file is gone left out)."""
     sources: dict[int, SourceText] = {}
     for upload in uploads:
+        if upload.state != "file":
+            continue
         kept = read_raw(session, settings, upload)
         if kept is not None:
             sources[upload.seq] = _read_source(upload.file_name, kept, archive_limits(settings))

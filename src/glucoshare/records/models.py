@@ -32,6 +32,7 @@ class Upload(Base):
     """One imported file: what it was, who brought it, when, and what it added."""
 
     __tablename__ = "uploads"
+    __table_args__ = (UniqueConstraint("patient_id", "client_key", name="uq_uploads_client_key"),)
 
     seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     """Internal key that records refer to (compact); ``id`` is the public identifier."""
@@ -63,6 +64,14 @@ class Upload(Base):
     records, so finding them needs no index on ``records.upload_seq`` (one less index to update
     on every inserted record)."""
     last_record_id: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(12), default="file", server_default="file")
+    """``file``: an imported file. A data set of the upload API is ``open`` (its records are kept
+    but not visible yet), then ``closed`` (visible, all at once); a ``continuous`` one (an app's,
+    or the Nightscout API's) shows its records as they arrive."""
+    client_key: Mapped[str | None] = mapped_column(String(100))
+    """The client's name for a data set (opening it again with the same name finds it)."""
+    line_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Records a data set has received so far (the next batch's first line follows them)."""
 
 
 class Record(Base):

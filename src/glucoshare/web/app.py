@@ -4,28 +4,34 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic.json_schema import models_json_schema
 from sqlalchemy import Engine, text
 
 from glucoshare import __version__
 from glucoshare.config import Settings
+from glucoshare.datasets.schemas import RecordsIn
 from glucoshare.db.migrate import upgrade
 from glucoshare.db.session import create_db_engine
 from glucoshare.vault.keyfile import load_or_create
-from glucoshare.web.api import account, auth, clinics, patients, reports, sharing
+from glucoshare.web.api import account, auth, clinics, datasets, patients, reports, sharing
 from glucoshare.web.api.schemas import Health
 from glucoshare.web.deps import unit_of_work
 from glucoshare.web.errors import install_error_handlers
+from glucoshare.web.nightscout import routes as nightscout
 from glucoshare.web.security import AuditOrigin, BodyLimit, SecurityHeaders
 from glucoshare.web.ui import help as help_pages
 from glucoshare.web.ui import pages
 
 JSON_BODY_LIMIT = 1024 * 1024
 """Largest JSON request body outside file uploads (1 MiB)."""
+NIGHTSCOUT_BODY_LIMIT = 8 * 1024 * 1024
+"""Largest request body of the Nightscout API (a day of a loop's device status fits easily)."""
 
 _DOCS_PAGE = """<!doctype html>
 <html lang="en">
@@ -41,6 +47,22 @@ _DOCS_PAGE = """<!doctype html>
 </body>
 </html>
 """
+
+
+def _describe_raw_bodies(app: FastAPI) -> None:
+    """Add the schemas of bodies that routes read themselves (to point at each fault) to ``/openapi.json``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            _, top = models_json_schema(
+                [(RecordsIn, "validation")], ref_template="#/components/schemas/{model}"
+            )
+            document.setdefault("components", {}).setdefault("schemas", {}).update(top.get("$defs", {}))
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -66,14 +88,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         auth.router,
         account.router,
         patients.router,
+        datasets.router,
         reports.router,
         sharing.router,
         clinics.router,
         pages.router,
         help_pages.router,
+        nightscout.router,
     ):
         app.include_router(router)
     app.state.page_error = pages.page_error
+    _describe_raw_bodies(app)
 
     @app.get("/health", tags=["operations"])
     def health(request: Request) -> Health:
@@ -98,7 +123,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.add_middleware(AuditOrigin)
     app.add_middleware(
-        BodyLimit, default=JSON_BODY_LIMIT, limits={"/v1/patients/": settings.max_upload_bytes + 64 * 1024}
+        BodyLimit,
+        default=JSON_BODY_LIMIT,
+        limits={"/v1/patients/": settings.max_upload_bytes + 64 * 1024, "/api/": NIGHTSCOUT_BODY_LIMIT},
     )
     app.add_middleware(SecurityHeaders)
     return app

@@ -47,9 +47,16 @@ def _answer(
 ) -> Response:
     """The JSON error for API calls; for a web-app page, its friendly error page."""
     renderer: PageRenderer | None = getattr(request.app.state, "page_error", None)
-    if renderer is not None and not request.url.path.startswith(_NOT_PAGES):
+    if renderer is not None and _is_page(request):
         return renderer(request, status, message)
     return error_response(status, code, message, headers)
+
+
+def _is_page(request: Request) -> bool:
+    """True for a web-app page (it gets the friendly error page, not JSON)."""
+    return getattr(request.app.state, "page_error", None) is not None and not request.url.path.startswith(
+        _NOT_PAGES
+    )
 
 
 async def _glucoshare_error(request: Request, exc: Exception) -> Response:
@@ -61,7 +68,9 @@ async def _glucoshare_error(request: Request, exc: Exception) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="glucoshare"'
     if exc.http_status >= 500:  # noqa: PLR2004
         log.error("internal error: %s (%s)", type(exc).__name__, exc.code)
-    return _answer(request, exc.http_status, exc.code, exc.message, headers)
+    if _is_page(request):
+        return _answer(request, exc.http_status, exc.code, exc.message, headers)
+    return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

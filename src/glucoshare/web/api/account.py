@@ -274,7 +274,9 @@ def post_token(body: TokenCreateIn, caller: Caller, request: Request) -> TokenCr
     """A new API token for the patient's apps: its value (and a Nightscout secret) is shown only now."""
     with unit_of_work(request) as session:
         patient = own_patient_of(session, caller, "this account holds no patient data")
-        created = create_api_token(session, patient, kind=body.kind, created_by=caller.actor)
+        created = create_api_token(
+            session, patient, kind=body.kind, created_by=caller.actor, roles=body.roles
+        )
         record_event(
             session,
             actor=caller.actor,

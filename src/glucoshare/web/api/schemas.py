@@ -124,6 +124,14 @@ class TokenCreateIn(BaseModel):
     """A new API token for the patient's apps."""
 
     kind: Literal["upload", "read", "nightscout"]
+    roles: list[str] | None = Field(
+        default=None,
+        max_length=10,
+        description=(
+            "Nightscout roles instead of those of the kind (admin, readable, careportal, "
+            "devicestatus-upload, activity, uploader, status-only)"
+        ),
+    )
 
 
 class TokenCreatedOut(BaseModel):

@@ -1,0 +1,1 @@
+"""Nightscout-compatible data: documents, queries and the service behind the API."""

@@ -1,0 +1,606 @@
+"""The Nightscout-compatible API's service: store posted documents, find and delete them.
+
+One truth (issue 9): a posted document is kept as it was sent (sealed, :class:`NightscoutDocument`)
+and mapped to canonical records (:mod:`glucoshare.ingest.nightscout_mapping`) in the patient's
+continuous *Nightscout API* upload, so that it counts in every report; reading a collection
+serves those documents together with the records imported from files (and other apps), mapped
+back to Nightscout documents, so that a Nightscout client sees everything the patient has.
+
+The request owns the transaction: nothing here commits.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.models import Patient
+from glucoshare.devices.models import Device
+from glucoshare.ingest.base import DeviceInfo, ParsedRecord, ParseResult
+from glucoshare.ingest.nightscout_mapping import (
+    Document,
+    MappedRecord,
+    NightscoutDocumentError,
+    device_info,
+    entry_records,
+    nightscout_document,
+    profile_records,
+    treatment_records,
+)
+from glucoshare.ingest.service import NIGHTSCOUT_API_FORMAT, store_parsed
+from glucoshare.nightscout.documents import (
+    Prepared,
+    as_read,
+    new_object_id,
+    prepare,
+    record_id_of,
+    record_object_id,
+    served,
+)
+from glucoshare.nightscout.errors import DocumentConflictError, DocumentInvalidError
+from glucoshare.nightscout.models import NightscoutDocument
+from glucoshare.nightscout.query import Query, sort_documents
+from glucoshare.records.models import Record, Upload
+from glucoshare.records.service import note_place
+from glucoshare.records.vocabulary import RecordType
+from glucoshare.summaries.data import distinct_readings
+from glucoshare.summaries.service import mark_outdated
+from glucoshare.vault.cipher import seal
+from glucoshare.vault.service import data_key, open_mapping, open_value
+
+API_FORMAT: Final = NIGHTSCOUT_API_FORMAT
+"""The format of a patient's continuous upload of the Nightscout API."""
+MAX_SCAN: Final = 50_000
+"""Most documents one query looks at (a query wider than this is answered from the newest)."""
+MAX_DOCUMENTS_PER_REQUEST: Final = 5_000
+
+_RECORD_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
+    "entries": (RecordType.CBG.value, RecordType.SMBG.value),
+    "profile": (RecordType.PUMP_SETTINGS.value,),
+    "treatments": tuple(
+        t.value
+        for t in RecordType
+        if t not in (RecordType.CBG, RecordType.PUMP_SETTINGS, RecordType.CGM_SETTINGS)
+    ),
+}
+"""The record types a collection may serve from imported files."""
+_MAPPED: Final = frozenset({"entries", "treatments", "profile"})
+_SAME_READING_MS: Final = 90_000
+_SAME_READING_MGDL: Final = 2.0
+
+
+def _place(patient_id: str, object_id: str) -> str:
+    """Where a document is sealed: its table, patient and ``_id`` (a sealed copy fits no other row)."""
+    return f"ns_documents:{patient_id}:{object_id}"
+
+
+def _seal_document(key: bytes, row: NightscoutDocument, doc: Document) -> bytes:
+    plain = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    return seal(key, plain, _place(row.patient_id, row.id))
+
+
+def open_document(session: Session, row: NightscoutDocument) -> Document:
+    """A stored document as its client sent it (after :func:`~glucoshare.nightscout.documents.prepare`)."""
+    plain = open_value(session, row.patient_id, row.document_sealed, _place(row.patient_id, row.id))
+    opened: Document = json.loads(plain)
+    return opened
+
+
+def api_upload(session: Session, patient: Patient, actor: str) -> Upload:
+    """The patient's continuous upload of the Nightscout API (made on first use)."""
+    upload = session.scalar(
+        select(Upload).where(
+            Upload.patient_id == patient.id, Upload.format == API_FORMAT, Upload.state == "continuous"
+        )
+    )
+    if upload is None:
+        upload = Upload(
+            patient_id=patient.id,
+            file_name="Nightscout API",
+            sha256=hashlib.sha256(f"{API_FORMAT}:{patient.id}".encode()).hexdigest(),
+            size_bytes=0,
+            format=API_FORMAT,
+            encoding="utf-8",
+            timezone=patient.timezone,
+            uploaded_by=actor,
+            state="continuous",
+            counts={},
+        )
+        session.add(upload)
+        session.flush()
+    return upload
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """One posted document on its way to storage."""
+
+    prepared: Prepared
+    row: NightscoutDocument | None = None
+    changed: bool = True
+
+
+def post_documents(
+    session: Session,
+    *,
+    patient: Patient,
+    collection: str,
+    bodies: Sequence[Any],
+    actor: str,
+    now_ms: int,
+) -> list[Document]:
+    """Store posted documents (insert, or replace the one with the same identity); return them as stored.
+
+    The reply holds one document per posted one, in the posted order, each with its ``_id``
+    (Loop needs exactly that). A document that cannot be read refuses the whole request
+    (:class:`DocumentInvalidError` naming its index and field); nothing is stored then.
+    """
+    if len(bodies) > MAX_DOCUMENTS_PER_REQUEST:
+        msg = f"at most {MAX_DOCUMENTS_PER_REQUEST:,} documents per request"
+        raise DocumentInvalidError(msg)
+    pending: list[_Pending] = []
+    for index, body in enumerate(bodies):
+        try:
+            pending.append(_Pending(prepare(collection, body, now_ms)))
+        except NightscoutDocumentError as exc:
+            msg = f"document {index}: {exc}"
+            raise DocumentInvalidError(msg) from exc
+    _check_mappable(collection, patient, pending)
+    upload = api_upload(session, patient, actor)
+    key = data_key(session, patient.id)
+    _match_stored(session, patient, collection, pending)
+    changed_rows: dict[int, NightscoutDocument] = {}
+    superseded: list[int] = []
+    by_identity: dict[str, NightscoutDocument] = {}
+    for item in pending:
+        prepared = item.prepared
+        row = item.row
+        if row is None and prepared.identity is not None:
+            row = by_identity.get(prepared.identity)  # the same document twice in one request
+        if row is None:
+            row = NightscoutDocument(
+                id=prepared.given_id or new_object_id(now_ms),
+                patient_id=patient.id,
+                collection=collection,
+                created_ms=now_ms,
+                upload_seq=upload.seq,
+                record_ids=[],
+            )
+            session.add(row)
+        elif row.seq is not None and open_document(session, row) == prepared.doc:
+            item.row, item.changed = row, False
+            continue
+        elif row.seq is not None:
+            superseded.extend(row.record_ids or [])
+            row.record_ids = []
+        row.identity = prepared.identity
+        row.kind = prepared.kind
+        row.time_ms = prepared.time_ms
+        row.modified_ms = now_ms
+        row.document_sealed = _seal_document(key, row, prepared.doc)
+        item.row = row
+        if prepared.identity is not None:
+            by_identity[prepared.identity] = row
+    if superseded:
+        forget_records(session, patient, upload, superseded)
+    session.flush()
+    for item in pending:
+        if item.changed and item.row is not None:
+            changed_rows[item.row.seq] = item.row
+    if collection in _MAPPED and changed_rows:
+        _store_records(
+            session, patient=patient, upload=upload, collection=collection, rows=changed_rows, pending=pending
+        )
+    upload.size_bytes += sum(len(row.document_sealed) for row in changed_rows.values())
+    session.flush()
+    return [
+        as_read(served(item.prepared.doc, item.row.id, item.prepared.time_ms), collection)
+        for item in pending
+        if item.row is not None
+    ]
+
+
+def _check_mappable(collection: str, patient: Patient, pending: Sequence[_Pending]) -> None:
+    """Refuse the request when a document's records cannot be read (before anything is stored)."""
+    if collection not in _MAPPED:
+        return
+    zone = _zone(patient)
+    for index, item in enumerate(pending):
+        try:
+            _map(collection, item.prepared.doc, zone)
+        except NightscoutDocumentError as exc:
+            msg = f"document {index}: {exc}"
+            raise DocumentInvalidError(msg) from exc
+
+
+def _zone(patient: Patient) -> Any:  # noqa: ANN401 - a zoneinfo.ZoneInfo
+    import zoneinfo  # noqa: PLC0415 - keeps the module's imports about storage
+
+    return zoneinfo.ZoneInfo(patient.timezone)
+
+
+def _map(collection: str, doc: Mapping[str, Any], zone: Any) -> tuple[MappedRecord, ...]:  # noqa: ANN401
+    if collection == "entries":
+        return entry_records(doc, zone).records
+    if collection == "treatments":
+        return treatment_records(doc, zone).records
+    return profile_records(doc, zone).records
+
+
+def _match_stored(session: Session, patient: Patient, collection: str, pending: Sequence[_Pending]) -> None:
+    """Find the stored document each posted one replaces: by its ``_id``, else by its identity."""
+    ids = {p.prepared.given_id for p in pending if p.prepared.given_id is not None}
+    identities = {p.prepared.identity for p in pending if p.prepared.identity is not None}
+    by_id: dict[str, NightscoutDocument] = {}
+    by_identity: dict[str, NightscoutDocument] = {}
+    for chunk in _chunks(sorted(ids), 500):
+        for row in session.scalars(select(NightscoutDocument).where(NightscoutDocument.id.in_(chunk))):
+            if row.patient_id != patient.id or row.collection != collection:
+                msg = "a posted _id belongs to another document; leave _id out to add a new one"
+                raise DocumentConflictError(msg)
+            by_id[row.id] = row
+    for chunk in _chunks(sorted(identities), 500):
+        query = select(NightscoutDocument).where(
+            NightscoutDocument.patient_id == patient.id,
+            NightscoutDocument.collection == collection,
+            NightscoutDocument.identity.in_(chunk),
+        )
+        for found in session.scalars(query):
+            if found.identity is not None:
+                by_identity[found.identity] = found
+    for item in pending:
+        prepared = item.prepared
+        target = by_id.get(prepared.given_id) if prepared.given_id is not None else None
+        twin = by_identity.get(prepared.identity) if prepared.identity is not None else None
+        if target is not None and twin is not None and twin is not target:
+            # The document moves onto an identity another one holds: that one is replaced by it.
+            session.delete(twin)
+            session.flush()
+            by_identity.pop(twin.identity or "", None)
+        item.row = target if target is not None else twin
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _store_records(
+    session: Session,
+    *,
+    patient: Patient,
+    upload: Upload,
+    collection: str,
+    rows: Mapping[int, NightscoutDocument],
+    pending: Sequence[_Pending],
+) -> None:
+    """Map the changed documents to records, store them, and note on each document what it added."""
+    docs = [
+        (item.row, item.prepared.doc)
+        for item in pending
+        if item.row is not None and item.changed and item.row.seq in rows
+    ]
+    _map_and_store(session, patient, upload, [(collection, row, doc) for row, doc in docs], count=True)
+
+
+def _map_and_store(
+    session: Session,
+    patient: Patient,
+    upload: Upload,
+    docs: Sequence[tuple[str, NightscoutDocument, Mapping[str, Any]]],
+    *,
+    count: bool,
+) -> int:
+    """Store the records of documents (line = the document's seq); link the new ones to them."""
+    zone = _zone(patient)
+    devices: dict[str, DeviceInfo] = {}
+    records: list[ParsedRecord] = []
+    rows: dict[int, NightscoutDocument] = {}
+    for collection, row, doc in docs:
+        rows[row.seq] = row
+        for mapped in _map(collection, doc, zone):
+            if mapped.device not in devices:
+                devices[mapped.device] = device_info(mapped.device)
+            records.append(_parsed(mapped, row.seq))
+    if not records:
+        return 0
+    result = ParseResult(records=iter(records), devices=devices)
+    run = store_parsed(session, patient=patient, upload=upload, result=result, count=count)
+    if run.first_record_id is None or run.last_record_id is None:
+        return run.new
+    added: dict[int, list[int]] = collections.defaultdict(list)
+    query = select(Record.id, Record.source_line).where(
+        Record.id >= run.first_record_id, Record.id <= run.last_record_id, Record.upload_seq == upload.seq
+    )
+    for record_id, line in session.execute(query):
+        added[line].append(record_id)
+    for seq, ids in added.items():
+        owner = rows.get(seq)
+        if owner is not None:
+            owner.record_ids = sorted({*(owner.record_ids or []), *ids})
+    return run.new
+
+
+def restore_documents(session: Session, patient: Patient, upload: Upload) -> int:
+    """Store again the records of the posted documents that another upload's removal took away."""
+    rows = session.scalars(
+        select(NightscoutDocument)
+        .where(
+            NightscoutDocument.upload_seq == upload.seq, NightscoutDocument.collection.in_(sorted(_MAPPED))
+        )
+        .order_by(NightscoutDocument.seq)
+    ).all()
+    docs = [(row.collection, row, open_document(session, row)) for row in rows]
+    return _map_and_store(session, patient, upload, docs, count=False)
+
+
+def _parsed(mapped: MappedRecord, line: int) -> ParsedRecord:
+    return ParsedRecord(
+        mapped.type,
+        mapped.subtype,
+        mapped.time_ms,
+        mapped.utc_offset_min,
+        line,
+        mapped.device,
+        mapped.value,
+        mapped.orig_value,
+        mapped.orig_unit,
+        mapped.duration_ms,
+        mapped.annotation,
+        mapped.payload,
+        mapped.identity,
+    )
+
+
+def forget_records(session: Session, patient: Patient, upload: Upload, record_ids: Iterable[int]) -> int:
+    """Delete records a document had added (it was replaced or deleted); keep the upload's counts true."""
+    ids = sorted(set(record_ids))
+    if not ids:
+        return 0
+    counts = collections.Counter(upload.counts or {})
+    first, last = None, None
+    removed = 0
+    for chunk in _int_chunks(ids, 500):
+        for kind, low, high, number in session.execute(
+            select(Record.type, func.min(Record.time_ms), func.max(Record.time_ms), func.count())
+            .where(Record.id.in_(chunk))
+            .group_by(Record.type)
+        ):
+            counts[kind] -= number
+            removed += number
+            first = low if first is None else min(first, low)
+            last = high if last is None else max(last, high)
+        session.execute(delete(Record).where(Record.id.in_(chunk)))
+    upload.counts = {k: v for k, v in sorted(counts.items()) if v > 0}
+    upload.new_count = max(0, upload.new_count - removed)
+    if first is not None and last is not None:
+        mark_outdated(session, patient.id, first, last, "nightscout document replaced or deleted")
+    return removed
+
+
+def _int_chunks(values: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def find_documents(
+    session: Session, *, patient: Patient, collection: str, query: Query, include_files: bool = True
+) -> list[Document]:
+    """The documents of ``collection`` that match ``query``, newest first, at most ``query.count``.
+
+    Posted documents and (for entries, treatments and profiles) the records of every other upload
+    mapped to documents, so a Nightscout client reads what was imported from files too; an
+    imported CGM reading that repeats a posted one (within 90 s and 2 mg/dL) is served once.
+    """
+    simple = _only_prefilters(collection, query)
+    limit = query.count + 1 if simple else MAX_SCAN
+    docs = _stored_documents(session, patient, collection, query, limit)
+    if include_files and collection in _MAPPED:
+        docs.extend(
+            _file_documents(
+                session, patient=patient, collection=collection, query=query, limit=limit, posted=docs
+            )
+        )
+    found = [doc for doc in docs if query.accepts(doc)]
+    ordered = sort_documents(collection, found)
+    if collection == "entries":
+        _add_deltas(ordered)
+    return [as_read(doc, collection) for doc in ordered[: query.count]]
+
+
+def _only_prefilters(collection: str, query: Query) -> bool:
+    """True when the SQL filters already do the whole query (so SQL may stop at ``count``)."""
+    return query.bounds_exact and (collection != "entries" or "type" not in query.find)
+
+
+def _stored_documents(
+    session: Session, patient: Patient, collection: str, query: Query, limit: int
+) -> list[Document]:
+    statement = select(NightscoutDocument).where(
+        NightscoutDocument.patient_id == patient.id, NightscoutDocument.collection == collection
+    )
+    if query.low_ms is not None:
+        statement = statement.where(NightscoutDocument.time_ms >= query.low_ms)
+    if query.high_ms is not None:
+        statement = statement.where(NightscoutDocument.time_ms <= query.high_ms)
+    if query.ids is not None:
+        statement = statement.where(NightscoutDocument.id.in_([i.lower() for i in query.ids]))
+    if collection == "entries" and query.type not in (None, "*"):
+        statement = statement.where(NightscoutDocument.kind == query.type)
+    statement = statement.order_by(NightscoutDocument.time_ms.desc(), NightscoutDocument.seq.desc()).limit(
+        limit
+    )
+    return [
+        served(open_document(session, row), row.id, row.time_ms)
+        for row in session.scalars(statement)
+    ]
+
+
+def _api_uploads(session: Session, patient: Patient) -> list[int]:
+    return list(
+        session.scalars(
+            select(Upload.seq).where(Upload.patient_id == patient.id, Upload.format == API_FORMAT)
+        )
+    )
+
+
+def _file_documents(
+    session: Session,
+    *,
+    patient: Patient,
+    collection: str,
+    query: Query,
+    limit: int,
+    posted: Sequence[Document],
+) -> list[Document]:
+    """Records of every upload but the Nightscout API's, as documents of ``collection``."""
+    types = _RECORD_TYPES[collection]
+    if collection == "entries" and query.type not in (None, "*"):
+        types = {"sgv": ("cbg",), "mbg": ("smbg",)}.get(str(query.type), ())
+    if not types:
+        return []
+    statement = (
+        select(Record, Device)
+        .join(Device, Device.seq == Record.device_seq)
+        .where(Device.patient_id == patient.id, Record.type.in_(types))
+    )
+    excluded = _api_uploads(session, patient)
+    if excluded:
+        statement = statement.where(Record.upload_seq.not_in(excluded))
+    if query.low_ms is not None:
+        statement = statement.where(Record.time_ms >= query.low_ms)
+    if query.high_ms is not None:
+        statement = statement.where(Record.time_ms <= query.high_ms)
+    if query.ids is not None:
+        wanted = [r for r in (record_id_of(i) for i in query.ids) if r is not None]
+        if not wanted:
+            return []
+        statement = statement.where(Record.id.in_(wanted))
+    statement = statement.order_by(Record.time_ms.desc(), Record.id.desc()).limit(limit)
+    rows = session.execute(statement).all()
+    if collection == "entries":
+        rows = _distinct_entries(session, patient, rows, posted)
+    notes_at = note_place(patient.id)
+    out: list[Document] = []
+    for record, device in rows:
+        payload = record.payload
+        if record.type == RecordType.NOTE:
+            payload = open_mapping(session, patient.id, payload, notes_at)
+        mapped = MappedRecord(
+            record.type,
+            record.subtype,
+            record.time_ms,
+            record.utc_offset_min,
+            f"{device.manufacturer} {device.model}".strip(),
+            record.value,
+            record.orig_value,
+            record.orig_unit,
+            record.duration_ms,
+            record.annotation,
+            payload,
+        )
+        made = nightscout_document(mapped)
+        if made is None or made[0] != collection:
+            continue
+        out.append(served(made[1], record_object_id(record.id), record.time_ms))
+    return out
+
+
+def _distinct_entries(
+    session: Session, patient: Patient, rows: Sequence[Any], posted: Sequence[Document]
+) -> list[Any]:
+    """Imported readings, once each: repeats across devices (ranked) and of posted sgv left out."""
+    cgm = [at for at, (record, _device) in enumerate(rows) if record.type == RecordType.CBG]
+    if not cgm:
+        return list(rows)
+    times = np.array([rows[at][0].time_ms for at in cgm], np.int64)
+    values = np.array([rows[at][0].value or 0.0 for at in cgm], np.float64)
+    devices = np.array([rows[at][0].device_seq for at in cgm], np.int64)
+    keep = distinct_readings(session, patient.id, times, values, devices)
+    posted_sgv = sorted(
+        (int(doc["mills"]), float(doc["sgv"]))
+        for doc in posted
+        if doc.get("type") == "sgv" and isinstance(doc.get("sgv"), int | float)
+    )
+    if posted_sgv:
+        posted_times = np.array([t for t, _ in posted_sgv], np.int64)
+        posted_values = np.array([v for _, v in posted_sgv], np.float64)
+        left = np.searchsorted(posted_times, times - _SAME_READING_MS, side="left")
+        right = np.searchsorted(posted_times, times + _SAME_READING_MS, side="right")
+        for at in np.flatnonzero(keep).tolist():
+            near = posted_values[left[at] : right[at]]
+            if near.size and bool((np.abs(near - values[at]) <= _SAME_READING_MGDL).any()):
+                keep[at] = False
+    dropped = {cgm[at] for at in np.flatnonzero(~keep).tolist()}
+    return [row for at, row in enumerate(rows) if at not in dropped]
+
+
+def _add_deltas(entries: list[Document]) -> None:
+    """Give sgv entries without a ``delta`` one: mg/dL per 5 minutes from the reading before.
+
+    Nightscout does not compute it (readers such as Home Assistant then show none): the change
+    from the previous sgv entry within 15 minutes, scaled to 5 minutes.
+    """
+    sgv = [doc for doc in entries if doc.get("type") == "sgv" and isinstance(doc.get("sgv"), int | float)]
+    for newer, older in itertools.pairwise(sgv):
+        if "delta" in newer:
+            continue
+        gap = int(newer["mills"]) - int(older["mills"])
+        if 0 < gap <= 15 * 60_000:
+            newer["delta"] = round((float(newer["sgv"]) - float(older["sgv"])) * 300_000 / gap, 3)
+
+
+def newest_modified(session: Session, patient: Patient, collection: str) -> int | None:
+    """When the patient's posted documents of ``collection`` last changed (UTC ms), for ``Last-Modified``."""
+    value = session.scalar(
+        select(func.max(NightscoutDocument.modified_ms)).where(
+            NightscoutDocument.patient_id == patient.id, NightscoutDocument.collection == collection
+        )
+    )
+    return None if value is None else int(value)
+
+
+# -- deleting -------------------------------------------------------------------------------------
+
+
+def delete_documents(session: Session, *, patient: Patient, collection: str, query: Query, actor: str) -> int:
+    """Delete the posted documents that match ``query`` (no count limit) and the records they added.
+
+    Records imported from files are not deleted through the Nightscout API (remove their upload);
+    returns how many documents were deleted.
+    """
+    unlimited = dataclasses.replace(query, count=MAX_SCAN)
+    found = find_documents(
+        session, patient=patient, collection=collection, query=unlimited, include_files=False
+    )
+    ids = [str(doc["_id"]) for doc in found]
+    if not ids:
+        return 0
+    upload = api_upload(session, patient, actor)
+    deleted = 0
+    for chunk in _chunks(ids, 500):
+        rows = list(
+            session.scalars(
+                select(NightscoutDocument).where(
+                    NightscoutDocument.patient_id == patient.id, NightscoutDocument.id.in_(chunk)
+                )
+            )
+        )
+        forget_records(session, patient, upload, [i for row in rows for i in (row.record_ids or [])])
+        for row in rows:
+            session.delete(row)
+        deleted += len(rows)
+    session.flush()
+    return deleted

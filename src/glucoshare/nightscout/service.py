@@ -442,10 +442,7 @@ def _stored_documents(
     statement = statement.order_by(NightscoutDocument.time_ms.desc(), NightscoutDocument.seq.desc()).limit(
         limit
     )
-    return [
-        served(open_document(session, row), row.id, row.time_ms)
-        for row in session.scalars(statement)
-    ]
+    return [served(open_document(session, row), row.id, row.time_ms) for row in session.scalars(statement)]
 
 
 def _api_uploads(session: Session, patient: Patient) -> list[int]:

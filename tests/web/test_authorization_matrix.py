@@ -241,6 +241,9 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("DELETE", "/api/v1/{rest:path}"): _nightscout(
         NIGHTSCOUT_WRITERS, "treatments.json?find[eventType]=Note"
     ),
+    ("GET", "/pebble"): _nightscout(NIGHTSCOUT_READERS, ""),
+    ("GET", "/api/v2/properties"): _nightscout(NIGHTSCOUT_READERS, ""),
+    ("GET", "/api/v2/properties/{names}"): _nightscout(NIGHTSCOUT_READERS, ""),
     ("GET", "/api/v2/authorization/request/{token}"): Case(expect=dict.fromkeys(TOKENS, OK), default=401),
     ("POST", "/v1/patients/{patient_id}/diary"): _patient(
         UPLOADERS, body=lambda w, r: {"time": "2026-11-20T08:15", "carbs_g": 10 + ROLES.index(r)}
@@ -343,7 +346,9 @@ def _api_routes(routes: list[Any]) -> list[APIRoute]:
     """
     found: list[APIRoute] = []
     for route in routes:
-        if isinstance(route, APIRoute) and route.path.startswith(("/api/", "/health", "/docs", "/v1/")):
+        if isinstance(route, APIRoute) and route.path.startswith(
+            ("/api/", "/pebble", "/health", "/docs", "/v1/")
+        ):
             found.append(route)
         inner = getattr(route, "original_router", None)
         if inner is not None:
@@ -468,6 +473,7 @@ def _path(template: str, world: World, role: str, case: Case) -> str:
     token = world.tokens[role][1] if role in world.tokens else "not-a-token"
     return template.replace("{rest:path}", case.rest).format(
         token=token,
+        names="bgnow,delta",
         dataset_id=world.dataset_ids.get(role, world.dataset_ids.get("owner", "0" * 32)),
         patient_id=patient,
         upload_id=world.upload_ids.get(role, world.upload_ids.get("owner")),
@@ -516,7 +522,9 @@ def test_route_answers_each_caller_as_decided(
             assert 200 <= response.status_code < 300, (role, response.status_code, response.text)
         else:
             assert response.status_code == expected, (role, response.status_code, response.text)
-        if response.status_code >= 400 and path.startswith("/api/"):  # Nightscout's shape, and ours
+        if response.status_code >= 400 and path.startswith(
+            ("/api/", "/pebble")
+        ):  # Nightscout's shape, and ours
             assert set(response.json()) == {"status", "message", "description", "error"}, response.text
         elif response.status_code >= 400:
             assert set(response.json()) == {"error"}, response.text

@@ -403,3 +403,33 @@ def test_one_patients_credential_never_reaches_another(
     answer = client.put("/api/v1/entries", json=hijack, headers=site.headers)
     assert answer.status_code == 409
     assert client.get("/api/v1/entries.json", headers=other.headers).json()[0]["sgv"] == 180
+
+
+def test_followers_read_pebble_and_properties(client: TestClient, site: Site) -> None:
+    client.post(
+        "/api/v1/entries", json=[_sgv(10, 100), _sgv(5, 108)], headers=site.headers
+    ).raise_for_status()
+    status = {
+        "device": "openaps://phone",
+        "openaps": {"iob": {"iob": 1.25}, "suggested": {"COB": 12}},
+        "uploader": {"battery": 71},
+    }
+    client.post("/api/v1/devicestatus", json=status, headers=site.headers).raise_for_status()
+    assert client.get("/pebble").status_code == 401
+    watch = client.get("/pebble?count=2&units=mmol", headers=site.headers).json()
+    first = watch["bgs"][0]
+    assert first["sgv"] == "6.0"  # 108 mg/dL in mmol/L
+    assert (first["trend"], first["direction"], first["battery"], first["iob"], first["cob"]) == (
+        4,
+        "Flat",
+        "71",
+        "1.25",
+        12,
+    )
+    assert len(watch["bgs"]) == 2
+    props = client.get("/api/v2/properties/bgnow,delta,upbat", headers=site.headers).json()
+    assert set(props) == {"bgnow", "delta", "upbat"}
+    assert props["bgnow"]["last"] == 108
+    assert props["delta"]["mgdl"] == 8.0
+    assert props["upbat"]["level"] == 71
+    assert client.get("/api/v2/properties", headers={"api-secret": site.upload_token}).status_code == 403

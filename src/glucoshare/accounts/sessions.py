@@ -30,6 +30,8 @@ from glucoshare.errors import InputError, NotFoundError, UnauthenticatedError
 IDLE_TIMEOUT = dt.timedelta(minutes=30)
 ABSOLUTE_TIMEOUT = dt.timedelta(hours=12)
 TOKEN_KINDS = ("upload", "read", "nightscout")
+TOKEN_USE_RESOLUTION = dt.timedelta(minutes=1)
+"""How precisely a token's last use is kept (it is written at most once per this interval)."""
 API_TOKEN_PREFIX = "gs_"  # noqa: S105 - a prefix that makes a leaked token recognisable, not a secret
 
 
@@ -215,8 +217,10 @@ def resolve_api_token(session: Session, presented: str, *, now: dt.datetime | No
     if row is None or row.revoked_at is not None:
         msg = "unknown or revoked token"
         raise InvalidTokenError(msg)
-    row.last_used_at = _now(now)
-    session.flush()
+    moment = _now(now)
+    if row.last_used_at is None or moment - row.last_used_at >= TOKEN_USE_RESOLUTION:
+        row.last_used_at = moment  # an uploader calls every few seconds: one write a minute is enough
+        session.flush()
     return row
 
 

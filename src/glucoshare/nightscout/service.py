@@ -17,11 +17,13 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.schema import Table
 
 from glucoshare.accounts.models import Patient
 from glucoshare.devices.models import Device
@@ -36,7 +38,7 @@ from glucoshare.ingest.nightscout_mapping import (
     profile_records,
     treatment_records,
 )
-from glucoshare.ingest.service import NIGHTSCOUT_API_FORMAT, store_parsed
+from glucoshare.ingest.service import NIGHTSCOUT_API_FORMAT, collector_paused, store_parsed
 from glucoshare.nightscout.documents import (
     Prepared,
     as_read,
@@ -74,6 +76,7 @@ _RECORD_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
 }
 """The record types a collection may serve from imported files."""
 _MAPPED: Final = frozenset({"entries", "treatments", "profile"})
+_TABLE: Final = cast("Table", NightscoutDocument.__table__)
 _SAME_READING_MS: Final = 90_000
 _SAME_READING_MGDL: Final = 2.0
 
@@ -83,9 +86,9 @@ def _place(patient_id: str, object_id: str) -> str:
     return f"ns_documents:{patient_id}:{object_id}"
 
 
-def _seal_document(key: bytes, row: NightscoutDocument, doc: Document) -> bytes:
+def _seal_document(key: bytes, patient_id: str, object_id: str, doc: Document) -> bytes:
     plain = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-    return seal(key, plain, _place(row.patient_id, row.id))
+    return seal(key, plain, _place(patient_id, object_id))
 
 
 def open_document(session: Session, row: NightscoutDocument) -> Document:
@@ -125,8 +128,14 @@ class _Pending:
     """One posted document on its way to storage."""
 
     prepared: Prepared
+    mapped: tuple[MappedRecord, ...] = ()
     row: NightscoutDocument | None = None
+    """The stored document it replaces (loaded), if any."""
+    seq: int | None = None
+    object_id: str | None = None
     changed: bool = True
+    same_as: _Pending | None = None
+    """An earlier document of the same request with the same identity (the later one wins)."""
 
 
 def post_documents(
@@ -147,79 +156,155 @@ def post_documents(
     if len(bodies) > MAX_DOCUMENTS_PER_REQUEST:
         msg = f"at most {MAX_DOCUMENTS_PER_REQUEST:,} documents per request"
         raise DocumentInvalidError(msg)
-    pending: list[_Pending] = []
-    for index, body in enumerate(bodies):
-        try:
-            pending.append(_Pending(prepare(collection, body, now_ms)))
-        except NightscoutDocumentError as exc:
-            msg = f"document {index}: {exc}"
-            raise DocumentInvalidError(msg) from exc
-    _check_mappable(collection, patient, pending)
+    with collector_paused():  # many small, acyclic objects: the cyclic collector would only walk them
+        return _post(
+            session, patient=patient, collection=collection, bodies=bodies, actor=actor, now_ms=now_ms
+        )
+
+
+def _post(
+    session: Session,
+    *,
+    patient: Patient,
+    collection: str,
+    bodies: Sequence[Any],
+    actor: str,
+    now_ms: int,
+) -> list[Document]:
+    pending = _prepared(collection, patient, bodies, now_ms)
     upload = api_upload(session, patient, actor)
     key = data_key(session, patient.id)
     _match_stored(session, patient, collection, pending)
-    changed_rows: dict[int, NightscoutDocument] = {}
+    _merge_repeats(pending)
     superseded: list[int] = []
-    by_identity: dict[str, NightscoutDocument] = {}
+    inserts: list[_Pending] = []
     for item in pending:
-        prepared = item.prepared
-        row = item.row
-        if row is None and prepared.identity is not None:
-            row = by_identity.get(prepared.identity)  # the same document twice in one request
-        if row is None:
-            row = NightscoutDocument(
-                id=prepared.given_id or new_object_id(now_ms),
-                patient_id=patient.id,
-                collection=collection,
-                created_ms=now_ms,
-                upload_seq=upload.seq,
-                record_ids=[],
-            )
-            session.add(row)
-        elif row.seq is not None and open_document(session, row) == prepared.doc:
-            item.row, item.changed = row, False
+        if item.same_as is not None:
             continue
-        elif row.seq is not None:
+        row = item.row
+        if row is None:
+            item.object_id = item.prepared.given_id or new_object_id(now_ms)
+            inserts.append(item)
+        elif open_document(session, row) == item.prepared.doc:
+            item.changed = False
+        else:
             superseded.extend(row.record_ids or [])
             row.record_ids = []
-        row.identity = prepared.identity
-        row.kind = prepared.kind
-        row.time_ms = prepared.time_ms
-        row.modified_ms = now_ms
-        row.document_sealed = _seal_document(key, row, prepared.doc)
-        item.row = row
-        if prepared.identity is not None:
-            by_identity[prepared.identity] = row
+            row.identity, row.kind = item.prepared.identity, item.prepared.kind
+            row.time_ms, row.modified_ms = item.prepared.time_ms, now_ms
+            row.document_sealed = _seal_document(key, row.patient_id, row.id, item.prepared.doc)
+        if row is not None:
+            item.seq, item.object_id = row.seq, row.id
     if superseded:
         forget_records(session, patient, upload, superseded)
+    sealed_bytes = _insert_documents(session, patient, upload, collection, inserts, key=key, now_ms=now_ms)
+    stored = [item for item in pending if item.same_as is None and item.changed and item.mapped]
+    if stored:
+        added = _store_mapped(session, patient, upload, [(i.seq or 0, i.mapped) for i in stored], count=True)
+        _link_records(session, pending, added)
+    upload.size_bytes += sealed_bytes
     session.flush()
-    for item in pending:
-        if item.changed and item.row is not None:
-            changed_rows[item.row.seq] = item.row
-    if collection in _MAPPED and changed_rows:
-        _store_records(
-            session, patient=patient, upload=upload, collection=collection, rows=changed_rows, pending=pending
-        )
-    upload.size_bytes += sum(len(row.document_sealed) for row in changed_rows.values())
-    session.flush()
-    return [
-        as_read(served(item.prepared.doc, item.row.id, item.prepared.time_ms), collection)
-        for item in pending
-        if item.row is not None
-    ]
+    return [_reply(item, collection) for item in pending]
 
 
-def _check_mappable(collection: str, patient: Patient, pending: Sequence[_Pending]) -> None:
-    """Refuse the request when a document's records cannot be read (before anything is stored)."""
-    if collection not in _MAPPED:
-        return
+def _reply(item: _Pending, collection: str) -> Document:
+    final = item.same_as or item
+    return as_read(served(final.prepared.doc, final.object_id or "", final.prepared.time_ms), collection)
+
+
+def _prepared(collection: str, patient: Patient, bodies: Sequence[Any], now_ms: int) -> list[_Pending]:
+    """Prepare and map every posted document; refuse the request when one cannot be read."""
     zone = _zone(patient)
-    for index, item in enumerate(pending):
+    pending = []
+    for index, body in enumerate(bodies):
         try:
-            _map(collection, item.prepared.doc, zone)
+            prepared = prepare(collection, body, now_ms)
+            mapped = _map(collection, prepared.doc, zone) if collection in _MAPPED else ()
         except NightscoutDocumentError as exc:
             msg = f"document {index}: {exc}"
             raise DocumentInvalidError(msg) from exc
+        pending.append(_Pending(prepared, mapped))
+    return pending
+
+
+def _merge_repeats(pending: Sequence[_Pending]) -> None:
+    """A document posted twice in one request is stored once: the later one, under one ``_id``."""
+    first: dict[str, _Pending] = {}
+    for item in pending:
+        identity = item.prepared.identity
+        if identity is None or item.row is not None:
+            continue
+        earlier = first.get(identity)
+        if earlier is None:
+            first[identity] = item
+            continue
+        earlier.prepared, earlier.mapped = item.prepared, item.mapped
+        item.same_as = earlier
+
+
+def _insert_documents(
+    session: Session,
+    patient: Patient,
+    upload: Upload,
+    collection: str,
+    items: Sequence[_Pending],
+    *,
+    key: bytes,
+    now_ms: int,
+) -> int:
+    """Insert new documents in one statement and note their ``seq``; return the sealed bytes written."""
+    if not items:
+        return 0
+    sealed = [_seal_document(key, patient.id, str(item.object_id), item.prepared.doc) for item in items]
+    rows: list[dict[str, Any]] = [
+        {
+            "id": item.object_id,
+            "patient_id": patient.id,
+            "collection": collection,
+            "identity": item.prepared.identity,
+            "kind": item.prepared.kind,
+            "time_ms": item.prepared.time_ms,
+            "created_ms": now_ms,
+            "modified_ms": now_ms,
+            "upload_seq": upload.seq,
+            "document_sealed": document,
+            "record_ids": [],
+        }
+        for item, document in zip(items, sealed, strict=True)
+    ]
+    table = _TABLE
+    try:
+        session.execute(insert(table), rows)  # one executemany
+    except IntegrityError:
+        msg = "another request stored the same document at the same moment; send it again"
+        raise DocumentConflictError(msg) from None
+    seqs: dict[str, int] = {}
+    for chunk in _chunks([str(item.object_id) for item in items], 500):
+        seqs.update(
+            (object_id, seq)
+            for object_id, seq in session.execute(
+                select(NightscoutDocument.id, NightscoutDocument.seq).where(NightscoutDocument.id.in_(chunk))
+            )
+        )
+    for item in items:
+        item.seq = seqs[str(item.object_id)]
+    return sum(len(document) for document in sealed)
+
+
+def _link_records(session: Session, pending: Sequence[_Pending], added: Mapping[int, list[int]]) -> None:
+    """Note on each document the records it added (one statement for the new documents)."""
+    loaded = {item.seq: item.row for item in pending if item.row is not None}
+    updates = []
+    for seq, ids in added.items():
+        row = loaded.get(seq)
+        if row is not None:
+            row.record_ids = sorted({*(row.record_ids or []), *ids})
+        else:
+            updates.append({"at": seq, "ids": sorted(ids)})
+    if updates:
+        table = _TABLE
+        statement = update(table).where(table.c.seq == bindparam("at")).values(record_ids=bindparam("ids"))
+        session.execute(statement, updates)  # one executemany
 
 
 def _zone(patient: Patient) -> Any:  # noqa: ANN401 - a zoneinfo.ZoneInfo
@@ -274,60 +359,35 @@ def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield values[start : start + size]
 
 
-def _store_records(
-    session: Session,
-    *,
-    patient: Patient,
-    upload: Upload,
-    collection: str,
-    rows: Mapping[int, NightscoutDocument],
-    pending: Sequence[_Pending],
-) -> None:
-    """Map the changed documents to records, store them, and note on each document what it added."""
-    docs = [
-        (item.row, item.prepared.doc)
-        for item in pending
-        if item.row is not None and item.changed and item.row.seq in rows
-    ]
-    _map_and_store(session, patient, upload, [(collection, row, doc) for row, doc in docs], count=True)
-
-
-def _map_and_store(
+def _store_mapped(
     session: Session,
     patient: Patient,
     upload: Upload,
-    docs: Sequence[tuple[str, NightscoutDocument, Mapping[str, Any]]],
+    items: Sequence[tuple[int, Sequence[MappedRecord]]],
     *,
     count: bool,
-) -> int:
-    """Store the records of documents (line = the document's seq); link the new ones to them."""
-    zone = _zone(patient)
+) -> dict[int, list[int]]:
+    """Store the records of documents (line = the document's ``seq``); the new record ids by document."""
     devices: dict[str, DeviceInfo] = {}
     records: list[ParsedRecord] = []
-    rows: dict[int, NightscoutDocument] = {}
-    for collection, row, doc in docs:
-        rows[row.seq] = row
-        for mapped in _map(collection, doc, zone):
-            if mapped.device not in devices:
-                devices[mapped.device] = device_info(mapped.device)
-            records.append(_parsed(mapped, row.seq))
+    for seq, mapped in items:
+        for one in mapped:
+            if one.device not in devices:
+                devices[one.device] = device_info(one.device)
+            records.append(_parsed(one, seq))
     if not records:
-        return 0
+        return {}
     result = ParseResult(records=iter(records), devices=devices)
     run = store_parsed(session, patient=patient, upload=upload, result=result, count=count)
-    if run.first_record_id is None or run.last_record_id is None:
-        return run.new
     added: dict[int, list[int]] = collections.defaultdict(list)
+    if run.first_record_id is None or run.last_record_id is None:
+        return added
     query = select(Record.id, Record.source_line).where(
         Record.id >= run.first_record_id, Record.id <= run.last_record_id, Record.upload_seq == upload.seq
     )
     for record_id, line in session.execute(query):
         added[line].append(record_id)
-    for seq, ids in added.items():
-        owner = rows.get(seq)
-        if owner is not None:
-            owner.record_ids = sorted({*(owner.record_ids or []), *ids})
-    return run.new
+    return added
 
 
 def restore_documents(session: Session, patient: Patient, upload: Upload) -> int:
@@ -339,8 +399,15 @@ def restore_documents(session: Session, patient: Patient, upload: Upload) -> int
         )
         .order_by(NightscoutDocument.seq)
     ).all()
-    docs = [(row.collection, row, open_document(session, row)) for row in rows]
-    return _map_and_store(session, patient, upload, docs, count=False)
+    zone = _zone(patient)
+    items = [(row.seq, _map(row.collection, open_document(session, row), zone)) for row in rows]
+    before = sum(len(row.record_ids or []) for row in rows)
+    added = _store_mapped(session, patient, upload, items, count=False)
+    by_seq = {row.seq: row for row in rows}
+    for seq, ids in added.items():
+        row = by_seq[seq]
+        row.record_ids = sorted({*(row.record_ids or []), *ids})
+    return sum(len(row.record_ids or []) for row in rows) - before
 
 
 def _parsed(mapped: MappedRecord, line: int) -> ParsedRecord:

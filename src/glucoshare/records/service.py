@@ -26,6 +26,8 @@ from glucoshare.records.vocabulary import RecordType
 BATCH_SIZE = 5000
 """Rows per round trip of :class:`RecordWriter`."""
 _SQLITE_ROWS_PER_STATEMENT = 250  # 250 rows x 11 values stays far below SQLite's 32766 variables
+_POSTGRES_DIRECT_ROWS = 200
+"""Up to this many rows, PostgreSQL gets one multi-row ``INSERT`` instead of ``COPY`` via a staging table."""
 _MAX_KEY = 120
 
 PLAIN_COLUMNS = (
@@ -173,11 +175,14 @@ class RecordWriter:
             )
         elif self._dialect == "postgresql":
             # Only the written columns, without defaults: staged rows draw nothing from the id sequence.
-            self._connection.exec_driver_sql(
+            self._staging = (
                 "CREATE TEMPORARY TABLE IF NOT EXISTS records_incoming ON COMMIT DROP "  # noqa: S608
                 f"AS SELECT {columns} FROM records WITH NO DATA"
             )
+            self._staged = False
             self._copy = f"COPY records_incoming ({columns}) FROM STDIN"
+            self._row_values = "(" + ", ".join(["%s"] * len(RECORD_COLUMNS)) + ")"
+            self._direct = f"INSERT INTO records ({columns}) VALUES "  # noqa: S608
             self._sql = (
                 f"WITH inserted AS (INSERT INTO records ({columns}) "  # noqa: S608
                 f"SELECT {columns} FROM records_incoming ON CONFLICT DO NOTHING RETURNING id) "
@@ -253,6 +258,11 @@ class RecordWriter:
                     cast("sqlite3.Connection", dbapi), cast("sqlite3.Cursor", cursor), batch
                 )
             plain_width = len(PLAIN_COLUMNS)
+            if not isinstance(batch, ReadingColumns) and len(batch) <= _POSTGRES_DIRECT_ROWS:
+                return self._insert_direct(cast("Any", cursor), batch)
+            if not self._staged:
+                cursor.execute(self._staging)
+                self._staged = True
             rows = batch.rows() if isinstance(batch, ReadingColumns) else batch
             with cursor.copy(self._copy) as copy:
                 for row in rows:
@@ -264,6 +274,23 @@ class RecordWriter:
             return int(inserted)
         finally:
             cursor.close()
+
+    def _insert_direct(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> int:  # noqa: ANN401 - psycopg's
+        """A few rows on PostgreSQL: one multi-row insert (a staging table costs more than it saves)."""
+        plain_width = len(PLAIN_COLUMNS)
+        params = [
+            value
+            for row in rows
+            for value in (row + _FILL if len(row) == plain_width else _with_json_payload(row))
+        ]
+        cursor.execute(
+            self._direct + ", ".join([self._row_values] * len(rows)) + " ON CONFLICT DO NOTHING RETURNING id",
+            params,
+        )
+        ids = [int(found[0]) for found in cursor.fetchall()]
+        if ids:
+            self._note_ids(min(ids), max(ids))
+        return len(ids)
 
     def _write_sqlite(
         self,

@@ -23,8 +23,9 @@ from glucoshare.web.api import account, auth, clinics, datasets, patients, repor
 from glucoshare.web.api.schemas import Health
 from glucoshare.web.deps import unit_of_work
 from glucoshare.web.errors import install_error_handlers
+from glucoshare.web.nightscout import followers
 from glucoshare.web.nightscout import routes as nightscout
-from glucoshare.web.security import AuditOrigin, BodyLimit, SecurityHeaders
+from glucoshare.web.security import AuditOrigin, BodyLimit, SecurityHeaders, ServerTiming
 from glucoshare.web.ui import help as help_pages
 from glucoshare.web.ui import pages
 
@@ -95,6 +96,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         pages.router,
         help_pages.router,
         nightscout.router,
+        followers.router,
     ):
         app.include_router(router)
     app.state.page_error = pages.page_error
@@ -128,4 +130,5 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         limits={"/v1/patients/": settings.max_upload_bytes + 64 * 1024, "/api/": NIGHTSCOUT_BODY_LIMIT},
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(ServerTiming)
     return app

@@ -28,6 +28,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 import analytics
+import nightscout as nightscout_bench
 import reports as report_bench
 from glucoshare.config import Settings
 from glucoshare.ingest.schemas import IncomingFile
@@ -274,6 +275,7 @@ def main() -> None:
         floors=floors,
         measurements=analytics.run(),
         report_measurements=report_bench.run(),
+        nightscout_measurements=nightscout_bench.run(),
     )
 
 
@@ -344,6 +346,7 @@ def write_report(
     floors: dict[str, float],
     measurements: list[analytics.Measurement],
     report_measurements: list[analytics.Measurement],
+    nightscout_measurements: list[analytics.Measurement],
 ) -> None:
     lines = [
         "# Benchmarks",
@@ -428,6 +431,7 @@ def write_report(
         ),
         "",
         *report_bench.report_lines(report_measurements),
+        *nightscout_bench.report_lines(nightscout_measurements),
     ]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -79,6 +79,14 @@ def test_the_canary_leaves_no_trace_in_logs_or_database_bytes(
         client.get(f"/v1/patients/{patient_id}/stats?days=3&token={token['token']}", headers=auth).status_code
         == 200
     )
+    # A Nightscout client with the plain secret in the query string (as tconnectsync sends it),
+    # posting a note with the canary's name: neither may show in a log or, unsealed, on disk.
+    nightscout = client.post(
+        f"/api/v1/treatments.json?secret={token['api_secret']}",
+        json={"eventType": "Note", "notes": f"call {NAME}", "created_at": "2025-03-02T10:00:00Z"},
+    )
+    assert nightscout.status_code == 200, nightscout.text
+    assert client.get(f"/api/v1/entries.json?token={token['token']}").status_code == 200
     rows = [line for line in export.data.decode("utf-8-sig").splitlines()[12:40] if line.count(",") > 3]
     assert rows
 

@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from glucoshare.accounts.models import ApiToken
 from glucoshare.cli import app
 from glucoshare.config import Settings
+from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.simulator import simulate
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
+from glucoshare.vault.keyfile import load_or_create
 from tests.ingest.helpers import profile
 
 runner = CliRunner()
@@ -419,3 +422,28 @@ def test_data_directory_database_and_raw_files_are_private(
     for path in data.rglob("*"):
         expected = 0o700 if path.is_dir() else 0o600
         assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_token_create_with_roles_and_unknown_roles(patient: str, cli_env: Settings) -> None:
+    code, out, err = run(
+        "token", "create", "--patient", "kim@example.org", "--kind", "read", "--role", "readable",
+        "--role", "careportal", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["kind"] == "read"
+    assert created["api_secret"] is None
+    engine = create_db_engine(
+        cli_env.effective_database_url, keyring=load_or_create(cli_env.effective_secret_key_file)
+    )
+    with session_scope(engine) as session:
+        row = session.get(ApiToken, created["id"])
+        assert row is not None
+        assert row.roles == ["careportal", "readable"]
+    engine.dispose()
+    code, out, err = run(
+        "token", "create", "--patient", "kim@example.org", "--kind", "read", "--role", "superuser", "--json"
+    )
+    assert code == 2
+    assert out == ""
+    assert "unknown role 'superuser'" in err

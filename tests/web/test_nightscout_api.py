@@ -433,3 +433,26 @@ def test_followers_read_pebble_and_properties(client: TestClient, site: Site) ->
     assert props["delta"]["mgdl"] == 8.0
     assert props["upbat"]["level"] == 71
     assert client.get("/api/v2/properties", headers={"api-secret": site.upload_token}).status_code == 403
+
+
+def test_a_document_moved_onto_another_ones_identity_replaces_it_and_its_records(
+    client: TestClient, site: Site, engine: Engine
+) -> None:
+    first = (NOW - dt.timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    second = (NOW - dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    a, b = client.post(
+        "/api/v1/treatments",
+        json=[
+            {"eventType": "Correction Bolus", "created_at": first, "insulin": 1},
+            {"eventType": "Correction Bolus", "created_at": second, "insulin": 2},
+        ],
+        headers=site.headers,
+    ).json()
+    moved = {"_id": a["_id"], "eventType": "Correction Bolus", "created_at": second, "insulin": 3}
+    assert client.put("/api/v1/treatments", json=moved, headers=site.headers).status_code == 200
+    with session_scope(engine) as session:
+        assert session.scalars(select(Record.value).where(Record.type == "bolus")).all() == [3.0]
+        assert session.scalars(select(NightscoutDocument.id)).all() == [a["_id"]]
+    assert b["_id"] not in {
+        doc["_id"] for doc in client.get("/api/v1/treatments", headers=site.headers).json()
+    }

@@ -21,6 +21,7 @@ from glucoshare.cli import (
 )
 from glucoshare.cli.imports import import_command
 from glucoshare.cli.serve import serve_command
+from glucoshare.cli.upload import upload_command
 
 app = typer.Typer(
     name="glucoshare",
@@ -39,6 +40,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(clinics.app, name="clinics")
 app.add_typer(diary.app, name="diary")
 app.command("import")(import_command)
+app.command("upload")(upload_command)
 app.command("serve")(serve_command)
 app.command("export")(export.export_command)
 app.command("report")(report.report_command)

@@ -174,9 +174,8 @@ def _post(
     pending = _prepared(collection, patient, bodies, now_ms)
     upload = api_upload(session, patient, actor)
     key = data_key(session, patient.id)
-    _match_stored(session, patient, collection, pending)
+    superseded = _match_stored(session, patient, collection, pending)
     _merge_repeats(pending)
-    superseded: list[int] = []
     inserts: list[_Pending] = []
     for item in pending:
         if item.same_as is not None:
@@ -321,12 +320,19 @@ def _map(collection: str, doc: Mapping[str, Any], zone: Any) -> tuple[MappedReco
     return profile_records(doc, zone).records
 
 
-def _match_stored(session: Session, patient: Patient, collection: str, pending: Sequence[_Pending]) -> None:
-    """Find the stored document each posted one replaces: by its ``_id``, else by its identity."""
+def _match_stored(
+    session: Session, patient: Patient, collection: str, pending: Sequence[_Pending]
+) -> list[int]:
+    """Find the stored document each posted one replaces: by its ``_id``, else by its identity.
+
+    A document whose ``_id`` names one row and whose identity another replaces both: the other row
+    goes; returns the records that row had added (for the caller to forget).
+    """
     ids = {p.prepared.given_id for p in pending if p.prepared.given_id is not None}
     identities = {p.prepared.identity for p in pending if p.prepared.identity is not None}
     by_id: dict[str, NightscoutDocument] = {}
     by_identity: dict[str, NightscoutDocument] = {}
+    orphaned: list[int] = []
     for chunk in _chunks(sorted(ids), 500):
         for row in session.scalars(select(NightscoutDocument).where(NightscoutDocument.id.in_(chunk))):
             if row.patient_id != patient.id or row.collection != collection:
@@ -348,10 +354,12 @@ def _match_stored(session: Session, patient: Patient, collection: str, pending: 
         twin = by_identity.get(prepared.identity) if prepared.identity is not None else None
         if target is not None and twin is not None and twin is not target:
             # The document moves onto an identity another one holds: that one is replaced by it.
+            orphaned.extend(twin.record_ids or [])
             session.delete(twin)
             session.flush()
             by_identity.pop(twin.identity or "", None)
         item.row = target if target is not None else twin
+    return orphaned
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:

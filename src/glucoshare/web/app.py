@@ -25,6 +25,7 @@ from glucoshare.web.deps import unit_of_work
 from glucoshare.web.errors import install_error_handlers
 from glucoshare.web.nightscout import followers
 from glucoshare.web.nightscout import routes as nightscout
+from glucoshare.web.nightscout import v3 as nightscout_v3
 from glucoshare.web.security import AuditOrigin, BodyLimit, SecurityHeaders, ServerTiming
 from glucoshare.web.ui import help as help_pages
 from glucoshare.web.ui import pages
@@ -96,6 +97,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         pages.router,
         help_pages.router,
         nightscout.router,
+        nightscout_v3.router,
         followers.router,
     ):
         app.include_router(router)

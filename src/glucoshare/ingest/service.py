@@ -412,8 +412,29 @@ def _refuse_if_truncated(source: SourceText, *, final_newline: bool) -> None:
 
 def _check_outcome(source: SourceText, builder: _UploadBuilder, importer: Importer) -> None:
     """Refuse a file that turned out truncated, empty of records or mostly unreadable."""
-    records = sum(builder.counts.values())
-    rejected = builder.rejected
+    check_outcome(
+        source,
+        importer,
+        records=sum(builder.counts.values()),
+        rejected=builder.rejected,
+        notes=builder.result.notes,
+    )
+
+
+def check_outcome(
+    source: SourceText,
+    importer: Importer,
+    *,
+    records: int,
+    rejected: Sequence[RejectedRow],
+    notes: Sequence[str],
+) -> None:
+    """Refuse a parsed file that is truncated, empty of records or mostly unreadable.
+
+    ``records`` is how many records the parse gave, ``rejected`` its unreadable rows in line
+    order, ``notes`` what the importer said it left out. The one rule of every import (and of
+    the command-line uploader, which parses files before sending them).
+    """
     name = source.name
     judged = getattr(importer, "checks_truncation", False)  # the importer refuses a cut-off file itself
     unterminated = not judged and not source.text.endswith(("\n", "\r"))
@@ -425,10 +446,9 @@ def _check_outcome(source: SourceText, builder: _UploadBuilder, importer: Import
             first = rejected[0]
             msg = f"{name}: line {first.line}: {first.reason}; no row of the file could be read"
             raise MalformedFileError(msg)
-        notes = builder.result.notes
         why = "; ".join(notes) if notes else "was an empty date range exported?"
         msg = f"{name}: the file holds no records ({why})"
-        raise NoRecordsError(msg, notes)
+        raise NoRecordsError(msg, list(notes))
     if _too_many_rejected(len(rejected), records + len(rejected)):
         first = rejected[0]
         msg = (
@@ -464,7 +484,7 @@ def _check_zone(zone: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Prepared:
+class PreparedFile:
     """A file ready to parse: decoded, its format recognised, and where it came from."""
 
     incoming: IncomingFile
@@ -475,34 +495,37 @@ class _Prepared:
 
 
 @dataclasses.dataclass(slots=True)
-class _Batch:
+class PreparedBatch:
     """The files of one import: what will be parsed, and what of the containers was left out."""
 
-    files: list[_Prepared]
+    files: list[PreparedFile]
     skipped: dict[str, list[str]]
     """Per container, the members left out, each with the reason."""
 
     @property
     def siblings(self) -> tuple[SourceText, ...]:
+        """Every recognised file of the batch (an importer may read a file's siblings)."""
         return tuple(p.source for p in self.files)
 
 
-def _prepare_one(settings: Settings, incoming: IncomingFile, container: str | None) -> _Prepared:
+def _prepare_one(settings: Settings, incoming: IncomingFile, container: str | None) -> PreparedFile:
     """Decode a file, recognise its format and refuse a truncated one."""
     source = _read_source(incoming.name, incoming.data, archive_limits(settings))
     importer = detect_format(source)
     _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
-    return _Prepared(incoming, source, importer, container)
+    return PreparedFile(incoming, source, importer, container)
 
 
-def _prepare(settings: Settings, files: Sequence[IncomingFile], containers: Sequence[str | None]) -> _Batch:
+def prepare_files(
+    settings: Settings, files: Sequence[IncomingFile], containers: Sequence[str | None]
+) -> PreparedBatch:
     """Check, unpack, decode and recognise every file of one import.
 
     A zip archive is replaced by its members (:mod:`glucoshare.ingest.archives`). A member that is
     not a device export Glucoshare reads (a PDF, a read-me, a kind of file no importer knows) is left
     out and listed; a file given on its own, or an archive in which nothing is recognised, is refused.
     """
-    batch = _Batch([], {})
+    batch = PreparedBatch([], {})
     for incoming, given_container in zip(files, containers, strict=True):
         _check_size(settings, incoming)
         if is_archive(incoming.data) and not is_workbook(incoming.data):
@@ -540,7 +563,7 @@ def _store(
     *,
     settings: Settings,
     patient: Patient,
-    prepared: _Prepared,
+    prepared: PreparedFile,
     zone: str,
     actor: str,
     siblings: Sequence[SourceText],
@@ -671,7 +694,7 @@ def inspect_file(settings: Settings, incoming: IncomingFile, *, timezone: str) -
     its records and ``primary`` the device most records come from.
     """
     _check_zone(timezone)
-    batch = _prepare(settings, [incoming], [None])
+    batch = prepare_files(settings, [incoming], [None])
     per_device: collections.Counter[tuple[str, str, str | None]] = collections.Counter()
     per_format: collections.Counter[str] = collections.Counter()
     infos: dict[tuple[str, str, str | None], DeviceInfo] = {}
@@ -735,7 +758,7 @@ def import_files(
     """
     zone = timezone or patient.timezone
     _check_zone(zone)
-    batch = _prepare(settings, files, containers or [None] * len(files))
+    batch = prepare_files(settings, files, containers or [None] * len(files))
     batch_id = new_id() if len(batch.files) > 1 else None
     siblings = batch.siblings
     out: list[UploadOut] = []

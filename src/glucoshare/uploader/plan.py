@@ -47,9 +47,8 @@ from glucoshare.ingest.base import (
     RejectedRow,
     SourceText,
 )
-from glucoshare.ingest.errors import MalformedFileError, NoRecordsError
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import _prepare, _too_many_rejected, collector_paused, plausible_bounds
+from glucoshare.ingest.service import check_outcome, collector_paused, plausible_bounds, prepare_files
 
 DATASET_PREFIX: Final = "upload:"
 """Names of the data sets the uploader opens start with this."""
@@ -160,7 +159,7 @@ def prepare(settings: Settings, source: Source) -> Preparation:
     or folder that is not a device export is left out and listed in :attr:`Preparation.left_out`.
     """
     files = list(source.files)
-    batch = _prepare(settings, files, [source.container] * len(files))
+    batch = prepare_files(settings, files, [source.container] * len(files))
     prepared = [
         Prepared(
             name=p.incoming.name,
@@ -249,34 +248,10 @@ def read_records(prepared: Prepared, *, timezone: str, siblings: Sequence[Source
         rejected_rows=len(rejected),
         notes=list(result.notes),
     )
-    _check_outcome(prepared, plan, rejected)
+    check_outcome(
+        prepared.source, prepared.importer, records=plan.records, rejected=rejected, notes=plan.notes
+    )
     return plan
-
-
-def _check_outcome(prepared: Prepared, plan: FilePlan, rejected: list[RejectedRow]) -> None:
-    """Refuse a file an import would refuse: truncated, empty of records, or mostly unreadable."""
-    text, name = prepared.source.text, prepared.name
-    records = plan.records
-    judged = getattr(prepared.importer, "checks_truncation", False)
-    unterminated = not judged and not text.endswith(("\n", "\r"))
-    if rejected and unterminated and rejected[-1].line == text.count("\n") + 1:
-        msg = f"{name}: line {rejected[-1].line}: the file ends in the middle of a row (truncated?)"
-        raise MalformedFileError(msg)
-    if records == 0:
-        if rejected:
-            first = rejected[0]
-            msg = f"{name}: line {first.line}: {first.reason}; no row of the file could be read"
-            raise MalformedFileError(msg)
-        why = "; ".join(plan.notes) if plan.notes else "was an empty date range exported?"
-        msg = f"{name}: the file holds no records ({why})"
-        raise NoRecordsError(msg, plan.notes)
-    if _too_many_rejected(len(rejected), records + len(rejected)):
-        first = rejected[0]
-        msg = (
-            f"{name}: line {first.line}: {first.reason}; {len(rejected)} of "
-            f"{records + len(rejected)} rows cannot be read, so the file is refused"
-        )
-        raise MalformedFileError(msg)
 
 
 # --- the records to send ---------------------------------------------------------------------------

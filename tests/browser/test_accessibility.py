@@ -73,6 +73,8 @@ def test_main_pages_have_no_serious_accessibility_violation(
         f"{base}/v1/shares", headers=patient.headers, data={"clinic_code": clinic["share_code"]}
     )
     assert shared.ok, shared.text()
+    token = api.post(f"{base}/v1/account/tokens", headers=patient.headers, data={"kind": "nightscout"})
+    assert token.ok, token.text()
     setup.close()
     pid = patient.patient_id
     pages = {
@@ -86,6 +88,7 @@ def test_main_pages_have_no_serious_accessibility_violation(
         "sharing": (patient, f"/patients/{pid}/sharing"),
         "account": (patient, "/account"),
         "security": (patient, "/account/security"),
+        "apps": (patient, "/account/apps"),
         "clinic": (doctor, f"/clinics/{clinic['id']}"),
     }
     problems: dict[str, list[str]] = {}

@@ -197,6 +197,15 @@ def create_api_token(
     return NewApiToken(id=row.id, kind=kind, token=token, api_secret=secret)
 
 
+def list_api_tokens(session: Session, patient: Patient) -> list[ApiToken]:
+    """The patient's API tokens, revoked ones included, newest first (rows hold digests, never values)."""
+    return list(
+        session.scalars(
+            select(ApiToken).where(ApiToken.patient_id == patient.id).order_by(ApiToken.created_at.desc())
+        )
+    )
+
+
 def resolve_api_token(session: Session, presented: str, *, now: dt.datetime | None = None) -> ApiToken:
     """The token behind a credential; records the use.
 

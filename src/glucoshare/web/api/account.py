@@ -11,12 +11,10 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import FileResponse
-from sqlalchemy import select
 from starlette.background import BackgroundTask
 
 from glucoshare.accounts.access import own_patient
 from glucoshare.accounts.email_change import request_email_change
-from glucoshare.accounts.models import ApiToken
 from glucoshare.accounts.profile import profile, update_profile
 from glucoshare.accounts.schemas import ProfileOut, ProfileUpdate, TotpEnrolmentOut, TotpStartOut
 from glucoshare.accounts.sessions import (
@@ -24,6 +22,7 @@ from glucoshare.accounts.sessions import (
     create_api_token,
     end_other_sessions,
     end_session,
+    list_api_tokens,
     revoke_api_token,
 )
 from glucoshare.accounts.users import (
@@ -263,9 +262,8 @@ def list_tokens(caller: Caller, request: Request) -> list[TokenOut]:
     """The patient's API tokens (never their values), with when each was last used."""
     with unit_of_work(request) as session:
         patient = own_patient_of(session, caller, "this account holds no patient data")
-        rows = session.scalars(
-            select(ApiToken).where(ApiToken.patient_id == patient.id).order_by(ApiToken.created_at.desc())
-        )
+        rows = list_api_tokens(session, patient)
+        record_event(session, actor=caller.actor, action=AuditTag.TOKEN_LIST, patient_id=patient.id)
         return [TokenOut.model_validate(row) for row in rows]
 
 
@@ -283,7 +281,7 @@ def post_token(body: TokenCreateIn, caller: Caller, request: Request) -> TokenCr
             action=AuditTag.TOKEN_CREATE,
             patient_id=patient.id,
             target=created.id,
-            details={"kind": body.kind},
+            details={"kind": body.kind, "roles": sorted(set(body.roles or []))},
         )
         return TokenCreatedOut(
             id=created.id, kind=created.kind, token=created.token, api_secret=created.api_secret

@@ -150,6 +150,9 @@ class TokenOut(BaseModel):
 
     id: str
     kind: str
+    roles: list[str] | None = Field(
+        default=None, description="Nightscout roles of its own; null: the roles of its kind"
+    )
     created_at: dt.datetime
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None

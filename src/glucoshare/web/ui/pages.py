@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import zoneinfo
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -23,9 +23,11 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.access import Principal, own_patient
 from glucoshare.accounts.errors import PatientNotFoundError
 from glucoshare.accounts.models import Patient, User
-from glucoshare.accounts.sessions import active_sessions
+from glucoshare.accounts.roles import ROLES, token_roles
+from glucoshare.accounts.sessions import active_sessions, list_api_tokens
 from glucoshare.analytics.population import CATEGORIES
-from glucoshare.audit.service import access_log
+from glucoshare.audit.service import access_log, record_event
+from glucoshare.audit.tags import AuditTag
 from glucoshare.devices.service import list_devices
 from glucoshare.errors import UnauthenticatedError
 from glucoshare.records.models import Upload
@@ -43,7 +45,15 @@ from glucoshare.sharing.service import grants_of, invitation_out, members, share
 from glucoshare.summaries.data import latest_cgm
 from glucoshare.summaries.service import patient_stats, resolve_period
 from glucoshare.templating import templates
-from glucoshare.web.deps import SESSION_COOKIE, authenticate, csrf_token, reach_patient, unit_of_work
+from glucoshare.web.deps import (
+    SESSION_COOKIE,
+    authenticate,
+    csrf_token,
+    own_patient_of,
+    reach_patient,
+    settings_of,
+    unit_of_work,
+)
 
 router = APIRouter(include_in_schema=False)
 PERMISSION_LABELS = (
@@ -554,6 +564,9 @@ _ACTIONS = {
     "sharing:share:revoke": "stopped sharing",
     "sharing:share:update": "changed what may be done",
     "accounts:access:denied": "was refused access",
+    "accounts:token:create": "made a token for an app",
+    "accounts:token:revoke": "revoked an app's token",
+    "accounts:token:list": "looked at the app tokens",
 }
 
 
@@ -597,4 +610,115 @@ def account(request: Request) -> Response:
             patient=patient,
             log=log,
             zones=sorted(zoneinfo.available_timezones()),
+        )
+
+
+TOKEN_KIND_LABELS: dict[str, tuple[str, str]] = {
+    "nightscout": (
+        "Nightscout app",
+        (
+            "For apps that speak to a Nightscout site: xDrip+, Loop, Trio, AndroidAPS. It reads and "
+            "sends all your data, and comes with an API secret for the apps that ask for one."
+        ),
+    ),
+    "read": (
+        "Read only",
+        (
+            "For apps that only look: Home Assistant, followers, watch faces. It reads your data "
+            "and cannot change anything."
+        ),
+    ),
+    "upload": (
+        "Uploader",
+        (
+            "For the glucoshare upload command and apps that only send data. It sends data and "
+            "cannot read anything."
+        ),
+    ),
+}
+"""Each token kind's name and what it is for, in plain words, in the order the page offers them
+(every kind of :data:`glucoshare.accounts.sessions.TOKEN_KINDS`)."""
+
+ROLE_LABELS: dict[str, str] = {
+    "admin": "read and change everything",
+    "readable": "read everything",
+    "uploader": "send data, read nothing",
+    "careportal": "add, change and delete treatments",
+    "devicestatus-upload": "send device status",
+    "activity": "send activity",
+    "status-only": "see only that the server answers",
+}
+"""What each Nightscout role (:data:`glucoshare.accounts.roles.ROLES`) lets a token do, in words."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """This server's address as apps ask for it.
+
+    ``site`` is the address without a trailing slash (Loop, Trio, AndroidAPS, Home Assistant);
+    xDrip+ takes ``xdrip_prefix + SECRET + xdrip_suffix``, the API secret as the user part of its
+    Nightscout Sync (REST-API) base URL ending in ``/api/v1/``, and hashes it itself
+    (research/nightscout.md §3).
+    """
+
+    site: str
+    xdrip_prefix: str
+    xdrip_suffix: str
+    secure: bool
+
+    def xdrip(self, secret: str) -> str:
+        """xDrip+'s base URL with ``secret`` in it."""
+        return f"{self.xdrip_prefix}{secret}{self.xdrip_suffix}"
+
+
+def server_address(base_url: str) -> ServerAddress:
+    """The address of ``base_url`` (``settings.base_url``) for apps, without a user part or trailing slash."""
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme or "https"
+    host = parts.netloc.rpartition("@")[2]
+    path = parts.path.rstrip("/")
+    return ServerAddress(
+        site=f"{scheme}://{host}{path}",
+        xdrip_prefix=f"{scheme}://",
+        xdrip_suffix=f"@{host}{path}/api/v1/",
+        secure=scheme == "https",
+    )
+
+
+@router.get("/account/apps", response_class=HTMLResponse)
+def apps_page(request: Request) -> Response:
+    """A patient's API tokens for apps and uploaders (never their values) and how to connect apps.
+
+    Making and revoking a token go to ``/v1/account/tokens`` from the page's forms; the new token
+    (and a ``nightscout`` token's API secret) is shown once, by the page's script, from the API's
+    answer. Accounts without patient data get the API's refusal (``404``).
+    """
+    with unit_of_work(request) as session:
+        found = viewer_of(request, session)
+        if found is None:
+            return _signin_redirect(request)
+        principal, viewer = found
+        patient = own_patient_of(session, principal, "this account holds no patient data")
+        rows = list_api_tokens(session, patient)
+        record_event(session, actor=principal.actor, action=AuditTag.TOKEN_LIST, patient_id=patient.id)
+        return render(
+            request,
+            "apps.html",
+            viewer=viewer,
+            tokens=[
+                {
+                    "id": row.id,
+                    "kind": TOKEN_KIND_LABELS.get(row.kind, (row.kind, ""))[0],
+                    "roles": token_roles(row.kind, row.roles),
+                    "created_at": row.created_at,
+                    "last_used_at": row.last_used_at,
+                    "revoked_at": row.revoked_at,
+                }
+                for row in rows
+            ],
+            in_use=sum(row.revoked_at is None for row in rows),
+            kinds=[(kind, name, text) for kind, (name, text) in TOKEN_KIND_LABELS.items()],
+            roles=[(role, ROLE_LABELS.get(role, role)) for role in ROLES],
+            role_labels=ROLE_LABELS,
+            server=server_address(settings_of(request).base_url),
         )

@@ -384,10 +384,11 @@ def test_v1_and_v3_serve_the_same_documents(client: TestClient, site: Site, engi
     assert _result(writer.get(f"treatments/{created['identifier']}"))["insulin"] == 0.9
     assert [r.value for r in records_of(engine, site.patient_id, "bolus")] == [0.9]
 
-    # v3's soft delete: v1 still serves the document, marked as Nightscout marks it; no records.
+    # v3's soft delete: v1 readers no longer see the document (a follower must not show a deleted
+    # treatment), v3's history keeps it; no records.
     writer.call("DELETE", f"treatments/{created['identifier']}").raise_for_status()
     marked = client.get("/api/v1/treatments.json?find[insulin][$gte]=0.5", headers=site.headers).json()
-    assert [doc.get("isValid") for doc in marked] == [False]
+    assert marked == []
     assert records_of(engine, site.patient_id, "bolus") == []
     client.delete(f"/api/v1/treatments/{posted['_id']}", headers=site.headers).raise_for_status()
     assert phone.get(f"treatments/{posted['_id']}").status_code == 404

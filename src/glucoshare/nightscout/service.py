@@ -86,7 +86,8 @@ def _place(patient_id: str, object_id: str) -> str:
     return f"ns_documents:{patient_id}:{object_id}"
 
 
-def _seal_document(key: bytes, patient_id: str, object_id: str, doc: Document) -> bytes:
+def seal_document(key: bytes, patient_id: str, object_id: str, doc: Document) -> bytes:
+    """A document as stored: its JSON sealed with the patient's data key, bound to its ``_id``."""
     plain = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     return seal(key, plain, _place(patient_id, object_id))
 
@@ -191,7 +192,7 @@ def _post(
             row.record_ids = []
             row.identity, row.kind = item.prepared.identity, item.prepared.kind
             row.time_ms, row.modified_ms = item.prepared.time_ms, now_ms
-            row.document_sealed = _seal_document(key, row.patient_id, row.id, item.prepared.doc)
+            row.document_sealed = seal_document(key, row.patient_id, row.id, item.prepared.doc)
         if row is not None:
             item.seq, item.object_id = row.seq, row.id
     if superseded:
@@ -254,7 +255,7 @@ def _insert_documents(
     """Insert new documents in one statement and note their ``seq``; return the sealed bytes written."""
     if not items:
         return 0
-    sealed = [_seal_document(key, patient.id, str(item.object_id), item.prepared.doc) for item in items]
+    sealed = [seal_document(key, patient.id, str(item.object_id), item.prepared.doc) for item in items]
     rows: list[dict[str, Any]] = [
         {
             "id": item.object_id,
@@ -471,7 +472,13 @@ def _int_chunks(values: Sequence[int], size: int) -> Iterator[Sequence[int]]:
 
 
 def find_documents(
-    session: Session, *, patient: Patient, collection: str, query: Query, include_files: bool = True
+    session: Session,
+    *,
+    patient: Patient,
+    collection: str,
+    query: Query,
+    include_files: bool = True,
+    include_deleted: bool = False,
 ) -> list[Document]:
     """The documents of ``collection`` that match ``query``, newest first, at most ``query.count``.
 
@@ -488,7 +495,9 @@ def find_documents(
                 session, patient=patient, collection=collection, query=query, limit=limit, posted=docs
             )
         )
-    found = [doc for doc in docs if query.accepts(doc)]
+    found = [
+        doc for doc in docs if (include_deleted or doc.get("isValid") is not False) and query.accepts(doc)
+    ]
     ordered = sort_documents(collection, found)
     if collection == "entries":
         _add_deltas(ordered)
@@ -655,7 +664,12 @@ def delete_documents(session: Session, *, patient: Patient, collection: str, que
     """
     unlimited = dataclasses.replace(query, count=MAX_SCAN)
     found = find_documents(
-        session, patient=patient, collection=collection, query=unlimited, include_files=False
+        session,
+        patient=patient,
+        collection=collection,
+        query=unlimited,
+        include_files=False,
+        include_deleted=True,
     )
     ids = [str(doc["_id"]) for doc in found]
     if not ids:

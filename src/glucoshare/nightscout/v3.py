@@ -614,7 +614,7 @@ def _write_unmapped(
     upload = service.api_upload(session, patient, caller.actor)
     key = data_key(session, patient.id)
     object_id = new_object_id(now_ms) if target is None else target.row.id
-    sealed = service._seal_document(key, patient.id, object_id, prepared.doc)  # noqa: SLF001 - the one sealing of ns_documents
+    sealed = service.seal_document(key, patient.id, object_id, prepared.doc)
     if target is None:
         row = NightscoutDocument(
             id=object_id,

@@ -1052,3 +1052,30 @@ def test_any_document_maps_or_is_refused_cleanly(doc: dict[str, Any], collection
         return
     for record in mapped.records:
         assert record.type
+
+
+def test_a_fingerstick_without_units_beside_a_bolus_is_left_out_but_a_bg_check_is_refused() -> None:
+    # tconnectsync sends a bolus with the pump's BG input and no units: the bolus is stored.
+    bolus = {
+        "eventType": "Meal Bolus",
+        "created_at": "2026-01-10T12:00:00Z",
+        "insulin": 4.2,
+        "carbs": 40,
+        "glucose": 156,
+        "glucoseType": "Finger",
+        "enteredBy": "Pump (tconnectsync)",
+    }
+    mapped = treatment_records(bolus, UTC)
+    assert sorted(r.type for r in mapped.records) == ["bolus", "food"]
+    assert mapped.ignored == ("glucose_units",)
+    assert describe_ignored({"glucose_units": 1}) == [
+        "glucose readings beside a bolus or carbs without units (mg/dl or mmol) not stored: 1"
+    ]
+    check = {
+        "eventType": "BG Check",
+        "created_at": "2026-01-10T12:00:00Z",
+        "glucose": 156,
+        "glucoseType": "Finger",
+    }
+    with pytest.raises(NightscoutDocumentError, match="glucose without units"):
+        treatment_records(check, UTC)

@@ -124,6 +124,7 @@ def test_xdrip_entries_are_stored_once_and_read_back_newest_first(
     posted = [_sgv(15, 110), _sgv(10, 115), _sgv(5, 121)]
     answer = client.post("/api/v1/entries", json=posted, headers=site.headers)
     assert answer.status_code == 200
+    assert answer.headers["accept-encoding"] == "gzip, deflate"  # xDrip+ gzips its uploads after this
     stored = answer.json()
     assert len(stored) == 3
     assert all(OBJECT_ID.match(doc["_id"]) for doc in stored)
@@ -265,6 +266,7 @@ def test_every_credential_form_clients_use(client: TestClient, site: Site) -> No
         (f"/api/v1/entries.json?token={site.read_token}", {}),
         (f"/api/v1/entries.json?secret={_sha1(site.secret)}", {}),
         (f"/api/v1/entries.json?secret={site.secret}", {}),  # tconnectsync sends the plain secret
+        (f"/api/v1/entries.json?api_secret={_sha1(site.secret)}", {}),  # the swagger client's name
         ("/api/v1/entries.json", {"api-secret": site.read_token}),
         ("/api/v1/entries.json", {"api-secret": _sha1(site.read_token)}),
         ("/api/v1/entries.json", {"api-secret": f"token={site.read_token}"}),

@@ -74,9 +74,11 @@ The ``notes`` text of any other treatment becomes a ``note`` of its own (free te
 only in notes). Temporary targets and overrides, profile switches and other loop states are not
 stored (:data:`EVENTS_NOT_STORED`), nor are event types not listed here, temporary basal ends,
 documents marked deleted (``isValid: false``) and treatments with nothing to store. Glucose in a
-treatment needs its ``units`` (``mg/dl`` or ``mmol``); without them the treatment is refused, never
-guessed (the bolus calculator's BG input is left out instead). Glucose in a bolus or carbs
-treatment of type ``Sensor`` (or of no type) is a copy of a sensor reading and is not stored.
+treatment needs its ``units`` (``mg/dl`` or ``mmol``); it is never guessed: a BG Check without them
+is refused, the BG field beside a bolus, carbs or another event is left out (tconnectsync sends
+boluses with a fingerstick and no units), and so is the bolus calculator's BG input. Glucose in
+a bolus or carbs treatment of type ``Sensor`` (or of no type) is a copy of a sensor reading and is
+not stored.
 
 Profiles and device status
 --------------------------
@@ -166,6 +168,7 @@ IGNORED_REASONS: Final[Mapping[str, str]] = {
     "temp_basal_end": "temporary basal ends not stored (Temp Basal End, or Temp Basal lasting 0 "
     "minutes; the temporary basal before each keeps its planned duration): {n}",
     "empty": "treatments without insulin, carbohydrate, glucose or text not stored: {n}",
+    "glucose_units": "glucose readings beside a bolus or carbs without units (mg/dl or mmol) not stored: {n}",
     "event_other": "treatments of an event type Glucoshare does not know not stored: {n}",
     "profile_other": "profile documents with further named profiles, of which only the basal schedules "
     "were kept (a pumpSettings record holds one set of ratios, sensitivities and targets: the default "
@@ -912,10 +915,19 @@ def treatment_records(doc: Mapping[str, Any], zone: zoneinfo.ZoneInfo) -> Mapped
 
 
 def _fingerstick(b: _Builder) -> None:
-    """The careportal's BG field on any event: stored when it is a fingerstick or typed in."""
+    """The careportal's BG field on any event: stored when it is a fingerstick or typed in.
+
+    Beside a bolus or carbs the BG field is secondary: without ``units`` it is left out (listed as
+    ``glucose_units``) instead of refusing the treatment (tconnectsync sends boluses so); a BG
+    Check without units is still refused, never guessed.
+    """
     kind = _text(b.doc.get("glucoseType")).lower()
-    if kind in ("finger", "manual"):
-        b.glucose("meter" if kind == "finger" else "manual")
+    if kind not in ("finger", "manual"):
+        return
+    if b.doc.get("units") in (None, "") and _number(b.doc, "glucose"):
+        b.ignored.append("glucose_units")
+        return
+    b.glucose("meter" if kind == "finger" else "manual")
 
 
 def _device_event(b: _Builder, folded: str) -> None:

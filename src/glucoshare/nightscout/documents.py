@@ -9,7 +9,11 @@ client reads back what it wrote.
 
 Deduplication follows Nightscout: an entry is identified by its type and instant; a treatment by
 the client's sync id (``identifier``, ``syncIdentifier``, ``uuid`` or Trio's ``id``), else by its
-instant and event type; device status, profiles, activity and food are never merged.
+instant and event type. Nightscout's API v1 inserts device status, profiles and activity again
+each time they are posted; here a document that gives its own time is the same document when it
+comes again (an app retrying after a lost answer): device status by device and instant (API v3's
+rule), a profile by its ``startDate``, activity by type and instant. Without a time of its own
+(xDrip+ sends device status without one) each is new, as is food.
 """
 
 from __future__ import annotations
@@ -160,6 +164,7 @@ def prepare(collection: str, raw: Mapping[str, Any], now_ms: int) -> Prepared:
         raise NightscoutDocumentError(msg)
     doc: Document = {key: value for key, value in raw.items() if key not in _CREDENTIALS}
     given_id = _own_id(doc)
+    timed = any(doc.get(field) not in (None, "") for field in TIME_FIELDS[collection])
     time_ms, written = _document_time(collection, doc, now_ms)
     if collection == "entries":
         return _entry(doc, time_ms, written, given_id)
@@ -169,13 +174,16 @@ def prepare(collection: str, raw: Mapping[str, Any], now_ms: int) -> Prepared:
         iso = iso_utc(time_ms)
         doc["startDate"] = doc.get("startDate") or iso
         doc.setdefault("created_at", iso)
-        return Prepared(doc, time_ms, None, "", given_id)
+        return Prepared(doc, time_ms, f"profile|{time_ms}" if timed else None, "", given_id)
     doc["created_at"] = iso_utc(time_ms)
     if written is not None and "utcOffset" not in doc:
         doc["utcOffset"] = written
-    kind = doc.get("device") if collection == "devicestatus" else doc.get("type")
-    kind_text = kind[:MAX_KIND] if isinstance(kind, str) else ""
-    return Prepared(doc, time_ms, None, kind_text, given_id)
+    kind = doc.get("device") if collection == "devicestatus" else doc.get("type", doc.get("activityType"))
+    kind_full = kind if isinstance(kind, str) else ""
+    identity = None
+    if timed and collection in ("devicestatus", "activity"):
+        identity = _bounded(f"{collection}|{time_ms}|{kind_full}")
+    return Prepared(doc, time_ms, identity, kind_full[:MAX_KIND], given_id)
 
 
 def _entry(doc: Document, time_ms: int, written: int | None, given_id: str | None) -> Prepared:

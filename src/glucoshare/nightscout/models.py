@@ -15,8 +15,10 @@ class NightscoutDocument(Base):
     sealed with the patient's data key: it is the raw row of the records mapped from it
     (``record_ids``: the records it added; a record another upload had already stored is not
     listed). ``identity`` is Nightscout's deduplication key within the patient's collection
-    (entries: type and instant; treatments: the client's sync id, else instant and event type);
-    ``None`` never deduplicates (device status). ``time_ms`` is the instant of the collection's
+    (entries: type and instant; treatments: the client's sync id, else instant and event type;
+    device status, profiles and activity with a time of their own: their time and device, start or
+    type; documents API v3 writes without another identity: ``v3|<identifier>``); ``None`` never
+    deduplicates (food, device status without a time). ``time_ms`` is the instant of the collection's
     date field, ``kind`` the entry type or treatment event type (for filtering in SQL), and
     ``modified_ms`` the server's last change (Nightscout's ``srvModified``).
     """

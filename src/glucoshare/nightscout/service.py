@@ -595,8 +595,22 @@ def _file_documents(
         made = nightscout_document(mapped)
         if made is None or made[0] != collection:
             continue
+        if collection == "profile":
+            _with_timezone(made[1], patient.timezone)
         out.append(served(made[1], record_object_id(record.id), record.time_ms))
     return out
+
+
+def _with_timezone(doc: Document, timezone: str) -> None:
+    """Give each stored profile of an imported file's profile the patient's time zone.
+
+    Readers of profiles need it (py-nightscout and Trio read ``timezone``); an export does not say.
+    """
+    store = doc.get("store")
+    if isinstance(store, dict):
+        for profile in store.values():
+            if isinstance(profile, dict) and not profile.get("timezone"):
+                profile["timezone"] = timezone
 
 
 def _distinct_entries(

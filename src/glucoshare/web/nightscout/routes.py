@@ -14,6 +14,7 @@ import datetime as dt
 import email.utils
 import io
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -45,6 +46,7 @@ _METHODS: Final = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 _SUFFIXES: Final = (".json", ".csv", ".tsv", ".txt", ".js")
 _COLLECTIONS: Final = ("entries", "treatments", "devicestatus", "profile", "activity", "food")
 _ENTRY_TYPES: Final = ("sgv", "mbg", "cal", "*")
+_ARRAY_BODY: Final = re.compile(rb"\s*\[")
 
 
 @dataclasses.dataclass(slots=True)
@@ -59,6 +61,8 @@ class _Call:
     body: list[Any]
     presented: Presented
     now: dt.datetime
+    array: bool = False
+    """True when the body was a JSON array (a PUT of one document answers as it was sent)."""
 
     @property
     def now_ms(self) -> int:
@@ -98,7 +102,7 @@ def _presented(request: Request, params: Mapping[str, Any], body: list[Any]) -> 
     scheme, _, value = authorization.partition(" ")
     bearer = value.strip() if scheme.lower() == "bearer" and value.strip() else None
     secret, token = credentials_of(body)
-    query_secret, query_token = params.get("secret"), params.get("token")
+    query_secret, query_token = params.get("secret") or params.get("api_secret"), params.get("token")
     return Presented(
         api_secret_header=header,
         bearer=bearer,
@@ -113,9 +117,8 @@ async def _read(request: Request, rest: str) -> _Call:
     method = request.method.upper()
     raw = await request.body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
     params = parse_query_string(request.url.query)
-    body = documents(
-        inflate(raw, request.headers.get("content-encoding")), request.headers.get("content-type")
-    )
+    inflated = inflate(raw, request.headers.get("content-encoding"))
+    body = documents(inflated, request.headers.get("content-type"))
     segments, suffix = _split(rest)
     return _Call(
         request=request,
@@ -126,6 +129,7 @@ async def _read(request: Request, rest: str) -> _Call:
         body=body,
         presented=_presented(request, params, body),
         now=dt.datetime.now(dt.UTC),
+        array=_ARRAY_BODY.match(inflated) is not None,
     )
 
 
@@ -134,9 +138,11 @@ async def api_v1(rest: str, request: Request) -> Response:
     """Every path of the Nightscout API v1."""
     try:
         call = await _read(request, rest)
-        return await run_in_threadpool(_dispatch_v1, call)
+        response = await run_in_threadpool(_dispatch_v1, call)
     except GlucoshareError as exc:
-        return _ns_error(exc.http_status, exc.code, exc.message)
+        response = _ns_error(exc.http_status, exc.code, exc.message)
+    response.headers["Accept-Encoding"] = "gzip, deflate"  # xDrip+ compresses its uploads once it sees this
+    return response
 
 
 @router.get("/api/v2/authorization/request/{token}")
@@ -337,8 +343,8 @@ def _collection(call: _Call, session: Session, caller: NightscoutCaller) -> Resp
 
 def _query(call: _Call, collection: str, spec: str | None) -> Query:
     params = dict(call.params)
-    params.pop("secret", None)
-    params.pop("token", None)
+    for credential in ("secret", "api_secret", "token"):
+        params.pop(credential, None)
     path_type: str | None = None
     if spec is not None:
         if OBJECT_ID.match(spec):
@@ -464,13 +470,9 @@ def _write(call: _Call, session: Session, caller: NightscoutCaller, collection: 
         target=f"nightscout:{collection}",
         details={"documents": len(stored), "method": call.method},
     )
-    if call.method == "PUT" and len(call.body) == 1 and not isinstance(_raw_json(call), list):
-        return JSONResponse(stored[0])
+    if call.method == "PUT" and len(call.body) == 1 and not call.array:
+        return JSONResponse(stored[0])  # one object in, one object out (xDrip+); an array stays one (Loop)
     return JSONResponse(stored)
-
-
-def _raw_json(call: _Call) -> Any:  # noqa: ANN401 - whatever the body was
-    return call.body if len(call.body) != 1 else call.body[0]
 
 
 def _delete(

@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -76,6 +76,7 @@ _RECORD_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
 }
 """The record types a collection may serve from imported files."""
 _MAPPED: Final = frozenset({"entries", "treatments", "profile"})
+T = TypeVar("T")
 _TABLE: Final = cast("Table", NightscoutDocument.__table__)
 _SAME_READING_MS: Final = 90_000
 _SAME_READING_MGDL: Final = 2.0
@@ -363,7 +364,7 @@ def _match_stored(
     return orphaned
 
 
-def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+def _chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
@@ -445,7 +446,7 @@ def forget_records(session: Session, patient: Patient, upload: Upload, record_id
     counts = collections.Counter(upload.counts or {})
     first, last = None, None
     removed = 0
-    for chunk in _int_chunks(ids, 500):
+    for chunk in _chunks(ids, 500):
         for kind, low, high, number in session.execute(
             select(Record.type, func.min(Record.time_ms), func.max(Record.time_ms), func.count())
             .where(Record.id.in_(chunk))
@@ -461,11 +462,6 @@ def forget_records(session: Session, patient: Patient, upload: Upload, record_id
     if first is not None and last is not None:
         mark_outdated(session, patient.id, first, last, "nightscout document replaced or deleted")
     return removed
-
-
-def _int_chunks(values: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 # -- reading --------------------------------------------------------------------------------------

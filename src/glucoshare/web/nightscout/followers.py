@@ -20,14 +20,14 @@ from starlette.concurrency import run_in_threadpool
 
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.errors import GlucoshareError, InternalError
+from glucoshare.errors import GlucoshareError
 from glucoshare.ingest.nightscout_mapping import Document
 from glucoshare.nightscout.access import NightscoutCaller, Presented, authenticate
 from glucoshare.nightscout.query import build_query, parse_query_string
 from glucoshare.nightscout.service import find_documents
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
-from glucoshare.vault.service import bound_keyring
 from glucoshare.web.deps import unit_of_work
+from glucoshare.web.nightscout.common import bearer_of, keyring
 
 router = APIRouter(include_in_schema=False)
 
@@ -64,22 +64,27 @@ def _error(exc: GlucoshareError) -> JSONResponse:
 
 
 def _caller(request: Request, session: Session, params: Mapping[str, Any]) -> NightscoutCaller:
-    ring = bound_keyring(request.app.state.engine)
-    if ring is None:  # pragma: no cover - the app factory always binds the key ring
-        msg = "the server has no master key"
-        raise InternalError(msg)
-    authorization = request.headers.get("authorization", "")
-    scheme, _, value = authorization.partition(" ")
     secret, token = params.get("secret"), params.get("token")
     presented = Presented(
         api_secret_header=request.headers.get("api-secret"),
-        bearer=value.strip() if scheme.lower() == "bearer" and value.strip() else None,
+        bearer=bearer_of(request),
         query_secret=secret if isinstance(secret, str) else None,
         query_token=token if isinstance(token, str) else None,
     )
-    caller = authenticate(session, ring, presented)
+    caller = authenticate(session, keyring(request), presented)
     caller.require("api:entries:read")
     return caller
+
+
+def _audit_read(session: Session, caller: NightscoutCaller, what: str, documents: int) -> None:
+    record_event(
+        session,
+        actor=caller.actor,
+        action=AuditTag.RECORDS_READ,
+        patient_id=caller.patient.id,
+        target=f"nightscout:{what}",
+        details={"api": "nightscout", "documents": documents},
+    )
 
 
 def _recent(
@@ -160,14 +165,7 @@ async def pebble(request: Request) -> Response:
                         "bwpo": None,
                     }
                 )
-            record_event(
-                session,
-                actor=caller.actor,
-                action=AuditTag.RECORDS_READ,
-                patient_id=caller.patient.id,
-                target="nightscout:pebble",
-                details={"api": "nightscout", "documents": len(bgs)},
-            )
+            _audit_read(session, caller, "pebble", len(bgs))
         return JSONResponse({"status": [{"now": now_ms}], "bgs": bgs, "cals": []})
 
     try:
@@ -246,14 +244,7 @@ async def properties(request: Request, names: str | None = None) -> Response:
                 caller.patient.display_units == "mmol/L",
                 now_ms,
             )
-            record_event(
-                session,
-                actor=caller.actor,
-                action=AuditTag.RECORDS_READ,
-                patient_id=caller.patient.id,
-                target="nightscout:properties",
-                details={"api": "nightscout", "documents": len(entries)},
-            )
+            _audit_read(session, caller, "properties", len(entries))
         return JSONResponse({name: found[name] for name in wanted if name in found})
 
     try:

@@ -26,17 +26,16 @@ from starlette.concurrency import run_in_threadpool
 from glucoshare import __version__
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.errors import GlucoshareError, InternalError, error_document
+from glucoshare.errors import GlucoshareError, error_document
 from glucoshare.ingest.nightscout_mapping import Document
 from glucoshare.nightscout.access import NightscoutCaller, Presented, authenticate, issue_jwt
 from glucoshare.nightscout.documents import OBJECT_ID, prepare
-from glucoshare.nightscout.errors import CredentialMissingError, DocumentInvalidError, RoleMissingError
+from glucoshare.nightscout.errors import CredentialMissingError, DocumentInvalidError
 from glucoshare.nightscout.query import Query, build_query, parse_query_string
 from glucoshare.nightscout.service import delete_documents, find_documents, post_documents
-from glucoshare.vault.keyfile import KeyRing
-from glucoshare.vault.service import bound_keyring
 from glucoshare.web.deps import unit_of_work
 from glucoshare.web.nightscout.bodies import credentials_of, documents, inflate
+from glucoshare.web.nightscout.common import bearer_of, keyring, run_authorised
 
 router = APIRouter(include_in_schema=False)
 
@@ -98,9 +97,7 @@ def _split(rest: str) -> tuple[list[str], str]:
 
 def _presented(request: Request, params: Mapping[str, Any], body: list[Any]) -> Presented:
     header = request.headers.get("api-secret") or request.headers.get("api_secret")
-    authorization = request.headers.get("authorization", "")
-    scheme, _, value = authorization.partition(" ")
-    bearer = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    bearer = bearer_of(request)
     secret, token = credentials_of(body)
     query_secret, query_token = params.get("secret") or params.get("api_secret"), params.get("token")
     return Presented(
@@ -151,8 +148,8 @@ async def authorization_request(token: str, request: Request) -> Response:
 
     def work() -> Response:
         with unit_of_work(request) as session:
-            caller = authenticate(session, _ring(request), Presented(query_token=token))
-            answer = issue_jwt(_ring(request), caller, dt.datetime.now(dt.UTC))
+            caller = authenticate(session, keyring(request), Presented(query_token=token))
+            answer = issue_jwt(keyring(request), caller, dt.datetime.now(dt.UTC))
             record_event(
                 session,
                 actor=caller.actor,
@@ -166,14 +163,6 @@ async def authorization_request(token: str, request: Request) -> Response:
         return await run_in_threadpool(work)
     except GlucoshareError as exc:
         return _ns_error(exc.http_status, exc.code, exc.message)
-
-
-def _ring(request: Request) -> KeyRing:
-    ring = bound_keyring(request.app.state.engine)
-    if ring is None:  # pragma: no cover - the app factory always binds the key ring
-        msg = "the server has no master key"
-        raise InternalError(msg)
-    return ring
 
 
 def _dispatch_v1(call: _Call) -> Response:
@@ -195,33 +184,12 @@ def _dispatch_v1(call: _Call) -> Response:
 
 def _authorised(call: _Call, handler: Callable[[_Call, Session, NightscoutCaller], Response]) -> Response:
     """Run ``handler`` in one transaction with the authenticated caller; a refusal is audited."""
-    request = call.request
-    denied: tuple[str, str, str] | None = None
-    try:
-        with unit_of_work(request) as session:
-            caller = authenticate(session, _ring(request), call.presented)
-            try:
-                return handler(call, session, caller)
-            except RoleMissingError as exc:
-                denied = (caller.actor, caller.patient.id, exc.message)
-                raise
-    except RoleMissingError:
-        if denied is not None:
-            _audit_denial(request, *denied)
-        raise
-
-
-def _audit_denial(request: Request, actor: str, patient_id: str, reason: str) -> None:
-    with unit_of_work(request) as session:
-        record_event(
-            session,
-            actor=actor,
-            action=AuditTag.ACCESS_DENIED,
-            patient_id=patient_id,
-            target="nightscout",
-            details={"need": reason[-60:]},
-            outcome="denied",
-        )
+    return run_authorised(
+        call.request,
+        lambda session: authenticate(session, keyring(call.request), call.presented),
+        lambda session, caller: handler(call, session, caller),
+        api="v1",
+    )
 
 
 # -- status and authorisation checks -------------------------------------------------------------
@@ -272,7 +240,7 @@ def _optional_caller(call: _Call, session: Session) -> NightscoutCaller | None:
     if not call.presented.any():
         return None
     try:
-        return authenticate(session, _ring(call.request), call.presented)
+        return authenticate(session, keyring(call.request), call.presented)
     except CredentialMissingError:
         return None
 

@@ -34,15 +34,13 @@ from starlette.concurrency import run_in_threadpool
 from glucoshare import __version__
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
-from glucoshare.errors import GlucoshareError, InternalError, error_document
+from glucoshare.errors import GlucoshareError, error_document
 from glucoshare.nightscout import v3
 from glucoshare.nightscout.access import NightscoutCaller, Presented, authenticate
-from glucoshare.nightscout.errors import CredentialMissingError, DocumentInvalidError, RoleMissingError
+from glucoshare.nightscout.errors import CredentialMissingError, DocumentInvalidError
 from glucoshare.nightscout.query import parse_query_string, project, v3_filters
-from glucoshare.vault.keyfile import KeyRing
-from glucoshare.vault.service import bound_keyring
-from glucoshare.web.deps import unit_of_work
 from glucoshare.web.nightscout.bodies import inflate
+from glucoshare.web.nightscout.common import bearer_of, keyring, run_authorised
 from glucoshare.web.nightscout.routes import NIGHTSCOUT_VERSION
 
 router = APIRouter(include_in_schema=False)
@@ -137,14 +135,6 @@ async def api_v3(rest: str, request: Request) -> Response:
         return _error_of(exc)
 
 
-def _ring(request: Request) -> KeyRing:
-    ring = bound_keyring(request.app.state.engine)
-    if ring is None:  # pragma: no cover - the app factory always binds the key ring
-        msg = "the server has no master key"
-        raise InternalError(msg)
-    return ring
-
-
 def _not_found() -> JSONResponse:
     return _error(404, _BAD_OPERATION, "not_found")
 
@@ -164,45 +154,23 @@ def _dispatch(call: _Call) -> Response:
 
 def _caller(call: _Call, session: Session) -> NightscoutCaller:
     """The caller behind the request's JWT (API v3 takes nothing else)."""
-    header = call.request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    bearer = value.strip() if scheme.lower() == "bearer" else ""
+    bearer = bearer_of(call.request)
     if not bearer:
         raise CredentialMissingError(_MISSING_TOKEN)
     if bearer.count(".") != 2:  # noqa: PLR2004 - a JWT has three parts
         msg = "API v3 takes a JWT from /api/v2/authorization/request/<token> as Bearer, not the token itself"
         raise CredentialMissingError(msg)
-    return authenticate(session, _ring(call.request), Presented(bearer=bearer))
+    return authenticate(session, keyring(call.request), Presented(bearer=bearer))
 
 
 def _authorised(call: _Call, handler: Handler) -> Response:
     """Run ``handler`` in one transaction with the authenticated caller; a refusal is audited."""
-    denied: tuple[str, str, str] | None = None
-    try:
-        with unit_of_work(call.request) as session:
-            caller = _caller(call, session)
-            try:
-                return handler(call, session, caller)
-            except RoleMissingError as exc:
-                denied = (caller.actor, caller.patient.id, exc.message)
-                raise
-    except RoleMissingError:
-        if denied is not None:
-            _audit_denial(call.request, *denied)
-        raise
-
-
-def _audit_denial(request: Request, actor: str, patient_id: str, reason: str) -> None:
-    with unit_of_work(request) as session:
-        record_event(
-            session,
-            actor=actor,
-            action=AuditTag.ACCESS_DENIED,
-            patient_id=patient_id,
-            target="nightscout",
-            details={"need": reason[-60:], "api": "v3"},
-            outcome="denied",
-        )
+    return run_authorised(
+        call.request,
+        lambda session: _caller(call, session),
+        lambda session, caller: handler(call, session, caller),
+        api="v3",
+    )
 
 
 # -- version, status, lastModified ---------------------------------------------------------------

@@ -72,3 +72,15 @@ def run_authorised(
                     outcome="denied",
                 )
         raise
+
+
+def audit_read(session: Session, caller: NightscoutCaller, what: str, documents: int, *, api: str) -> None:
+    """Record that ``caller`` read ``documents`` documents of ``what`` (a collection) of its patient."""
+    record_event(
+        session,
+        actor=caller.actor,
+        action=AuditTag.RECORDS_READ,
+        patient_id=caller.patient.id,
+        target=f"nightscout:{what}",
+        details={"api": api, "documents": documents},
+    )

@@ -18,8 +18,6 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from glucoshare.audit.service import record_event
-from glucoshare.audit.tags import AuditTag
 from glucoshare.errors import GlucoshareError
 from glucoshare.ingest.nightscout_mapping import Document
 from glucoshare.nightscout.access import NightscoutCaller, Presented, authenticate
@@ -27,7 +25,7 @@ from glucoshare.nightscout.query import build_query, parse_query_string
 from glucoshare.nightscout.service import find_documents
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 from glucoshare.web.deps import unit_of_work
-from glucoshare.web.nightscout.common import bearer_of, keyring
+from glucoshare.web.nightscout.common import audit_read, bearer_of, keyring
 
 router = APIRouter(include_in_schema=False)
 
@@ -74,17 +72,6 @@ def _caller(request: Request, session: Session, params: Mapping[str, Any]) -> Ni
     caller = authenticate(session, keyring(request), presented)
     caller.require("api:entries:read")
     return caller
-
-
-def _audit_read(session: Session, caller: NightscoutCaller, what: str, documents: int) -> None:
-    record_event(
-        session,
-        actor=caller.actor,
-        action=AuditTag.RECORDS_READ,
-        patient_id=caller.patient.id,
-        target=f"nightscout:{what}",
-        details={"api": "nightscout", "documents": documents},
-    )
 
 
 def _recent(
@@ -165,7 +152,7 @@ async def pebble(request: Request) -> Response:
                         "bwpo": None,
                     }
                 )
-            _audit_read(session, caller, "pebble", len(bgs))
+            audit_read(session, caller, "pebble", len(bgs), api="nightscout")
         return JSONResponse({"status": [{"now": now_ms}], "bgs": bgs, "cals": []})
 
     try:
@@ -244,7 +231,7 @@ async def properties(request: Request, names: str | None = None) -> Response:
                 caller.patient.display_units == "mmol/L",
                 now_ms,
             )
-            _audit_read(session, caller, "properties", len(entries))
+            audit_read(session, caller, "properties", len(entries), api="nightscout")
         return JSONResponse({name: found[name] for name in wanted if name in found})
 
     try:

@@ -35,7 +35,7 @@ from glucoshare.nightscout.query import Query, build_query, parse_query_string
 from glucoshare.nightscout.service import delete_documents, find_documents, post_documents
 from glucoshare.web.deps import unit_of_work
 from glucoshare.web.nightscout.bodies import credentials_of, documents, inflate
-from glucoshare.web.nightscout.common import bearer_of, keyring, run_authorised
+from glucoshare.web.nightscout.common import audit_read, bearer_of, keyring, run_authorised
 
 router = APIRouter(include_in_schema=False)
 
@@ -340,14 +340,7 @@ def _get(
     if collection == "profile" and spec is None and "count" not in call.params:
         query = dataclasses.replace(query, low_ms=None)
     docs = find_documents(session, patient=caller.patient, collection=collection, query=query)
-    record_event(
-        session,
-        actor=caller.actor,
-        action=AuditTag.RECORDS_READ,
-        patient_id=caller.patient.id,
-        target=f"nightscout:{collection}",
-        details={"api": "nightscout", "documents": len(docs)},
-    )
+    audit_read(session, caller, collection, len(docs), api="nightscout")
     newest = max((int(doc.get("mills") or 0) for doc in docs), default=0)
     headers: dict[str, str] = {}
     if newest:

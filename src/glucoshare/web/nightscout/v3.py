@@ -40,7 +40,7 @@ from glucoshare.nightscout.access import NightscoutCaller, Presented, authentica
 from glucoshare.nightscout.errors import CredentialMissingError, DocumentInvalidError
 from glucoshare.nightscout.query import parse_query_string, project, v3_filters
 from glucoshare.web.nightscout.bodies import inflate
-from glucoshare.web.nightscout.common import bearer_of, keyring, run_authorised
+from glucoshare.web.nightscout.common import audit_read, bearer_of, keyring, run_authorised
 from glucoshare.web.nightscout.routes import NIGHTSCOUT_VERSION
 
 router = APIRouter(include_in_schema=False)
@@ -217,14 +217,7 @@ def _collection(call: _Call, session: Session, caller: NightscoutCaller) -> Resp
 
 
 def _audit_read(session: Session, caller: NightscoutCaller, collection: str, documents: int) -> None:
-    record_event(
-        session,
-        actor=caller.actor,
-        action=AuditTag.RECORDS_READ,
-        patient_id=caller.patient.id,
-        target=f"nightscout:{collection}",
-        details={"api": _READ_API, "documents": documents},
-    )
+    audit_read(session, caller, collection, documents, api=_READ_API)
 
 
 def _audit_write(session: Session, caller: NightscoutCaller, collection: str, method: str) -> None:

@@ -386,6 +386,8 @@ class _UploadBuilder:
     def claim_devices(self) -> Device | None:
         """Register every device of the file (and its parts) with the patient; return the primary."""
         for key, info in self.result.devices.items():
+            if key in self.devices and not info.identifiers:
+                continue  # found (and ranked) while its records were stored
             device = resolve_device(
                 self.session,
                 patient_id=self.patient.id,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar, cast
 
 import numpy as np
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import ARRAY, String, any_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import Table
@@ -257,6 +257,63 @@ def _insert_documents(
     if not items:
         return 0
     sealed = [seal_document(key, patient.id, str(item.object_id), item.prepared.doc) for item in items]
+    try:
+        if session.get_bind().dialect.name == "postgresql":
+            seqs = _insert_postgres(session, patient, upload, collection, items, sealed, now_ms)
+        else:
+            seqs = _insert_rows(session, patient, upload, collection, items, sealed, now_ms)
+    except IntegrityError:
+        msg = "another request stored the same document at the same moment; send it again"
+        raise DocumentConflictError(msg) from None
+    for item in items:
+        item.seq = seqs[str(item.object_id)]
+    return sum(len(document) for document in sealed)
+
+
+def _insert_postgres(  # noqa: PLR0917 - the parts of one insert
+    session: Session,
+    patient: Patient,
+    upload: Upload,
+    collection: str,
+    items: Sequence[_Pending],
+    sealed: Sequence[bytes],
+    now_ms: int,
+) -> dict[str, int]:
+    """One ``INSERT ... SELECT FROM unnest(...) RETURNING``: the documents as arrays, one round trip."""
+    result = session.execute(
+        text(
+            "INSERT INTO ns_documents (id, patient_id, collection, identity, kind, time_ms, created_ms,"
+            " modified_ms, upload_seq, document_sealed, record_ids)"
+            " SELECT u.id, :patient, :collection, u.identity, u.kind, u.time_ms, :now, :now, :upload,"
+            " u.sealed, CAST('[]' AS json) FROM unnest(CAST(:ids AS varchar[]),"
+            " CAST(:identities AS varchar[]), CAST(:kinds AS varchar[]), CAST(:times AS bigint[]),"
+            " CAST(:sealed AS bytea[])) AS u(id, identity, kind, time_ms, sealed) RETURNING id, seq"
+        ),
+        {
+            "patient": patient.id,
+            "collection": collection,
+            "now": now_ms,
+            "upload": upload.seq,
+            "ids": [str(item.object_id) for item in items],
+            "identities": [item.prepared.identity for item in items],
+            "kinds": [item.prepared.kind for item in items],
+            "times": [item.prepared.time_ms for item in items],
+            "sealed": list(sealed),
+        },
+    )
+    return {str(object_id): int(seq) for object_id, seq in result}
+
+
+def _insert_rows(  # noqa: PLR0917 - the parts of one insert
+    session: Session,
+    patient: Patient,
+    upload: Upload,
+    collection: str,
+    items: Sequence[_Pending],
+    sealed: Sequence[bytes],
+    now_ms: int,
+) -> dict[str, int]:
+    """One executemany (SQLite runs it in-process), then the new ``seq`` of each document."""
     rows: list[dict[str, Any]] = [
         {
             "id": item.object_id,
@@ -273,12 +330,7 @@ def _insert_documents(
         }
         for item, document in zip(items, sealed, strict=True)
     ]
-    table = _TABLE
-    try:
-        session.execute(insert(table), rows)  # one executemany
-    except IntegrityError:
-        msg = "another request stored the same document at the same moment; send it again"
-        raise DocumentConflictError(msg) from None
+    session.execute(insert(_TABLE), rows)
     seqs: dict[str, int] = {}
     for chunk in _chunks([str(item.object_id) for item in items], 500):
         seqs.update(
@@ -287,9 +339,7 @@ def _insert_documents(
                 select(NightscoutDocument.id, NightscoutDocument.seq).where(NightscoutDocument.id.in_(chunk))
             )
         )
-    for item in items:
-        item.seq = seqs[str(item.object_id)]
-    return sum(len(document) for document in sealed)
+    return seqs
 
 
 def _link_records(session: Session, pending: Sequence[_Pending], added: Mapping[int, list[int]]) -> None:
@@ -302,10 +352,21 @@ def _link_records(session: Session, pending: Sequence[_Pending], added: Mapping[
             row.record_ids = sorted({*(row.record_ids or []), *ids})
         else:
             updates.append({"at": seq, "ids": sorted(ids)})
-    if updates:
-        table = _TABLE
-        statement = update(table).where(table.c.seq == bindparam("at")).values(record_ids=bindparam("ids"))
-        session.execute(statement, updates)  # one executemany
+    if not updates:
+        return
+    if session.get_bind().dialect.name == "postgresql":  # one statement instead of one per document
+        session.execute(
+            text(
+                "UPDATE ns_documents SET record_ids = linked.ids FROM (SELECT unnest(CAST(:seqs AS"
+                " integer[])) AS seq, unnest(CAST(:ids AS json[])) AS ids) AS linked"
+                " WHERE ns_documents.seq = linked.seq"
+            ),
+            {"seqs": [u["at"] for u in updates], "ids": [json.dumps(u["ids"]) for u in updates]},
+        )
+        return
+    table = _TABLE
+    statement = update(table).where(table.c.seq == bindparam("at")).values(record_ids=bindparam("ids"))
+    session.execute(statement, updates)  # one executemany (SQLite runs it in-process)
 
 
 def _zone(patient: Patient) -> Any:  # noqa: ANN401 - a zoneinfo.ZoneInfo
@@ -336,7 +397,9 @@ def _match_stored(
     by_identity: dict[str, NightscoutDocument] = {}
     orphaned: list[int] = []
     for chunk in _chunks(sorted(ids), 500):
-        for row in session.scalars(select(NightscoutDocument).where(NightscoutDocument.id.in_(chunk))):
+        for row in session.scalars(
+            select(NightscoutDocument).where(_among(session, NightscoutDocument.id, chunk))
+        ):
             if row.patient_id != patient.id or row.collection != collection:
                 msg = "a posted _id belongs to another document; leave _id out to add a new one"
                 raise DocumentConflictError(msg)
@@ -345,7 +408,7 @@ def _match_stored(
         query = select(NightscoutDocument).where(
             NightscoutDocument.patient_id == patient.id,
             NightscoutDocument.collection == collection,
-            NightscoutDocument.identity.in_(chunk),
+            _among(session, NightscoutDocument.identity, chunk),
         )
         for found in session.scalars(query):
             if found.identity is not None:
@@ -362,6 +425,13 @@ def _match_stored(
             by_identity.pop(twin.identity or "", None)
         item.row = target if target is not None else twin
     return orphaned
+
+
+def _among(session: Session, column: Any, values: Sequence[str]) -> Any:  # noqa: ANN401 - SQL expressions
+    """``column IN values``: on PostgreSQL as ``= ANY(array)``, one parameter instead of one per value."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam("among", list(values), type_=ARRAY(String)))
+    return column.in_(values)
 
 
 def _chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:

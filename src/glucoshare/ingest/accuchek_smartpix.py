@@ -82,6 +82,7 @@ from glucoshare.ingest.base import (
     ParsedRecord,
     ParseResult,
     RejectedRow,
+    RowOrigin,
     SourceText,
 )
 from glucoshare.ingest.errors import MalformedFileError
@@ -278,31 +279,7 @@ def _number(text: str) -> float:
 
 def _maker(line: int, instant: tuple[int, int]) -> Callable[..., ParsedRecord]:
     """Makes the pump's records of one log entry: ``(type, subtype, value, **fields)``."""
-    time_ms, offset = instant
-
-    def record(
-        rtype: str,
-        subtype: str,
-        value: float | None = None,
-        *,
-        duration_ms: int | None = None,
-        payload: dict[str, Any] | None = None,
-        identity: str = "",
-    ) -> ParsedRecord:
-        return ParsedRecord(
-            rtype,
-            subtype,
-            time_ms,
-            offset,
-            line,
-            PUMP_KEY,
-            value,
-            duration_ms=duration_ms,
-            payload=payload,
-            identity=identity,
-        )
-
-    return record
+    return RowOrigin(instant[0], instant[1], line, PUMP_KEY).record
 
 
 class _RowError(ValueError):

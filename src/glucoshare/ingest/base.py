@@ -84,6 +84,46 @@ class ParsedRecord:
     identity: str = ""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RowOrigin:
+    """Where the records of one row come from: its instant, UTC offset, line and device key."""
+
+    time_ms: int
+    utc_offset_min: int
+    line: int
+    device: str
+
+    def record(
+        self,
+        type_: str,
+        subtype: str = "",
+        value: float | None = None,
+        *,
+        orig_value: float | None = None,
+        orig_unit: str | None = None,
+        duration_ms: int | None = None,
+        annotation: str | None = None,
+        payload: dict[str, Any] | None = None,
+        identity: str = "",
+    ) -> ParsedRecord:
+        """A record of the row (the fields mean what they mean in :class:`ParsedRecord`)."""
+        return ParsedRecord(
+            type_,
+            subtype,
+            self.time_ms,
+            self.utc_offset_min,
+            self.line,
+            self.device,
+            value,
+            orig_value,
+            orig_unit,
+            duration_ms,
+            annotation,
+            payload,
+            identity,
+        )
+
+
 @dataclasses.dataclass(slots=True)
 class ReadingBlock:
     """Plain readings of one type, subtype, device and unit, as columns of equal length.

@@ -40,6 +40,7 @@ from glucoshare.ingest.base import (
     ParsedRecord,
     ParseResult,
     RejectedRow,
+    RowOrigin,
     SourceText,
 )
 from glucoshare.ingest.errors import MalformedFileError
@@ -182,8 +183,7 @@ class GlucoshareDiaryImporter:
     def _row(self, row: dict[str, Any], line: int, ctx: ParseContext) -> Iterator[ParsedRecord]:
         time_ms, offset = _instant(row, ctx)
 
-        def record(kind: str, subtype: str, **fields: Any) -> ParsedRecord:  # noqa: ANN401
-            return ParsedRecord(kind, subtype, time_ms, offset, line, DEVICE, **fields)
+        record = RowOrigin(time_ms, offset, line, DEVICE).record
 
         glucose = _glucose_mgdl(row, "glucose")
         if glucose is not None:

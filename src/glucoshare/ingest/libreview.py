@@ -66,6 +66,7 @@ from glucoshare.ingest.base import (
     ParseResult,
     ReadingBlock,
     RejectedRow,
+    RowOrigin,
     SourceText,
 )
 from glucoshare.ingest.errors import MalformedFileError
@@ -820,17 +821,7 @@ class _FileReader:
                 raise ValueError(msg)
             return number
 
-        def record(
-            rtype: str,
-            subtype: str,
-            value: float | None = None,
-            *,
-            payload: dict[str, Any] | None = None,
-            identity: str = "",
-        ) -> ParsedRecord:
-            return ParsedRecord(
-                rtype, subtype, time_ms, offset, line, group.device, value, payload=payload, identity=identity
-            )
+        record = RowOrigin(time_ms, offset, line, group.device).record
 
         def note(text: str, category: str, **extra: str) -> ParsedRecord:
             payload = {"text": text, "category": category, **extra}

@@ -88,6 +88,7 @@ from glucoshare.ingest.base import (
     ParsedRecord,
     ParseResult,
     RejectedRow,
+    RowOrigin,
     SourceText,
 )
 from glucoshare.ingest.errors import MalformedFileError
@@ -615,32 +616,7 @@ class _Reader:
         cells, line = row.cells, row.line
         time_ms, offset = instant
 
-        def record(
-            rtype: str,
-            subtype: str = "",
-            value: float | None = None,
-            *,
-            orig_value: float | None = None,
-            orig_unit: str | None = None,
-            duration_ms: int | None = None,
-            payload: dict[str, Any] | None = None,
-            identity: str = "",
-        ) -> ParsedRecord:
-            return ParsedRecord(
-                rtype,
-                subtype,
-                time_ms,
-                offset,
-                line,
-                DEVICE_KEY,
-                value,
-                orig_value,
-                orig_unit,
-                duration_ms,
-                None,
-                payload,
-                identity,
-            )
+        record = RowOrigin(time_ms, offset, line, DEVICE_KEY).record
 
         out: list[ParsedRecord] = []
         glucose = self.amount(cells, "glucose", "blood sugar", _MAX_GLUCOSE_MGDL / self.factor)

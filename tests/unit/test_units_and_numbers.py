@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glucoshare.ingest.numbers import parse_duration_ms, parse_number
+from glucoshare.ingest.numbers import bounded_amount, parse_duration_ms, parse_number
 from glucoshare.ingest.service import collector_paused
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL, mgdl_to_mmol, mmol_to_mgdl
 
@@ -79,3 +79,18 @@ def test_the_collector_pause_is_shared_and_restores_what_it_found() -> None:
         assert not gc.isenabled()  # it was off before: it stays off
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("x", "dose is not a number"), ("-1", "dose is negative"), ("25,5", "dose is out of range")],
+)
+def test_bounded_amount_names_the_rule_never_the_text(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        bounded_amount(text, "dose", 25.0)
+
+
+def test_bounded_amount_reads_both_decimal_marks() -> None:
+    assert bounded_amount("2,5", "dose", 25.0) == 2.5
+    assert bounded_amount("2.5", "dose", 25.0) == 2.5
+    assert bounded_amount("25", "dose", 25.0) == 25.0

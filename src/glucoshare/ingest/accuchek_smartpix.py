@@ -87,7 +87,7 @@ from glucoshare.ingest.base import (
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock, wall_ms
-from glucoshare.ingest.numbers import parse_number
+from glucoshare.ingest.numbers import bounded_amount, parse_number
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 
 MANUFACTURER = "Roche"
@@ -292,17 +292,9 @@ def _amount(element: _Element, name: str, what: str, upper: float) -> float | No
     if not text:
         return None
     try:
-        number = _number(text)
-    except ValueError:
-        msg = f"{what} is not a number"
-        raise _RowError(msg) from None
-    if number < 0:
-        msg = f"{what} is negative"
-        raise _RowError(msg)
-    if number > upper:
-        msg = f"{what} is out of range"
-        raise _RowError(msg)
-    return number
+        return bounded_amount(text, what, upper)
+    except ValueError as exc:
+        raise _RowError(str(exc)) from None
 
 
 def _minutes_ms(match: re.Match[str], hours: int, minutes: int) -> int:

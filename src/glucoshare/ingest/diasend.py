@@ -86,7 +86,7 @@ from glucoshare.ingest.base import (
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock
-from glucoshare.ingest.numbers import parse_number
+from glucoshare.ingest.numbers import bounded_amount, parse_number
 from glucoshare.ingest.workbooks import SHEET_MARK, WORKBOOK_MARK
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 
@@ -444,17 +444,9 @@ def _amount(text: str, what: str, upper: float) -> float | None:
     if not text:
         return None
     try:
-        number = parse_number(text, decimal_comma="," in text)
-    except ValueError:
-        msg = f"{what} is not a number"
-        raise _RowError(msg) from None
-    if number < 0:
-        msg = f"{what} is negative"
-        raise _RowError(msg)
-    if number > upper:
-        msg = f"{what} is out of range"
-        raise _RowError(msg)
-    return number
+        return bounded_amount(text, what, upper)
+    except ValueError as exc:
+        raise _RowError(str(exc)) from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -93,7 +93,7 @@ from glucoshare.ingest.base import (
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock, wall_ms
-from glucoshare.ingest.numbers import parse_number
+from glucoshare.ingest.numbers import bounded_amount, parse_number
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 
 DEVICE_KEY = "mysugr"
@@ -599,17 +599,9 @@ class _Reader:
         if text is None:
             return None
         try:
-            number = parse_number(text, decimal_comma="," in text)
-        except ValueError:
-            msg = f"{what} is not a number"
-            raise _RowError(msg) from None
-        if number < 0:
-            msg = f"{what} is negative"
-            raise _RowError(msg)
-        if number > upper:
-            msg = f"{what} is out of range"
-            raise _RowError(msg)
-        return number
+            return bounded_amount(text, what, upper)
+        except ValueError as exc:
+            raise _RowError(str(exc)) from None
 
     def row_records(self, row: _Row, instant: tuple[int, int], *, pump_file: bool) -> list[ParsedRecord]:
         """The records of one row (:class:`_RowError` when a cell cannot be read)."""

@@ -23,6 +23,25 @@ def parse_number(text: str, *, decimal_comma: bool = False) -> float:
     return number
 
 
+def bounded_amount(text: str, what: str, upper: float) -> float:
+    """A cell's number in ``[0, upper]``, written with a decimal point or comma.
+
+    Raises ``ValueError`` naming ``what`` and the rule broken (never the text itself).
+    """
+    try:
+        number = parse_number(text, decimal_comma="," in text)
+    except ValueError:
+        msg = f"{what} is not a number"
+        raise ValueError(msg) from None
+    if number < 0:
+        msg = f"{what} is negative"
+        raise ValueError(msg)
+    if number > upper:
+        msg = f"{what} is out of range"
+        raise ValueError(msg)
+    return number
+
+
 def parse_duration_ms(text: str) -> int:
     """Parse ``h:mm:ss`` (or ``hh:mm:ss``) into milliseconds; ``ValueError`` when malformed."""
     parts = text.strip().split(":")

@@ -54,7 +54,7 @@ images: $(INSTALLED) $(AXE) ## render the reports and photograph the web app (Ch
 	mkdir -p docs/images/reports docs/images/web
 	cp build/test-artifacts/reports/*.png docs/images/reports/
 	cd build/test-artifacts/screens && cp dashboard-1440.png dashboard-390.png report-agp-1440.png \
-		clinic-1440.png sharing-390.png signin-390.png ../../../docs/images/web/
+		clinic-1440.png sharing-390.png signin-390.png apps-390.png apps-1440.png ../../../docs/images/web/
 
 bench: $(INSTALLED) ## run the benchmarks and write BENCHMARKS.md
 	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md

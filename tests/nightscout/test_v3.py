@@ -636,3 +636,17 @@ def test_dates_in_seconds_ms_and_iso_are_one_instant(seconds: int) -> None:
 @given(st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 999), st.sampled_from(["", "soon", "0"])))
 def test_what_is_no_date(value: object) -> None:
     assert v3.parse_moment(value) is None
+
+
+def test_an_entry_is_found_by_its_identifier_through_the_index(
+    client: TestClient, site: Site, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = {"type": "sgv", "sgv": 131, "date": NOW_MS - 10 * 60_000, "identifier": "xdrip-entry-7"}
+    posted = client.post("/api/v1/entries", json=[entry], headers=site.headers).json()[0]
+    with session_scope(engine) as session:
+        row = session.scalar(select(NightscoutDocument).where(NightscoutDocument.id == posted["_id"]))
+        assert row is not None
+        assert row.identifier == "xdrip-entry-7"
+    monkeypatch.setattr("glucoshare.nightscout.service.MAX_SCAN", 0)  # no scanning: the index alone
+    phone = Phone(client, site.read_token)
+    assert _result(phone.get("entries/xdrip-entry-7"))["sgv"] == 131

@@ -233,6 +233,14 @@ def _treatment(doc: Document, time_ms: int, written: int | None, given_id: str |
     return Prepared(doc, time_ms, _bounded(identity), doc["eventType"][:MAX_KIND], given_id)
 
 
+def identifier_of(doc: Mapping[str, Any]) -> str | None:
+    """A document's own ``identifier`` field, as stored for lookups (``None``: none, or too long)."""
+    value = doc.get("identifier")
+    if isinstance(value, str) and value and len(value) <= MAX_IDENTITY:
+        return value
+    return None
+
+
 def served(doc: Mapping[str, Any], object_id: str, time_ms: int) -> Document:
     """A stored document as queries see it: with its ``_id`` and ``mills``."""
     out: Document = {"_id": object_id, **doc}
@@ -257,6 +265,7 @@ __all__ = [
     "NightscoutDocumentError",
     "Prepared",
     "as_read",
+    "identifier_of",
     "new_object_id",
     "prepare",
     "record_id_of",

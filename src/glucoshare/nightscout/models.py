@@ -28,6 +28,7 @@ class NightscoutDocument(Base):
         UniqueConstraint("patient_id", "collection", "identity", name="uq_ns_documents_identity"),
         Index("ix_ns_documents_time", "patient_id", "collection", "time_ms"),
         Index("ix_ns_documents_modified", "patient_id", "collection", "modified_ms"),
+        Index("ix_ns_documents_identifier", "patient_id", "collection", "identifier"),
     )
 
     seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -36,6 +37,8 @@ class NightscoutDocument(Base):
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
     collection: Mapped[str] = mapped_column(String(16))
     identity: Mapped[str | None] = mapped_column(String(160))
+    identifier: Mapped[str | None] = mapped_column(String(160))
+    """The document's own ``identifier`` field (API v3 finds documents by it), when it has one."""
     kind: Mapped[str] = mapped_column(String(40))
     time_ms: Mapped[int] = mapped_column(BigInteger)
     created_ms: Mapped[int] = mapped_column(BigInteger)

@@ -42,6 +42,7 @@ from glucoshare.ingest.service import NIGHTSCOUT_API_FORMAT, collector_paused, s
 from glucoshare.nightscout.documents import (
     Prepared,
     as_read,
+    identifier_of,
     new_object_id,
     prepare,
     record_id_of,
@@ -192,6 +193,7 @@ def _post(
             superseded.extend(row.record_ids or [])
             row.record_ids = []
             row.identity, row.kind = item.prepared.identity, item.prepared.kind
+            row.identifier = identifier_of(item.prepared.doc)
             row.time_ms, row.modified_ms = item.prepared.time_ms, now_ms
             row.document_sealed = seal_document(key, row.patient_id, row.id, item.prepared.doc)
         if row is not None:
@@ -282,12 +284,13 @@ def _insert_postgres(  # noqa: PLR0917 - the parts of one insert
     """One ``INSERT ... SELECT FROM unnest(...) RETURNING``: the documents as arrays, one round trip."""
     result = session.execute(
         text(
-            "INSERT INTO ns_documents (id, patient_id, collection, identity, kind, time_ms, created_ms,"
-            " modified_ms, upload_seq, document_sealed, record_ids)"
-            " SELECT u.id, :patient, :collection, u.identity, u.kind, u.time_ms, :now, :now, :upload,"
-            " u.sealed, CAST('[]' AS json) FROM unnest(CAST(:ids AS varchar[]),"
-            " CAST(:identities AS varchar[]), CAST(:kinds AS varchar[]), CAST(:times AS bigint[]),"
-            " CAST(:sealed AS bytea[])) AS u(id, identity, kind, time_ms, sealed) RETURNING id, seq"
+            "INSERT INTO ns_documents (id, patient_id, collection, identity, identifier, kind, time_ms,"
+            " created_ms, modified_ms, upload_seq, document_sealed, record_ids)"
+            " SELECT u.id, :patient, :collection, u.identity, u.identifier, u.kind, u.time_ms, :now, :now,"
+            " :upload, u.sealed, CAST('[]' AS json) FROM unnest(CAST(:ids AS varchar[]),"
+            " CAST(:identities AS varchar[]), CAST(:identifiers AS varchar[]), CAST(:kinds AS varchar[]),"
+            " CAST(:times AS bigint[]), CAST(:sealed AS bytea[]))"
+            " AS u(id, identity, identifier, kind, time_ms, sealed) RETURNING id, seq"
         ),
         {
             "patient": patient.id,
@@ -296,6 +299,7 @@ def _insert_postgres(  # noqa: PLR0917 - the parts of one insert
             "upload": upload.seq,
             "ids": [str(item.object_id) for item in items],
             "identities": [item.prepared.identity for item in items],
+            "identifiers": [identifier_of(item.prepared.doc) for item in items],
             "kinds": [item.prepared.kind for item in items],
             "times": [item.prepared.time_ms for item in items],
             "sealed": list(sealed),
@@ -320,6 +324,7 @@ def _insert_rows(  # noqa: PLR0917 - the parts of one insert
             "patient_id": patient.id,
             "collection": collection,
             "identity": item.prepared.identity,
+            "identifier": identifier_of(item.prepared.doc),
             "kind": item.prepared.kind,
             "time_ms": item.prepared.time_ms,
             "created_ms": now_ms,

@@ -58,10 +58,11 @@ from files are not served through v3 (v1 serves them).
 Finding a document by identifier is exact for treatments (v1's identity of a treatment with an
 ``identifier`` is ``id|<identifier>``) and for documents v1 gives no identity (food, settings,
 device status and profiles without a time of their own), which v3 stores under the identity
-``v3|<identifier>``; other documents (entries, keyed by type and instant in v1) are looked for
-among the newest :data:`~glucoshare.nightscout.service.MAX_SCAN` of their collection (about 0.7 s
-for 20,000 entries on SQLite when none matches). A create never scans: it looks at the documents
-of the same instant, where a calculated identifier's document is.
+``v3|<identifier>``; other documents (entries, keyed by type and instant in v1) are found by
+their stored ``identifier`` column (indexed). Only an identifier longer than that column (160
+characters) is looked for among the newest :data:`~glucoshare.nightscout.service.MAX_SCAN` of
+its collection. A create never scans: it looks at the documents of the same instant, where a
+calculated identifier's document is.
 
 The request owns the transaction: nothing here commits. Permission checks raise
 :class:`~glucoshare.nightscout.errors.RoleMissingError` ("Missing permission api:<col>:<action>").
@@ -93,7 +94,14 @@ from glucoshare.ingest.nightscout_mapping import (
 )
 from glucoshare.nightscout import service
 from glucoshare.nightscout.access import NightscoutCaller
-from glucoshare.nightscout.documents import MAX_IDENTITY, OBJECT_ID, TIME_FIELDS, new_object_id, prepare
+from glucoshare.nightscout.documents import (
+    MAX_IDENTITY,
+    OBJECT_ID,
+    TIME_FIELDS,
+    identifier_of,
+    new_object_id,
+    prepare,
+)
 from glucoshare.nightscout.errors import DocumentInvalidError, RoleMissingError
 from glucoshare.nightscout.models import NightscoutDocument
 from glucoshare.nightscout.query import (
@@ -485,9 +493,18 @@ def find_stored(
             if by_id.identifier == identifier or "identifier" not in by_id.doc:
                 return by_id
     if scan and collection != "treatments":  # a treatment's identity already told
-        for found in _scan(session, patient, collection):
-            if found.doc.get("identifier") == identifier:
-                return found
+        row = session.scalar(
+            _rows(patient, collection)
+            .where(NightscoutDocument.identifier == identifier)
+            .order_by(NightscoutDocument.time_ms.desc(), NightscoutDocument.seq.desc())
+            .limit(1)
+        )
+        if row is not None:
+            return _open(session, row)
+        if len(identifier) > MAX_IDENTITY:  # too long for the column: looked for among the newest
+            for found in _scan(session, patient, collection):
+                if found.doc.get("identifier") == identifier:
+                    return found
     return by_id
 
 
@@ -627,6 +644,7 @@ def _write_unmapped(
     else:
         row = target.row
     row.kind = prepared.kind
+    row.identifier = identifier_of(prepared.doc)
     row.time_ms = prepared.time_ms
     row.modified_ms = now_ms
     row.document_sealed = sealed

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("patient_id", sa.String(length=32), nullable=False),
         sa.Column("collection", sa.String(length=16), nullable=False),
         sa.Column("identity", sa.String(length=160), nullable=True),
+        sa.Column("identifier", sa.String(length=160), nullable=True),
         sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column("time_ms", sa.BigInteger(), nullable=False),
         sa.Column("created_ms", sa.BigInteger(), nullable=False),
@@ -68,6 +69,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_ns_documents_time", "ns_documents", ["patient_id", "collection", "time_ms"])
     op.create_index("ix_ns_documents_modified", "ns_documents", ["patient_id", "collection", "modified_ms"])
+    op.create_index("ix_ns_documents_identifier", "ns_documents", ["patient_id", "collection", "identifier"])
     with op.batch_alter_table("api_tokens") as batch:
         batch.add_column(sa.Column("roles", sa.JSON(), nullable=True))
 
@@ -76,6 +78,7 @@ def downgrade() -> None:
     """Revert this revision."""
     with op.batch_alter_table("api_tokens") as batch:
         batch.drop_column("roles")
+    op.drop_index("ix_ns_documents_identifier", table_name="ns_documents")
     op.drop_index("ix_ns_documents_modified", table_name="ns_documents")
     op.drop_index("ix_ns_documents_time", table_name="ns_documents")
     op.drop_table("ns_documents")

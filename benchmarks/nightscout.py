@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from databases import scratch_postgres
 
 from analytics import Measurement, measurement_table
 from glucoshare.accounts.service import add_patient, validate_patient
@@ -43,9 +44,6 @@ from glucoshare.records.models import Record
 from glucoshare.vault.keyfile import load_or_create
 
 HERE = Path(__file__).resolve().parent
-POSTGRES = os.environ.get(
-    "GLUCOSHARE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 DAY_START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
 STEP_MS = 300_000
 UPLOADERS = 50
@@ -61,26 +59,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _postgres() -> Iterator[str | None]:
-    """A scratch PostgreSQL database (``None`` when no server answers)."""
-    name = f"gs_nsbench_{os.getpid()}"
-    admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError:
-        yield None
-        return
-    try:
-        yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def _patients(url: str, data_dir: Path, count: int) -> list[str]:
@@ -217,7 +195,7 @@ def run(runs: int = 7) -> list[Measurement]:
             TARGETS["post_288"],
         )
     )
-    with _postgres() as url:
+    with scratch_postgres() as url:
         if url is not None:
             timings = _post_288(url, runs)
             measurements.append(
@@ -229,7 +207,7 @@ def run(runs: int = 7) -> list[Measurement]:
                 )
             )
     for key, interval, target in (("load_p99", 2.0, TARGETS["load_p99"]), ("load_stress_p99", 1.0, None)):
-        with _postgres() as url:
+        with scratch_postgres() as url:
             if url is not None:
                 measurements.append(_load_measurement(key, url, interval, target))
     for m in measurements:

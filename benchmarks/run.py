@@ -20,12 +20,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+from databases import POSTGRES, scratch_postgres
 
 import analytics
 import nightscout as nightscout_bench
@@ -42,9 +42,6 @@ from glucoshare.simulator.writers.tandem import write_tandem_source
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
-POSTGRES = os.environ.get(
-    "GLUCOSHARE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 TARGET_RATE = 100_000
 TARGET_RATIO = 5.0
 TARGET_PEAK_MB = 300.0
@@ -155,26 +152,6 @@ def parse_seconds(path: Path, timezone: str) -> float:
     return best
 
 
-def _postgres_database() -> tuple[str, str] | None:
-    server = sa.engine.make_url(POSTGRES)
-    name = f"glucoshare_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-    except sa.exc.OperationalError:
-        return None
-    return name, server.set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_postgres(name: str) -> None:
-    admin = sa.create_engine(sa.engine.make_url(POSTGRES), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def import_once(url: str, path: Path, warmup: Path, timezone: str) -> dict[str, float]:
     """Run one import in a fresh process (after a warm-up import) and return its report."""
     out = subprocess.run(
@@ -248,14 +225,10 @@ def main() -> None:
                         Path(f"{db}{suffix}").unlink(missing_ok=True)
                     reports.append(import_once(f"sqlite:///{db}", path, warmup, case.timezone))
                 else:
-                    created = _postgres_database()
-                    if created is None:
-                        break
-                    name, url = created
-                    try:
+                    with scratch_postgres() as url:
+                        if url is None:
+                            break
                         reports.append(import_once(url, path, warmup, case.timezone))
-                    finally:
-                        _drop_postgres(name)
             if not reports:
                 rows.append((case, engine, None, csv_seconds))
                 continue

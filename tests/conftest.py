@@ -38,6 +38,9 @@ hypothesis_settings.register_profile(
 hypothesis_settings.register_profile(
     "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+hypothesis_settings.register_profile(  # make fuzz: 1,000 damaged files per layout (tests/fuzz)
+    "fuzz", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -96,7 +99,8 @@ def postgres_database() -> Iterator[str]:
 
 
 def _truncate_all(engine: Engine) -> None:
-    tables = [t.name for t in Base.metadata.sorted_tables]
+    queue = [t for t in inspect(engine).get_table_names() if t.startswith("procrastinate_")]
+    tables = [t.name for t in Base.metadata.sorted_tables] + queue
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
 

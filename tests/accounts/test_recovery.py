@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import email
 import re
 import socket
 import stat
@@ -11,7 +10,6 @@ from collections.abc import Iterator
 from email.message import Message
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 
 from glucoshare.accounts.errors import AuthenticationError
@@ -21,33 +19,20 @@ from glucoshare.accounts.totp import code_at
 from glucoshare.accounts.users import add_user, authenticate, enable_totp, get_user, validate_user
 from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
+from tests.mailbox import Inbox, smtp_server
+from tests.queue import exhaust_mail_retries, run_queued_jobs
 
 T0 = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
 OLD = "a long and personal passphrase"
 NEW = "an entirely different passphrase"
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, _server: object, _session: object, envelope: object) -> str:  # noqa: N802
-        self.messages.append(email.message_from_bytes(envelope.content))  # type: ignore[attr-defined]
-        return "250 OK"
-
-
 @pytest.fixture
-def smtp(settings: Settings) -> Iterator[tuple[Settings, _Inbox]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{port}"}), inbox
-    finally:
-        controller.stop()
+def smtp(settings: Settings, engine: Engine) -> Iterator[tuple[Settings, Inbox]]:
+    with smtp_server() as (url, inbox):
+        configured = settings.model_copy(update={"smtp_url": url})
+        inbox.drain = lambda: run_queued_jobs(engine, configured)
+        yield configured, inbox
 
 
 def _link_token(message: Message) -> str:
@@ -58,7 +43,7 @@ def _link_token(message: Message) -> str:
 
 
 def test_a_reset_link_arrives_by_smtp_works_once_and_ends_every_session(
-    engine: Engine, smtp: tuple[Settings, _Inbox]
+    engine: Engine, smtp: tuple[Settings, Inbox]
 ) -> None:
     settings, inbox = smtp
     with session_scope(engine) as session:
@@ -85,7 +70,7 @@ def test_a_reset_link_arrives_by_smtp_works_once_and_ends_every_session(
 
 
 def test_unknown_addresses_get_no_mail_and_the_same_answer(
-    engine: Engine, smtp: tuple[Settings, _Inbox]
+    engine: Engine, smtp: tuple[Settings, Inbox]
 ) -> None:
     settings, inbox = smtp
     with session_scope(engine) as session:
@@ -94,7 +79,7 @@ def test_unknown_addresses_get_no_mail_and_the_same_answer(
     assert inbox.messages == []
 
 
-def test_a_link_expires_after_60_minutes(engine: Engine, smtp: tuple[Settings, _Inbox]) -> None:
+def test_a_link_expires_after_60_minutes(engine: Engine, smtp: tuple[Settings, Inbox]) -> None:
     settings, inbox = smtp
     with session_scope(engine) as session:
         add_user(session, validate_user(email="kim@example.org", name="Kim", role="patient"), OLD)
@@ -104,7 +89,7 @@ def test_a_link_expires_after_60_minutes(engine: Engine, smtp: tuple[Settings, _
         reset_password(session, token=link, new_password=NEW, now=T0 + dt.timedelta(minutes=60))
 
 
-def test_a_reset_never_bypasses_the_second_factor(engine: Engine, smtp: tuple[Settings, _Inbox]) -> None:
+def test_a_reset_never_bypasses_the_second_factor(engine: Engine, smtp: tuple[Settings, Inbox]) -> None:
     settings, inbox = smtp
     with session_scope(engine) as session:
         user = add_user(session, validate_user(email="kim@example.org", name="Kim", role="patient"), OLD)
@@ -135,4 +120,5 @@ def test_an_unreachable_smtp_server_keeps_the_mail_in_the_outbox(engine: Engine,
     with session_scope(engine) as session:
         add_user(session, validate_user(email="kim@example.org", name="Kim", role="patient"), OLD)
         request_password_reset(session, broken, email="kim@example.org", now=T0)
+    exhaust_mail_retries(engine, broken)
     assert len(list((settings.data_dir / "outbox").glob("*.eml"))) == 1

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from glucoshare.config import Settings
 from glucoshare.web.app import create_app
 from tests.mailbox import Inbox, smtp_server
+from tests.queue import run_queued_jobs
 
 CHROMIUM = os.environ.get("GLUCOSHARE_TEST_CHROMIUM", "/usr/bin/chromium")
 REQUIRE_BROWSER = os.environ.get("GLUCOSHARE_TEST_REQUIRE_BROWSER") == "1"
@@ -79,6 +80,7 @@ def live_server(settings: Settings, engine: Engine, inbox: Inbox) -> Iterator[Li
     served = settings.model_copy(
         update={"base_url": f"http://127.0.0.1:{port}", "smtp_url": inbox.url}  # type: ignore[attr-defined]
     )
+    inbox.drain = lambda: run_queued_jobs(engine, served)
     app = create_app(served, engine)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

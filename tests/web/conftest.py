@@ -24,6 +24,7 @@ from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.web.app import create_app
 from tests.ingest.helpers import profile
 from tests.mailbox import Inbox, smtp_server
+from tests.queue import run_queued_jobs
 
 PASSWORD = "a long and personal passphrase"  # noqa: S105 - test accounts
 BASE_URL = "https://testserver"  # Secure cookies travel over https only
@@ -36,10 +37,13 @@ def app_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def mail(app_settings: Settings) -> Iterator[tuple[Settings, Inbox]]:
-    """The app settings with a real SMTP server on 127.0.0.1, and what it received."""
+def mail(app_settings: Settings, engine: Engine) -> Iterator[tuple[Settings, Inbox]]:
+    """The app settings with a real SMTP server on 127.0.0.1, and what it received (on PostgreSQL,
+    once a worker has sent the queued mail)."""
     with smtp_server() as (url, inbox):
-        yield app_settings.model_copy(update={"smtp_url": url}), inbox
+        settings = app_settings.model_copy(update={"smtp_url": url})
+        inbox.drain = lambda: run_queued_jobs(engine, settings)
+        yield settings, inbox
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from glucoshare.cli import (
     demo,
     diary,
     export,
+    jobs,
     keys,
     patients,
     report,
@@ -39,9 +40,11 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
 app.add_typer(clinics.app, name="clinics")
 app.add_typer(diary.app, name="diary")
+app.add_typer(jobs.app, name="jobs")
 app.command("import")(import_command)
 app.command("upload")(upload_command)
 app.command("serve")(serve_command)
+app.command("worker")(jobs.worker_command)
 app.command("export")(export.export_command)
 app.command("report")(report.report_command)
 app.command("demo")(demo.demo_command)

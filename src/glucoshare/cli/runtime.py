@@ -25,7 +25,7 @@ from glucoshare.config import Settings, get_settings
 from glucoshare.db.migrate import upgrade
 from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.errors import GlucoshareError, InternalError
-from glucoshare.summaries.service import refresh_outdated
+from glucoshare.jobs.service import refresh_summaries_later
 from glucoshare.vault.keyfile import load_or_create
 
 P = ParamSpec("P")
@@ -74,7 +74,7 @@ def refresh_summaries(patient_ids: list[str] | None = None) -> None:
     """
     try:
         with unit_of_work() as session:
-            refresh_outdated(session, patient_ids)
+            refresh_summaries_later(session, patient_ids)
     except SQLAlchemyError:
         stderr.print("warning: the daily summaries will be brought up to date later", markup=False)
 

@@ -1,8 +1,11 @@
 """Send e-mail through SMTP (``GLUCOSHARE_SMTP_URL``) or, without it, into the outbox folder.
 
 Messages are queued on the database session and delivered only after its transaction commits, so
-a request that fails sends nothing. Delivery problems never undo what was committed: a message that
-cannot be sent is written to the outbox instead and the failure is logged without the message's
+a request that fails sends nothing. On PostgreSQL with SMTP configured a message becomes a
+background job (sealed with the master key in the job table), which a ``glucoshare worker`` sends
+with retries, so no request waits for a mail server; otherwise it is delivered right after the
+commit. Delivery problems never undo what was committed: a message that cannot be sent (after the
+last retry) is written to the outbox instead and the failure is logged without the message's
 content or address. Outbox files (``$GLUCOSHARE_DATA_DIR/outbox/*.eml``) are owner-only (0600).
 """
 
@@ -24,6 +27,9 @@ from sqlalchemy.orm import Session
 from glucoshare.config import Settings
 from glucoshare.db.session import after_commit
 from glucoshare.files import private_directory, private_file
+from glucoshare.jobs.schemas import DELIVER_MAIL, SealedPayload
+from glucoshare.jobs.service import defer, queue_available
+from glucoshare.vault.service import keyring_of
 
 LOG = logging.getLogger(__name__)
 SENDER = "Glucoshare <no-reply@glucoshare.invalid>"
@@ -79,6 +85,19 @@ def _send_smtp(message: EmailMessage, url: str) -> None:
         client.send_message(message)
 
 
+def write_outbox(mail: Mail, settings: Settings) -> Path:
+    """Keep ``mail`` in the outbox folder (owner-only file); its path."""
+    return _write_outbox(_message(mail), settings)
+
+
+def send_now(mail: Mail, settings: Settings) -> None:
+    """Send ``mail`` by SMTP now; raise the transport's error when that fails (no outbox fallback)."""
+    if not settings.smtp_url:
+        msg = "GLUCOSHARE_SMTP_URL is not set"
+        raise ValueError(msg)
+    _send_smtp(_message(mail), settings.smtp_url)
+
+
 def deliver(mail: Mail, settings: Settings) -> None:
     """Send one message now: by SMTP when configured, else (or when SMTP fails) into the outbox."""
     message = _message(mail)
@@ -93,5 +112,12 @@ def deliver(mail: Mail, settings: Settings) -> None:
 
 
 def queue_mail(session: Session, settings: Settings, mail: Mail) -> None:
-    """Deliver ``mail`` once the session's transaction has committed (nothing if it rolls back)."""
+    """Deliver ``mail`` once the session's transaction has committed (nothing if it rolls back).
+
+    With SMTP on PostgreSQL: a sealed job in the same transaction, sent by a worker with retries.
+    """
+    if settings.smtp_url and queue_available(session):
+        payload = SealedPayload.seal(keyring_of(session), dataclasses.asdict(mail))
+        defer(session, DELIVER_MAIL, payload=payload.model_dump())
+        return
     after_commit(session, lambda: deliver(mail, settings))

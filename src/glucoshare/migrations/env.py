@@ -10,6 +10,13 @@ from glucoshare.db.models import Base
 config = context.config
 target_metadata = Base.metadata
 
+QUEUE_PREFIX = "procrastinate_"
+"""The job queue's tables (PostgreSQL) belong to procrastinate's schema, not to the models."""
+
+
+def _include_name(name: str | None, type_: str, _parents: object) -> bool:
+    return not (type_ == "table" and name is not None and name.startswith(QUEUE_PREFIX))
+
 
 def run_migrations_online() -> None:
     """Run the migrations inside one transaction (batch mode on SQLite for ALTERs).
@@ -31,6 +38,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=sqlite,
             compare_type=True,
+            include_name=_include_name,
         )
         with context.begin_transaction():
             context.run_migrations()

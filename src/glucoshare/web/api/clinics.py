@@ -20,6 +20,7 @@ from glucoshare.analytics.population import CATEGORIES
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.db.base import ID_LENGTH
+from glucoshare.jobs.service import refresh_summaries_later
 from glucoshare.records.schemas import UploadOut
 from glucoshare.sharing.assignment import (
     ClinicUploadOut,
@@ -65,7 +66,7 @@ from glucoshare.sharing.service import (
     update_clinic,
     update_clinic_patient,
 )
-from glucoshare.summaries.service import TRIAGE_PERIODS, refresh_outdated
+from glucoshare.summaries.service import TRIAGE_PERIODS
 from glucoshare.web.deps import Caller, current_user, read_uploads, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/clinics", tags=["clinics"])
@@ -385,7 +386,7 @@ def post_clinic_uploads(
             for item in incoming
         ]
     with unit_of_work(request) as session:
-        refresh_outdated(session, [r.patient_id for r in results if r.patient_id is not None])
+        refresh_summaries_later(session, [r.patient_id for r in results if r.patient_id is not None])
     return results
 
 
@@ -421,7 +422,7 @@ def post_assign(
             actor=caller.actor,
         )
     with unit_of_work(request) as session:
-        refresh_outdated(session, [body.patient_id])
+        refresh_summaries_later(session, [body.patient_id])
     return uploads
 
 
@@ -448,7 +449,7 @@ def post_reassign(
         )
         moved = DeviceMovedOut(device_id=device.id, patient_id=device.patient_id)
     with unit_of_work(request) as session:
-        refresh_outdated(session)
+        refresh_summaries_later(session)
     return moved
 
 
@@ -459,7 +460,7 @@ def post_unassign(clinic_id: str, device_id: str, caller: Caller, request: Reque
         clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
         held = unassign_device(session, settings_of(request), clinic, caller, device_id, actor=caller.actor)
     with unit_of_work(request) as session:
-        refresh_outdated(session)
+        refresh_summaries_later(session)
     return held
 
 

@@ -29,8 +29,8 @@ from glucoshare.datasets.service import (
     records_of,
 )
 from glucoshare.ingest.service import remove_upload
+from glucoshare.jobs.service import refresh_summaries_later
 from glucoshare.records.models import Upload
-from glucoshare.summaries.service import refresh_outdated
 from glucoshare.web.deps import Caller, reach_patient, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/datasets", tags=["upload API"])
@@ -116,7 +116,7 @@ async def post_records(
 
         def refresh() -> None:
             with unit_of_work(request) as session:
-                refresh_outdated(session, [patient_id])
+                refresh_summaries_later(session, [patient_id])
 
         await run_in_threadpool(refresh)
     return answer
@@ -144,7 +144,7 @@ def post_close(dataset_id: str, caller: Caller, request: Request) -> DatasetOut:
             )
         answer = dataset_out(session, upload)
     with unit_of_work(request) as session:
-        refresh_outdated(session, [patient.id])
+        refresh_summaries_later(session, [patient.id])
     return answer
 
 
@@ -155,5 +155,5 @@ def delete_dataset(dataset_id: str, caller: Caller, request: Request) -> Respons
         patient, upload = _reach(request, session, caller, dataset_id)
         remove_upload(session, settings=settings_of(request), upload_id=upload.id, actor=caller.actor)
     with unit_of_work(request) as session:
-        refresh_outdated(session, [patient.id])
+        refresh_summaries_later(session, [patient.id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -17,11 +17,12 @@ from glucoshare.devices.schemas import DeviceListedOut
 from glucoshare.devices.service import list_devices
 from glucoshare.ingest.diary import DiaryEntry, add_diary_entries
 from glucoshare.ingest.service import import_files, remove_upload
+from glucoshare.jobs.service import refresh_summaries_later
 from glucoshare.records.errors import UploadNotFoundError
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import get_upload, list_uploads
 from glucoshare.sharing.access import accessible_patients
-from glucoshare.summaries.service import patient_stats, refresh_outdated, resolve_period
+from glucoshare.summaries.service import patient_stats, resolve_period
 from glucoshare.web.deps import Caller, reach_patient, read_uploads, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
@@ -111,7 +112,7 @@ def post_uploads(
             session, settings=settings, patient=patient, files=incoming, timezone=timezone, actor=caller.actor
         )
     with unit_of_work(request) as session:
-        refresh_outdated(session, [patient_id])
+        refresh_summaries_later(session, [patient_id])
     return results
 
 
@@ -127,7 +128,7 @@ def delete_upload(patient_id: str, upload_id: str, caller: Caller, request: Requ
             raise UploadNotFoundError(msg)
         remove_upload(session, settings=settings_of(request), upload_id=upload_id, actor=caller.actor)
     with unit_of_work(request) as session:
-        refresh_outdated(session, [patient_id])
+        refresh_summaries_later(session, [patient_id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -138,5 +139,5 @@ def post_diary(patient_id: str, body: DiaryEntry, caller: Caller, request: Reque
         patient = reach_patient(request, session, caller, patient_id, "upload")
         upload = add_diary_entries(session, settings_of(request), patient, [body], actor=caller.actor)
     with unit_of_work(request) as session:
-        refresh_outdated(session, [patient_id])
+        refresh_summaries_later(session, [patient_id])
     return upload

@@ -30,6 +30,8 @@ class AuditTag(enum.StrEnum):
     PROFILE_UPDATE = "accounts:profile:update"
     ACCOUNT_EXPORT = "accounts:account:export"
     MASTER_KEY_ROTATE = "vault:master-key:rotate"
+    BACKUP_CREATE = "backup:database:create"
+    BACKUP_RESTORE = "backup:database:restore"
     CLINIC_CREATE = "sharing:clinic:create"
     CLINIC_UPDATE = "sharing:clinic:update"
     CLINIC_CODE_ROTATE = "sharing:clinic:code-rotate"

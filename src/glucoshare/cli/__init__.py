@@ -6,6 +6,7 @@ import typer
 
 from glucoshare.cli import (
     audit,
+    backup,
     clinics,
     db,
     demo,
@@ -48,6 +49,8 @@ app.command("worker")(jobs.worker_command)
 app.command("export")(export.export_command)
 app.command("report")(report.report_command)
 app.command("demo")(demo.demo_command)
+app.command("backup")(backup.backup_command)
+app.command("restore")(backup.restore_command)
 app.command("stats")(stats.stats_command)
 app.command("compare")(stats.compare_command)
 app.command("triage")(stats.triage_command)

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from databases import POSTGRES, scratch_postgres
 
 import analytics
+import backup as backup_bench
 import nightscout as nightscout_bench
 import reports as report_bench
 from glucoshare.config import Settings
@@ -249,6 +250,7 @@ def main() -> None:
         measurements=analytics.run(),
         report_measurements=report_bench.run(),
         nightscout_measurements=nightscout_bench.run(),
+        backup_measurements=backup_bench.run(patient_days=900),
     )
 
 
@@ -320,6 +322,7 @@ def write_report(
     measurements: list[analytics.Measurement],
     report_measurements: list[analytics.Measurement],
     nightscout_measurements: list[analytics.Measurement],
+    backup_measurements: list[analytics.Measurement],
 ) -> None:
     lines = [
         "# Benchmarks",
@@ -405,6 +408,7 @@ def write_report(
         "",
         *report_bench.report_lines(report_measurements),
         *nightscout_bench.report_lines(nightscout_measurements),
+        *backup_bench.report_lines(backup_measurements),
     ]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from glucoshare.config import Settings, get_settings
+from glucoshare.db.errors import DatabaseFaultError, database_fault
 from glucoshare.db.migrate import upgrade
 from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.errors import GlucoshareError, InternalError
@@ -52,6 +54,9 @@ def settings() -> Settings:
 def engine() -> Engine:
     """The database engine (with its master key), the schema brought up to date."""
     config = settings()
+    # psycopg warns on stderr when it cannot tidy up after a lost connection; the command reports
+    # the loss itself, in its one line.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     db = create_db_engine(
         config.effective_database_url, keyring=load_or_create(config.effective_secret_key_file)
     )
@@ -75,7 +80,7 @@ def refresh_summaries(patient_ids: list[str] | None = None) -> None:
     try:
         with unit_of_work() as session:
             refresh_summaries_later(session, patient_ids)
-    except SQLAlchemyError:
+    except (SQLAlchemyError, DatabaseFaultError):
         stderr.print("warning: the daily summaries will be brought up to date later", markup=False)
 
 
@@ -121,6 +126,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - last line of defence: exit 1, no data in the message
-            fail(InternalError(f"internal error ({type(exc).__name__}); nothing was stored"))
+            fail(
+                database_fault(exc)
+                or InternalError(f"internal error ({type(exc).__name__}); nothing was stored")
+            )
 
     return wrapper

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from glucoshare.db.errors import DatabaseUnavailableError, database_fault
 from glucoshare.files import private_file
 from glucoshare.vault.keyfile import KeyRing
 from glucoshare.vault.service import bind_keyring
@@ -27,8 +29,12 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> No
     cursor.execute("PRAGMA secure_delete=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long an SQLite statement waits for another process's lock before it fails (the URL's
+``?timeout=SECONDS`` overrides it)."""
 
 
 def create_db_engine(url: str, keyring: KeyRing | None = None, key_file: Path | None = None) -> Engine:
@@ -37,14 +43,16 @@ def create_db_engine(url: str, keyring: KeyRing | None = None, key_file: Path | 
     ``key_file`` is where the key ring came from: it is read again when it changes (key rotation).
 
     For SQLite the database file is created owner-only and safe pragmas are set (foreign keys, WAL,
-    secure delete).
+    secure delete); a lock held by another process is waited for :data:`SQLITE_BUSY_TIMEOUT_S`
+    unless the URL says otherwise (``sqlite:///PATH?timeout=SECONDS``).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             # Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
             private_file(Path(parsed.database))
-        engine = create_engine(url)
+        waits = {} if "timeout" in parsed.query else {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        engine = create_engine(url, connect_args=waits)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
@@ -69,6 +77,16 @@ def after_rollback(session: Session, hook: Callable[[], object]) -> None:
     hooks.append(hook)
 
 
+def _stored_nothing(engine: Engine, exc: BaseException, committing: bool, committed: bool) -> bool:
+    """Whether a unit of work that raised ``exc`` certainly stored nothing."""
+    if committed:  # an after-commit hook failed
+        return False
+    if not committing or engine.dialect.name == "sqlite":  # SQLite's failed commit rolls back
+        return True
+    # PostgreSQL's commit failed: certain when the server said why, unknown when the connection broke.
+    return not isinstance(database_fault(exc), DatabaseUnavailableError)
+
+
 @contextlib.contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One unit of work: commit when the block succeeds, roll back when it raises.
@@ -76,19 +94,34 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     Services that touch files as well as rows register hooks with :func:`after_commit` (what may
     only happen once the rows are committed) and :func:`after_rollback` (undo a file written for a
     transaction that then failed).
+
+    A fault of the database or the disk (a lost connection, a lock held past the busy timeout, a
+    full disk) is raised as its clean error (:func:`glucoshare.db.errors.database_fault`), which
+    says that nothing was stored when that is certain: the fault came before the commit, or the
+    commit failed on SQLite or with the server's answer (a PostgreSQL connection lost during the
+    commit leaves unknown whether the server committed).
     """
     factory = sessionmaker(bind=engine, expire_on_commit=False)
     session = factory()
+    committing = committed = False
     try:
         yield session
+        committing = True
         session.commit()
+        committed = True
         session.info.pop(_ROLLBACK_HOOKS, None)
         for hook in session.info.pop(_COMMIT_HOOKS, []):
             hook()
-    except BaseException:
-        session.rollback()
+    except BaseException as exc:
+        # A lost connection cannot roll back (the server drops its transaction itself): raise the
+        # error that says why, not the rollback's, and still undo the files.
+        with contextlib.suppress(DBAPIError):
+            session.rollback()
         for hook in session.info.pop(_ROLLBACK_HOOKS, []):
             hook()
+        fault = database_fault(exc, stored_nothing=_stored_nothing(engine, exc, committing, committed))
+        if fault is not None:
+            raise fault from exc
         raise
     finally:
         session.close()

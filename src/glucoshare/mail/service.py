@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from glucoshare.config import Settings
 from glucoshare.db.session import after_commit
-from glucoshare.files import private_directory, private_file
+from glucoshare.files import private_binary_file
 from glucoshare.jobs.schemas import DELIVER_MAIL, SealedPayload
 from glucoshare.jobs.service import defer, queue_available
 from glucoshare.vault.service import keyring_of
@@ -58,10 +58,11 @@ def _message(mail: Mail) -> EmailMessage:
 
 def _write_outbox(message: EmailMessage, settings: Settings) -> Path:
     outbox = settings.data_dir / "outbox"
-    private_directory(outbox)
     # Named by the time in nanoseconds, so that the files sort in the order they were written.
     path = outbox / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.eml"
-    private_file(path).write_bytes(message.as_bytes())
+    # All or nothing: a full disk leaves no empty or cut-off message behind.
+    with private_binary_file(path) as handle:
+        handle.write(message.as_bytes())
     return path
 
 

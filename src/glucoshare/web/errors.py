@@ -5,6 +5,8 @@ page instead, when the app registered one (``app.state.page_error``).
 
 Validation errors name the field and the rule but never echo the value (it may be a password).
 Unexpected exceptions answer ``500`` and are logged by type only: no request data, no health data.
+Faults of the database or the disk (:mod:`glucoshare.db.errors`) answer ``503`` with ``Retry-After``
+or ``507``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from glucoshare.db.errors import DatabaseUnavailableError, database_fault
 from glucoshare.errors import GlucoshareError, TooManyRequestsError, UnauthenticatedError, error_document
 
 log = logging.getLogger("glucoshare.web")
@@ -62,7 +65,7 @@ def _is_page(request: Request) -> bool:
 async def _glucoshare_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GlucoshareError)  # noqa: S101 - registered for this class only
     headers: dict[str, str] = {}
-    if isinstance(exc, TooManyRequestsError):
+    if isinstance(exc, TooManyRequestsError | DatabaseUnavailableError):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, UnauthenticatedError):
         headers["WWW-Authenticate"] = 'Bearer realm="glucoshare"'
@@ -89,6 +92,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    fault = database_fault(exc)  # met outside a unit of work, which would have said so itself
+    if fault is not None:
+        return await _glucoshare_error(request, fault)
     log.error("internal error: %s", type(exc).__name__)
     return _answer(request, 500, "internal_error", "internal error; nothing was stored")
 

@@ -1,0 +1,1 @@
+"""Fault tests: processes killed mid-import, database connections lost, a full disk."""

@@ -65,6 +65,7 @@ class World:
     pending_id: str = "0" * 32
     device_id: str = "0" * 32
     dataset_ids: dict[str, str] = dataclasses.field(default_factory=dict)
+    import_id: str = "0" * 32
 
     def person(self, role: str) -> Person | None:
         return self.people.get(role)
@@ -132,6 +133,8 @@ class Case:
     """What fills ``{rest:path}`` (the Nightscout API's paths, with a query string)."""
     needs_dataset: bool = False
     """The owner has an open data set for each role that may upload (``{dataset_id}``)."""
+    needs_import: bool = False
+    """The owner has a background import (``{import_id}``)."""
 
 
 def _public(status: str | int, body: Body = _none, rest: str = "") -> Case:
@@ -222,6 +225,8 @@ MATRIX: dict[tuple[str, str], Case] = {
         VIEWERS, body=lambda w, r: {"share_id": w.shares["clinic_a"]}
     ),
     ("POST", "/v1/patients/{patient_id}/uploads"): _patient(UPLOADERS, files=True),
+    ("POST", "/v1/patients/{patient_id}/imports"): _patient(UPLOADERS, files=True),
+    ("GET", "/v1/patients/{patient_id}/imports/{import_id}"): _patient(VIEWERS, needs_import=True),
     # upload API
     ("POST", "/v1/datasets"): _patient(
         {**UPLOADERS, "foreign": 404},
@@ -483,6 +488,7 @@ def _path(template: str, world: World, role: str, case: Case) -> str:
         dataset_id=world.dataset_ids.get(role, world.dataset_ids.get("owner", "0" * 32)),
         patient_id=patient,
         upload_id=world.upload_ids.get(role, world.upload_ids.get("owner")),
+        import_id=world.import_id,
         session_id=person.session_id if person else "0" * 32,
         token_id=world.tokens["read"][0],
         clinic_id=world.clinic_a,
@@ -513,6 +519,14 @@ def test_route_answers_each_caller_as_decided(
             )
             assert opened.status_code == 201, opened.text
             world.dataset_ids[role] = opened.json()["id"]
+    if case.needs_import:
+        owner = world.people["owner"]
+        name, data = clarity_bytes(seed=77)
+        queued = client.post(
+            f"/v1/patients/{owner.patient_id}/imports", headers=owner.headers, files={"files": (name, data)}
+        )
+        assert queued.status_code == 202, queued.text
+        world.import_id = queued.json()["id"]
     for role in ROLES:
         expected = case.expect.get(role, case.default)
         kwargs: dict[str, Any] = {"headers": world.headers(role)}

@@ -5,6 +5,7 @@ from glucoshare.audit import models as audit_models
 from glucoshare.datasets import models as datasets_models
 from glucoshare.db.base import Base
 from glucoshare.devices import models as devices_models
+from glucoshare.ingest import models as ingest_models
 from glucoshare.nightscout import models as nightscout_models
 from glucoshare.records import models as records_models
 from glucoshare.sharing import models as sharing_models
@@ -17,6 +18,7 @@ __all__ = [
     "audit_models",
     "datasets_models",
     "devices_models",
+    "ingest_models",
     "nightscout_models",
     "records_models",
     "sharing_models",

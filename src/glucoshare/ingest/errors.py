@@ -6,7 +6,13 @@ Every message names the file and, where there is one, the line; none repeats the
 
 from collections.abc import Sequence
 
-from glucoshare.errors import InputError, InvalidFileError, UnreadableFileError, UnrecognisedFormatError
+from glucoshare.errors import (
+    InputError,
+    InvalidFileError,
+    NotFoundError,
+    UnreadableFileError,
+    UnrecognisedFormatError,
+)
 
 
 class FileTooLargeError(UnreadableFileError):
@@ -67,3 +73,9 @@ class InvalidTimezoneError(InputError):
     """The time zone given for the file's local times is not an IANA name."""
 
     code = "invalid_timezone"
+
+
+class ImportRequestNotFoundError(NotFoundError):
+    """No queued import with this id for this patient."""
+
+    code = "import_not_found"

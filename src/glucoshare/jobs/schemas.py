@@ -20,6 +20,7 @@ SWEEP_SUMMARIES: Final = "summaries.sweep"
 DELIVER_MAIL: Final = "mail.deliver"
 RETRY_STALLED: Final = "jobs.retry_stalled"
 REMOVE_OLD_JOBS: Final = "jobs.remove_old"
+RUN_IMPORT: Final = "imports.run"
 
 
 def queued_name(task: str) -> str:

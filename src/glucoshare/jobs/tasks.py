@@ -15,11 +15,19 @@ from sqlalchemy import Engine
 
 from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
+from glucoshare.errors import GlucoshareError
+from glucoshare.ingest.queued import (
+    claim_import_request,
+    fail_import_request,
+    record_refusal,
+    run_import_request,
+)
 from glucoshare.jobs.schemas import (
     DELIVER_MAIL,
     REFRESH_SUMMARIES,
     REMOVE_OLD_JOBS,
     RETRY_STALLED,
+    RUN_IMPORT,
     SWEEP_SUMMARIES,
     SealedPayload,
 )
@@ -61,6 +69,45 @@ def refresh_summaries(context: JobContext, patient_ids: list[str]) -> None:
     """Recompute the daily and period aggregates of the patients' backlog."""
     with session_scope(_engine(context)) as session:
         refresh_outdated(session, patient_ids)
+
+
+IMPORT_ATTEMPTS = 4
+"""Runs of an import before it is given up as failed (a refused file ends at the first)."""
+
+
+def perform_import(engine: Engine, settings: Settings, request_id: str) -> None:
+    """Run one queued import to its outcome: stored and ``done``, or refused and ``failed``.
+
+    The import and its outcome commit together; a process killed on the way leaves the request
+    ``running`` with its files, and the next run starts it again from the beginning.
+    """
+    with session_scope(engine) as session:
+        if claim_import_request(session, request_id) is None:
+            return
+    try:
+        with session_scope(engine) as session:
+            run_import_request(session, settings, request_id)
+    except GlucoshareError as exc:
+        if exc.exit_code != 2:  # noqa: PLR2004 - an environment fault is retried, not recorded
+            raise
+        with session_scope(engine) as session:
+            record_refusal(session, request_id, exc)
+
+
+@blueprint.task(
+    name=RUN_IMPORT, pass_context=True, retry=RetryStrategy(max_attempts=IMPORT_ATTEMPTS, exponential_wait=5)
+)
+def run_import(context: JobContext, request_id: str) -> None:
+    """Import a queued batch of files; after the last failed attempt, record the request as failed."""
+    engine, settings = _engine(context), _settings(context)
+    try:
+        perform_import(engine, settings, request_id)
+    except Exception:
+        if context.job.attempts + 1 < IMPORT_ATTEMPTS:
+            raise
+        LOG.exception("import %s failed after %d attempts", request_id, IMPORT_ATTEMPTS)
+        with session_scope(engine) as session:
+            fail_import_request(session, request_id, "the import failed on the server; try again later")
 
 
 @blueprint.periodic(cron="*/5 * * * *")

@@ -16,8 +16,11 @@ from glucoshare.audit.tags import AuditTag
 from glucoshare.devices.schemas import DeviceListedOut
 from glucoshare.devices.service import list_devices
 from glucoshare.ingest.diary import DiaryEntry, add_diary_entries
+from glucoshare.ingest.queued import import_request_out, queue_import
+from glucoshare.ingest.schemas import ImportRequestOut
 from glucoshare.ingest.service import import_files, remove_upload
-from glucoshare.jobs.service import refresh_summaries_later
+from glucoshare.jobs.service import queue_available, refresh_summaries_later
+from glucoshare.jobs.tasks import perform_import
 from glucoshare.records.errors import UploadNotFoundError
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import get_upload, list_uploads
@@ -114,6 +117,49 @@ def post_uploads(
     with unit_of_work(request) as session:
         refresh_summaries_later(session, [patient_id])
     return results
+
+
+@router.post(
+    "/{patient_id}/imports",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**_NOT_FOUND, 413: {"description": "Too large"}},
+)
+def post_import(
+    patient_id: str,
+    caller: Caller,
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="One or more device exports")],
+    timezone: Annotated[str | None, Query(max_length=64)] = None,
+) -> ImportRequestOut:
+    """Import device exports in the background: answers at once with the import's id and state.
+
+    Follow ``GET /v1/patients/{patient_id}/imports/{import_id}`` until the state is ``done`` (the
+    uploads, as the direct upload route answers them) or ``failed`` (the error; nothing stored).
+    On PostgreSQL a worker runs it; on SQLite it has run before the answer comes.
+    """
+    settings = settings_of(request)
+    incoming = read_uploads(files, settings.max_upload_bytes)
+    with unit_of_work(request) as session:
+        patient = reach_patient(request, session, caller, patient_id, "upload")
+        queued = queue_import(session, patient=patient, files=incoming, timezone=timezone, actor=caller.actor)
+        import_id = queued.id
+    engine = request.app.state.engine
+    if not queue_available(engine):
+        perform_import(engine, settings, import_id)
+    with unit_of_work(request) as session:
+        return import_request_out(session, patient_id, import_id)
+
+
+@router.get("/{patient_id}/imports/{import_id}", responses=_NOT_FOUND)
+def get_import(patient_id: str, import_id: str, caller: Caller, request: Request) -> ImportRequestOut:
+    """A background import: its state, and once finished the uploads it made or why it was refused."""
+    with unit_of_work(request) as session:
+        patient = reach_patient(request, session, caller, patient_id, "view")
+        out = import_request_out(session, patient.id, import_id)
+        record_event(
+            session, actor=caller.actor, action=AuditTag.UPLOAD_LIST, patient_id=patient.id, target=import_id
+        )
+        return out
 
 
 @router.delete(

@@ -4,6 +4,7 @@ or, unencrypted, in the bytes the database keeps on disk (issue 4; HIPAA 164.312
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from glucoshare.simulator import simulate
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
-from glucoshare.web.logging import RedactQuery
+from glucoshare.web.logging import RedactQuery, SafeTracebacks
 from tests.ingest.helpers import profile
 
 NAME = "Zebulon Quaxtrophen"
@@ -130,3 +131,30 @@ def test_the_access_log_never_shows_a_query_string() -> None:
     line = record.getMessage()
     assert "gs_secret" not in line and "abc" not in line and "192.0.2.1" not in line
     assert "/api/v1/entries.json" in line
+
+
+def test_a_logged_traceback_shows_types_and_places_but_no_message() -> None:
+    """A database error's message quotes the statement's values: the log keeps only its type."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(SafeTracebacks())
+    logger = logging.getLogger("glucoshare.test.canary")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            try:
+                raise ValueError("INSERT ... VALUES ('kim@example.org', 187.0)")  # noqa: TRY301
+            except ValueError as inner:
+                raise RuntimeError("while storing 187.0 mg/dL for kim@example.org") from inner
+        except RuntimeError:
+            logger.exception("request failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "request failed" in text
+    assert "builtins.ValueError" in text
+    assert "builtins.RuntimeError" in text
+    assert "test_canary.py" in text  # the places stay: a bug can still be found
+    assert "kim@example.org" not in text
+    assert "187" not in text

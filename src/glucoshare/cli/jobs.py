@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging.config
 from typing import Annotated
 
 import typer
@@ -18,6 +19,7 @@ from glucoshare.cli.runtime import (
 )
 from glucoshare.jobs.service import queue_counts
 from glucoshare.jobs.worker import run_worker, worker_app
+from glucoshare.web.logging import log_config
 
 app = typer.Typer(help="See the background job queue (PostgreSQL).", no_args_is_help=True)
 
@@ -35,6 +37,7 @@ def worker_command(
     """
     db = engine()
     worker_app(db)  # refuses SQLite with a clear message before anything starts
+    logging.config.dictConfig(log_config())  # tracebacks as types and places: no data in the log
     stderr.print(f"Glucoshare worker running {concurrency} job(s) at a time", markup=False)
     run_worker(db, settings(), concurrency=concurrency, wait=not once)
 

@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, delete, func, insert, select
+from sqlalchemy import Select, case, delete, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient
@@ -30,6 +32,7 @@ from glucoshare.analytics.population import CATEGORIES, SUM_COLUMNS, PeriodFigur
 from glucoshare.analytics.ranges import TargetRange, classify_readings, target_range
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
+from glucoshare.db.base import utcnow
 from glucoshare.records.periods import local_day_start_ms
 from glucoshare.summaries.data import latest_cgm_ms, load_cgm, load_therapy
 from glucoshare.summaries.errors import InvalidStatsPeriodError, InvalidTargetRangeError
@@ -156,23 +159,47 @@ def compare_periods(
 
 
 def mark_outdated(session: Session, patient_id: str, first_ms: int, last_ms: int, reason: str) -> None:
-    """Note that the patient's daily aggregates between two instants (UTC ms) need recomputing."""
-    entry = session.get(SummaryBacklog, patient_id)
-    if entry is None:
-        session.add(SummaryBacklog(patient_id=patient_id, first_ms=first_ms, last_ms=last_ms, reason=reason))
-    else:
-        entry.first_ms = min(entry.first_ms, first_ms)
-        entry.last_ms = max(entry.last_ms, last_ms)
-        entry.reason = reason
+    """Note that the patient's daily aggregates between two instants (UTC ms) need recomputing.
+
+    One upsert, so that it holds against a concurrent refresh that removes the patient's entry (a
+    read, then an update, would find the row gone and fail).
+    """
     session.flush()
+    upsert = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(SummaryBacklog)
+    upsert = upsert.values(
+        patient_id=patient_id, first_ms=first_ms, last_ms=last_ms, reason=reason, since=utcnow()
+    )
+    stored = SummaryBacklog.__table__.c
+    session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[stored.patient_id],
+            set_={
+                "first_ms": case(
+                    (stored.first_ms < upsert.excluded.first_ms, stored.first_ms),
+                    else_=upsert.excluded.first_ms,
+                ),
+                "last_ms": case(
+                    (stored.last_ms > upsert.excluded.last_ms, stored.last_ms), else_=upsert.excluded.last_ms
+                ),
+                "reason": reason,
+            },
+        )
+    )
 
 
 def refresh_outdated(session: Session, patient_ids: PatientSelection | None = None) -> int:
     """Recompute the daily aggregates of every patient in the backlog (or of those given).
 
-    Returns how many patients were refreshed.
+    On PostgreSQL the backlog entries are locked while their patients are refreshed, and entries
+    that another transaction is refreshing are skipped (``FOR UPDATE SKIP LOCKED``): two servers,
+    workers or requests never refresh the same patient at once. Returns how many patients were
+    refreshed.
     """
-    query = select(SummaryBacklog)
+    query = (
+        select(SummaryBacklog)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)  # the entry as stored now (upserts bypass the session)
+    )
     if patient_ids is not None:
         query = query.where(SummaryBacklog.patient_id.in_(patient_ids))
     entries = list(session.scalars(query))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -275,3 +276,15 @@ def test_a_postgresql_database_that_does_not_exist_is_refused(
     assert out == ""
     assert "the database cannot be reached" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_database_file_is_protected_whatever_its_url_adds(sqlite_source: Source) -> None:
+    """``sqlite:///PATH?timeout=5`` names the same file: a backup must not be written over it."""
+    install = dataclasses.replace(sqlite_source.install, url=sqlite_source.install.url + "?timeout=5")
+    database = Path(sqlite_source.install.url.removeprefix("sqlite:///"))
+    before = database.read_bytes()
+    code, stdout, err = run(install, "backup", "--out", str(database), "--json")
+    assert code == 2, err
+    assert stdout == ""
+    assert "is the database or the master key file" in err
+    assert database.read_bytes() == before

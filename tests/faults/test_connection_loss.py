@@ -11,18 +11,24 @@ SQLite: another process holds the write lock longer than the busy timeout; the s
 
 from __future__ import annotations
 
+import logging
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from starlette.requests import Request
 
 from glucoshare.config import Settings
+from glucoshare.db.session import create_db_engine
+from glucoshare.web.deps import refresh_after
 from tests.faults.checks import VICTIM_APPLICATION, assert_sound, holdings, raw_leftovers, wait_for_victims
 from tests.faults.conftest import new_patient
 from tests.faults.harness import ForkServer, Running
@@ -217,3 +223,20 @@ def test_a_locked_sqlite_database_gives_a_clean_error(
     assert holdings(engine, patient) == before
     assert_clean(log.read_text())
     assert_sound(engine)
+
+
+def test_a_fault_after_the_data_committed_does_not_fail_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    """The summary refresh after an upload runs in a second transaction: when the database is gone
+    by then, the upload is stored all the same (its span waits in the backlog), so the request
+    must not answer that nothing was stored."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once the probe closes
+    gone = create_db_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/none")
+    request = Request({"type": "http", "app": SimpleNamespace(state=SimpleNamespace(engine=gone))})
+    try:
+        with caplog.at_level(logging.WARNING, logger="glucoshare.web.deps"):
+            refresh_after(request, ["some-patient"])
+    finally:
+        gone.dispose()
+    assert "summaries left in the backlog after a fault (DatabaseUnavailableError)" in caplog.text

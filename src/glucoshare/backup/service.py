@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from pydantic import ValidationError
 from sqlalchemy import Table, func, inspect, literal, select, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from glucoshare import __version__
@@ -148,9 +149,9 @@ def check_destination(out: Path, settings: Settings) -> None:
         raise BackupDestinationError(msg)
     target = out.resolve()
     protected = [settings.effective_secret_key_file.resolve()]
-    url = settings.effective_database_url
-    if url.startswith("sqlite:///"):
-        database = Path(url.removeprefix("sqlite:///")).resolve()
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        database = Path(url.database).resolve()  # without the URL's query (``?timeout=``)
         protected += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
     if target in protected:
         msg = f"{out} is the database or the master key file; write the backup elsewhere"

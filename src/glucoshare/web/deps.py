@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request, Response, UploadFile
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.access import Permission, Principal, own_patient
@@ -30,16 +32,20 @@ from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
 from glucoshare.db.base import ID_LENGTH
+from glucoshare.db.errors import DatabaseFaultError
 from glucoshare.db.session import session_scope
 from glucoshare.errors import PermissionDeniedError, UnauthenticatedError
 from glucoshare.ingest.errors import FileTooLargeError
 from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.jobs.service import refresh_summaries_later
 from glucoshare.sharing.access import patient_access
 from glucoshare.vault.service import bound_keyring
 
 SESSION_COOKIE = "gs_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+LOG = logging.getLogger(__name__)
 
 
 class CsrfError(PermissionDeniedError):
@@ -191,3 +197,17 @@ def read_uploads(files: list[UploadFile], limit: int) -> list[IncomingFile]:
             raise FileTooLargeError(msg)
         incoming.append(IncomingFile(upload.filename or "upload", data))
     return incoming
+
+
+def refresh_after(request: Request, patient_ids: list[str] | None) -> None:
+    """Bring the patients' summaries up to date after the request's data has committed.
+
+    The data is stored and its span is in the summary backlog already: should this second step
+    fail (a database fault), readers and the workers refresh the backlog later, so the request
+    still succeeds and only a warning is logged.
+    """
+    try:
+        with unit_of_work(request) as session:
+            refresh_summaries_later(session, patient_ids)
+    except (SQLAlchemyError, DatabaseFaultError) as exc:
+        LOG.warning("summaries left in the backlog after a fault (%s)", type(exc).__name__)

@@ -20,7 +20,6 @@ from glucoshare.analytics.population import CATEGORIES
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.db.base import ID_LENGTH
-from glucoshare.jobs.service import refresh_summaries_later
 from glucoshare.records.schemas import UploadOut
 from glucoshare.sharing.assignment import (
     ClinicUploadOut,
@@ -67,7 +66,7 @@ from glucoshare.sharing.service import (
     update_clinic_patient,
 )
 from glucoshare.summaries.service import TRIAGE_PERIODS
-from glucoshare.web.deps import Caller, current_user, read_uploads, settings_of, unit_of_work
+from glucoshare.web.deps import Caller, current_user, read_uploads, refresh_after, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/clinics", tags=["clinics"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such clinic, or not a member"}}
@@ -385,8 +384,7 @@ def post_clinic_uploads(
             upload_for_clinic(session, settings, clinic, caller, item, timezone=timezone, actor=caller.actor)
             for item in incoming
         ]
-    with unit_of_work(request) as session:
-        refresh_summaries_later(session, [r.patient_id for r in results if r.patient_id is not None])
+    refresh_after(request, [r.patient_id for r in results if r.patient_id is not None])
     return results
 
 
@@ -421,8 +419,7 @@ def post_assign(
             serial=body.serial,
             actor=caller.actor,
         )
-    with unit_of_work(request) as session:
-        refresh_summaries_later(session, [body.patient_id])
+    refresh_after(request, [body.patient_id])
     return uploads
 
 
@@ -448,8 +445,7 @@ def post_reassign(
             session, settings_of(request), caller, device_id, patient_id=body.patient_id, actor=caller.actor
         )
         moved = DeviceMovedOut(device_id=device.id, patient_id=device.patient_id)
-    with unit_of_work(request) as session:
-        refresh_summaries_later(session)
+    refresh_after(request, None)
     return moved
 
 
@@ -459,8 +455,7 @@ def post_unassign(clinic_id: str, device_id: str, caller: Caller, request: Reque
     with unit_of_work(request) as session:
         clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
         held = unassign_device(session, settings_of(request), clinic, caller, device_id, actor=caller.actor)
-    with unit_of_work(request) as session:
-        refresh_summaries_later(session)
+    refresh_after(request, None)
     return held
 
 

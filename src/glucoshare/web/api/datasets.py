@@ -29,9 +29,8 @@ from glucoshare.datasets.service import (
     records_of,
 )
 from glucoshare.ingest.service import remove_upload
-from glucoshare.jobs.service import refresh_summaries_later
 from glucoshare.records.models import Upload
-from glucoshare.web.deps import Caller, reach_patient, settings_of, unit_of_work
+from glucoshare.web.deps import Caller, reach_patient, refresh_after, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/datasets", tags=["upload API"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -113,12 +112,7 @@ async def post_records(
 
     answer, patient_id, continuous = await run_in_threadpool(work)
     if continuous and answer.new:
-
-        def refresh() -> None:
-            with unit_of_work(request) as session:
-                refresh_summaries_later(session, [patient_id])
-
-        await run_in_threadpool(refresh)
+        await run_in_threadpool(refresh_after, request, [patient_id])
     return answer
 
 
@@ -143,8 +137,7 @@ def post_close(dataset_id: str, caller: Caller, request: Request) -> DatasetOut:
                 },
             )
         answer = dataset_out(session, upload)
-    with unit_of_work(request) as session:
-        refresh_summaries_later(session, [patient.id])
+    refresh_after(request, [patient.id])
     return answer
 
 
@@ -154,6 +147,5 @@ def delete_dataset(dataset_id: str, caller: Caller, request: Request) -> Respons
     with unit_of_work(request) as session:
         patient, upload = _reach(request, session, caller, dataset_id)
         remove_upload(session, settings=settings_of(request), upload_id=upload.id, actor=caller.actor)
-    with unit_of_work(request) as session:
-        refresh_summaries_later(session, [patient.id])
+    refresh_after(request, [patient.id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -19,14 +19,14 @@ from glucoshare.ingest.diary import DiaryEntry, add_diary_entries
 from glucoshare.ingest.queued import import_request_out, queue_import
 from glucoshare.ingest.schemas import ImportRequestOut
 from glucoshare.ingest.service import import_files, remove_upload
-from glucoshare.jobs.service import queue_available, refresh_summaries_later
+from glucoshare.jobs.service import queue_available
 from glucoshare.jobs.tasks import perform_import
 from glucoshare.records.errors import UploadNotFoundError
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import get_upload, list_uploads
 from glucoshare.sharing.access import accessible_patients
 from glucoshare.summaries.service import patient_stats, resolve_period
-from glucoshare.web.deps import Caller, reach_patient, read_uploads, settings_of, unit_of_work
+from glucoshare.web.deps import Caller, reach_patient, read_uploads, refresh_after, settings_of, unit_of_work
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such patient, or no access"}}
@@ -114,8 +114,7 @@ def post_uploads(
         results = import_files(
             session, settings=settings, patient=patient, files=incoming, timezone=timezone, actor=caller.actor
         )
-    with unit_of_work(request) as session:
-        refresh_summaries_later(session, [patient_id])
+    refresh_after(request, [patient_id])
     return results
 
 
@@ -173,8 +172,7 @@ def delete_upload(patient_id: str, upload_id: str, caller: Caller, request: Requ
             msg = "no upload with this id"
             raise UploadNotFoundError(msg)
         remove_upload(session, settings=settings_of(request), upload_id=upload_id, actor=caller.actor)
-    with unit_of_work(request) as session:
-        refresh_summaries_later(session, [patient_id])
+    refresh_after(request, [patient_id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -184,6 +182,5 @@ def post_diary(patient_id: str, body: DiaryEntry, caller: Caller, request: Reque
     with unit_of_work(request) as session:
         patient = reach_patient(request, session, caller, patient_id, "upload")
         upload = add_diary_entries(session, settings_of(request), patient, [body], actor=caller.actor)
-    with unit_of_work(request) as session:
-        refresh_summaries_later(session, [patient_id])
+    refresh_after(request, [patient_id])
     return upload

@@ -4,7 +4,9 @@ Web-app pages (every path outside the API, the docs and the static files) get a 
 page instead, when the app registered one (``app.state.page_error``).
 
 Validation errors name the field and the rule but never echo the value (it may be a password).
-Unexpected exceptions answer ``500`` and are logged by type only: no request data, no health data.
+Unexpected exceptions answer ``500``. Starlette then re-raises them to the server, whose log
+handlers keep a traceback's exception types and places only (:class:`glucoshare.web.logging.
+SafeTracebacks`): no request data, no health data, no driver message quoting a statement's values.
 Faults of the database or the disk (:mod:`glucoshare.db.errors`) answer ``503`` with ``Retry-After``
 or ``507``.
 """

@@ -108,14 +108,22 @@ def load_cgm(session: Session, patient_id: str, timezone: str, start_ms: int, en
 
 
 def latest_cgm(session: Session, patient_id: str) -> tuple[int, float | None] | None:
-    """The patient's latest CGM reading: its UTC instant (ms) and glucose (mg/dL), if any."""
-    row = session.execute(
-        select(Record.time_ms, Record.value)
-        .where(Record.device_seq.in_(_devices(patient_id)), Record.type == RecordType.CBG.value)
-        .order_by(Record.time_ms.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else (int(row[0]), None if row[1] is None else float(row[1]))
+    """The patient's latest CGM reading: its UTC instant (ms) and glucose (mg/dL), if any.
+
+    Asked device by device: each question is one step down the records' index (device, type,
+    time), where one question over all the devices would read and sort every reading they hold.
+    """
+    latest: tuple[int, float | None] | None = None
+    for device_seq in session.scalars(select(Device.seq).where(Device.patient_id == patient_id)):
+        row = session.execute(
+            select(Record.time_ms, Record.value)
+            .where(Record.device_seq == device_seq, Record.type == RecordType.CBG.value)
+            .order_by(Record.time_ms.desc())
+            .limit(1)
+        ).first()
+        if row is not None and (latest is None or int(row[0]) > latest[0]):
+            latest = (int(row[0]), None if row[1] is None else float(row[1]))
+    return latest
 
 
 def latest_cgm_ms(session: Session, patient_id: str) -> int | None:

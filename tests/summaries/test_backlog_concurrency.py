@@ -51,9 +51,8 @@ def test_marking_widens_the_entry_to_cover_both_spans(engine: Engine) -> None:
         assert (entry.first_ms, entry.last_ms, entry.reason) == (50_000, 500_000, "upload")
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite's writers take turns
 def test_a_refresh_skips_a_patient_another_transaction_is_refreshing(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("row locks are PostgreSQL's; SQLite's writers take turns")
     patient_id = _patient_in_backlog(engine, 100_000, 200_000)
     with session_scope(engine) as first:
         assert refresh_outdated(first, [patient_id]) == 1  # its lock on the entry lasts until it commits

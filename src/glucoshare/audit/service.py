@@ -94,10 +94,6 @@ def record_event(
     if session.get_bind().dialect.name == "postgresql":
         # Serialise writers so that the chain stays linear across processes.
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK_ID})
-    last = session.execute(
-        select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
-    ).first()
-    prev_hash = last.hash if last is not None else GENESIS
     event = AuditEvent(
         occurred_at=utcnow(),
         actor=actor,
@@ -108,11 +104,23 @@ def record_event(
         ip=ip,
         user_agent=user_agent,
         outcome=outcome,
-        prev_hash=prev_hash,
+        prev_hash="",
         hash="",
     )
     session.add(event)
+    # The event is written before its predecessor is read. On SQLite the write takes the database's
+    # one write lock until the transaction ends, so no other process can append in between; reading
+    # first would not (Python's sqlite3 runs a lone SELECT outside any transaction), and two
+    # servers could both link to the same predecessor.
     session.flush()
+    last = session.execute(
+        select(AuditEvent.id, AuditEvent.hash)
+        .where(AuditEvent.id < event.id)
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    ).first()
+    prev_hash = last.hash if last is not None else GENESIS
+    event.prev_hash = prev_hash
     event.hash = _event_hash(
         prev_hash,
         event_id=event.id,

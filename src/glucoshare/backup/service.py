@@ -22,8 +22,7 @@ from alembic.script import ScriptDirectory
 from cryptography.exceptions import InvalidTag
 from pydantic import ValidationError
 from sqlalchemy import Table, func, inspect, literal, select, text
-from sqlalchemy.engine import Dialect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import Session
 
 from glucoshare import __version__

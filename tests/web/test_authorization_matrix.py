@@ -37,6 +37,7 @@ from glucoshare.sharing.service import (
     share_with_clinic,
 )
 from glucoshare.web.app import create_app
+from tests.queue import run_queued_jobs
 from tests.web.conftest import PASSWORD, Person, clarity_bytes, make_person, make_token
 
 PEOPLE = ("other", "clinician", "member", "outsider", "carepartner", "carer_up", "owner")
@@ -66,6 +67,7 @@ class World:
     device_id: str = "0" * 32
     dataset_ids: dict[str, str] = dataclasses.field(default_factory=dict)
     import_id: str = "0" * 32
+    render_id: str = "0" * 32
 
     def person(self, role: str) -> Person | None:
         return self.people.get(role)
@@ -135,6 +137,8 @@ class Case:
     """The owner has an open data set for each role that may upload (``{dataset_id}``)."""
     needs_import: bool = False
     """The owner has a background import (``{import_id}``)."""
+    needs_render: bool = False
+    """The owner has a report rendered in the background (``{render_id}``)."""
 
 
 def _public(status: str | int, body: Body = _none, rest: str = "") -> Case:
@@ -221,6 +225,9 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/v1/patients/{patient_id}/uploads"): _patient(VIEWERS),
     ("GET", "/v1/patients/{patient_id}/devices"): _patient(VIEWERS),
     ("GET", "/v1/patients/{patient_id}/reports/{kind}"): _patient(VIEWERS),
+    ("POST", "/v1/patients/{patient_id}/reports/{kind}/renders"): _patient(VIEWERS, needs_upload=True),
+    ("GET", "/v1/patients/{patient_id}/renders/{render_id}"): _patient(VIEWERS, needs_render=True),
+    ("GET", "/v1/patients/{patient_id}/renders/{render_id}/pdf"): _patient(VIEWERS, needs_render=True),
     ("POST", "/v1/patients/{patient_id}/reports/{kind}/send"): _patient(
         VIEWERS, body=lambda w, r: {"share_id": w.shares["clinic_a"]}
     ),
@@ -489,6 +496,7 @@ def _path(template: str, world: World, role: str, case: Case) -> str:
         patient_id=patient,
         upload_id=world.upload_ids.get(role, world.upload_ids.get("owner")),
         import_id=world.import_id,
+        render_id=world.render_id,
         session_id=person.session_id if person else "0" * 32,
         token_id=world.tokens["read"][0],
         clinic_id=world.clinic_a,
@@ -507,7 +515,11 @@ def test_route_answers_each_caller_as_decided(
 ) -> None:
     case = MATRIX[(method, path)]
     world = _world(
-        engine, app_settings, with_upload=case.needs_upload, with_pending=case.needs_pending, client=client
+        engine,
+        app_settings,
+        with_upload=case.needs_upload or case.needs_render,
+        with_pending=case.needs_pending,
+        client=client,
     )
     if case.needs_dataset:
         owner = world.people["owner"]
@@ -527,6 +539,12 @@ def test_route_answers_each_caller_as_decided(
         )
         assert queued.status_code == 202, queued.text
         world.import_id = queued.json()["id"]
+    if case.needs_render:
+        owner = world.people["owner"]
+        rendering = client.post(f"/v1/patients/{owner.patient_id}/reports/agp/renders", headers=owner.headers)
+        assert rendering.status_code == 202, rendering.text
+        world.render_id = rendering.json()["id"]
+        run_queued_jobs(engine, app_settings)
     for role in ROLES:
         expected = case.expect.get(role, case.default)
         kwargs: dict[str, Any] = {"headers": world.headers(role)}

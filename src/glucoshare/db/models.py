@@ -8,6 +8,7 @@ from glucoshare.devices import models as devices_models
 from glucoshare.ingest import models as ingest_models
 from glucoshare.nightscout import models as nightscout_models
 from glucoshare.records import models as records_models
+from glucoshare.reports import models as reports_models
 from glucoshare.sharing import models as sharing_models
 from glucoshare.summaries import models as summaries_models
 from glucoshare.vault import models as vault_models
@@ -21,6 +22,7 @@ __all__ = [
     "ingest_models",
     "nightscout_models",
     "records_models",
+    "reports_models",
     "sharing_models",
     "summaries_models",
     "vault_models",

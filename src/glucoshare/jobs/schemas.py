@@ -21,6 +21,7 @@ DELIVER_MAIL: Final = "mail.deliver"
 RETRY_STALLED: Final = "jobs.retry_stalled"
 REMOVE_OLD_JOBS: Final = "jobs.remove_old"
 RUN_IMPORT: Final = "imports.run"
+RENDER_REPORT: Final = "reports.render"
 
 
 def queued_name(task: str) -> str:

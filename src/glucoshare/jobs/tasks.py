@@ -26,12 +26,14 @@ from glucoshare.jobs.schemas import (
     DELIVER_MAIL,
     REFRESH_SUMMARIES,
     REMOVE_OLD_JOBS,
+    RENDER_REPORT,
     RETRY_STALLED,
     RUN_IMPORT,
     SWEEP_SUMMARIES,
     SealedPayload,
 )
 from glucoshare.mail.service import Mail, send_now, write_outbox
+from glucoshare.reports.renders import claim_render, record_render_refusal, run_render
 from glucoshare.summaries.service import refresh_outdated
 from glucoshare.vault.service import bound_keyring
 
@@ -108,6 +110,29 @@ def run_import(context: JobContext, request_id: str) -> None:
         LOG.exception("import %s failed after %d attempts", request_id, IMPORT_ATTEMPTS)
         with session_scope(engine) as session:
             fail_import_request(session, request_id, "the import failed on the server; try again later")
+
+
+def perform_render(engine: Engine, request_id: str) -> None:
+    """Render one queued report to its outcome: the PDF kept and ``done``, or ``failed``."""
+    with session_scope(engine) as session:
+        if not claim_render(session, request_id):
+            return
+    try:
+        with session_scope(engine) as session:
+            run_render(session, request_id)
+    except GlucoshareError as exc:
+        if exc.exit_code != 2:  # noqa: PLR2004 - an environment fault is retried, not recorded
+            raise
+        with session_scope(engine) as session:
+            record_render_refusal(session, request_id, exc)
+
+
+@blueprint.task(
+    name=RENDER_REPORT, pass_context=True, retry=RetryStrategy(max_attempts=3, exponential_wait=5)
+)
+def render_report(context: JobContext, render_id: str) -> None:
+    """Render a queued report as a PDF (a refused one ends ``failed`` at once)."""
+    perform_render(_engine(context), render_id)
 
 
 @blueprint.periodic(cron="*/5 * * * *")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from glucoshare.errors import InputError
+from glucoshare.errors import InputError, NotFoundError
 
 
 class InvalidReportError(InputError):
@@ -15,3 +15,9 @@ class ReportRecipientError(InputError):
     """A report cannot be sent to that recipient (no access to the patient's data, or not theirs)."""
 
     code = "invalid_recipient"
+
+
+class ReportRenderNotFoundError(NotFoundError):
+    """No rendered report with this id for this patient (or it is not ready)."""
+
+    code = "render_not_found"

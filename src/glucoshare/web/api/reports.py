@@ -13,7 +13,13 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from glucoshare.audit.service import record_event
+from glucoshare.audit.tags import AuditTag
+from glucoshare.jobs.service import queue_available
+from glucoshare.jobs.tasks import perform_render
 from glucoshare.reports.render import STYLESHEET, render_html, render_pdf
+from glucoshare.reports.renders import queue_render, render_out, rendered_pdf
+from glucoshare.reports.schemas import ReportRenderOut
 from glucoshare.reports.sending import send_report
 from glucoshare.reports.service import ReportOptions, build_report
 from glucoshare.reports.units import Unit
@@ -97,3 +103,67 @@ def post_send_report(
             session, settings, patient, kind, period, share_id=body.share_id, actor=caller.actor
         )
     return SendReportOut(recipients=count)
+
+
+@router.post(
+    "/{patient_id}/reports/{kind}/renders", status_code=status.HTTP_202_ACCEPTED, responses=_NOT_FOUND
+)
+def post_render(
+    patient_id: str,
+    kind: ReportKind,
+    caller: Caller,
+    request: Request,
+    days: Annotated[int | None, Query(ge=1, le=3660)] = None,
+    from_: Annotated[dt.date | None, Query(alias="from")] = None,
+    to: Annotated[dt.date | None, Query()] = None,
+    units: Annotated[Unit | None, Query(description="mg/dL or mmol/L (default: the patient's)")] = None,
+    weekdays: Annotated[
+        list[int] | None, Query(description="overlay only: weekdays to include, 0 = Monday … 6 = Sunday")
+    ] = None,
+) -> ReportRenderOut:
+    """Render the report as a PDF in the background: answers at once with the render's id and state.
+
+    Follow ``GET /v1/patients/{patient_id}/renders/{render_id}`` until ``done``, then fetch its
+    ``pdf``. On PostgreSQL a worker renders it; on SQLite it is rendered before the answer comes.
+    """
+    with unit_of_work(request) as session:
+        patient = reach_patient(request, session, caller, patient_id, "view")
+        period = resolve_period(session, patient, days=days, first=from_, last=to)
+        options = ReportOptions(unit=units, weekdays=None if weekdays is None else frozenset(weekdays))
+        render_id = queue_render(session, patient, kind, period, options=options, actor=caller.actor).id
+    engine = request.app.state.engine
+    if not queue_available(engine):
+        perform_render(engine, render_id)
+    with unit_of_work(request) as session:
+        return render_out(session, patient_id, render_id)
+
+
+@router.get("/{patient_id}/renders/{render_id}", responses=_NOT_FOUND)
+def get_render(patient_id: str, render_id: str, caller: Caller, request: Request) -> ReportRenderOut:
+    """A report rendered in the background: its state, and once done the path of its PDF."""
+    with unit_of_work(request) as session:
+        reach_patient(request, session, caller, patient_id, "view")
+        return render_out(session, patient_id, render_id)
+
+
+@router.get(
+    "/{patient_id}/renders/{render_id}/pdf",
+    responses={200: {"content": {"application/pdf": {}}}, **_NOT_FOUND},
+    response_class=Response,
+)
+def get_render_pdf(patient_id: str, render_id: str, caller: Caller, request: Request) -> Response:
+    """The rendered PDF (``404`` until it is done); every download is audited."""
+    with unit_of_work(request) as session:
+        patient = reach_patient(request, session, caller, patient_id, "view")
+        pdf, name = rendered_pdf(session, patient_id, render_id)
+        record_event(
+            session,
+            actor=caller.actor,
+            action=AuditTag.REPORT_READ,
+            patient_id=patient.id,
+            target=render_id,
+            details={"output": "pdf", "rendered": True},
+        )
+    return Response(
+        pdf, media_type="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )

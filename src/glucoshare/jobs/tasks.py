@@ -8,10 +8,12 @@ empty; a mail repeated after a crash is at worst delivered twice, never lost.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from procrastinate import Blueprint, JobContext, RetryStrategy
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
@@ -77,23 +79,43 @@ IMPORT_ATTEMPTS = 4
 """Runs of an import before it is given up as failed (a refused file ends at the first)."""
 
 
+def _to_outcome(
+    engine: Engine,
+    claim: Callable[[Session], bool],
+    work: Callable[[Session], None],
+    refuse: Callable[[Session, GlucoshareError], None],
+) -> None:
+    """Run a request (an import, a render) to its outcome, each step in a transaction of its own.
+
+    ``claim`` marks it running (``False``: finished already); ``work`` does it and records the
+    outcome in one transaction; a refusal (exit code 2: bad input) is recorded by ``refuse``,
+    after ``work``'s transaction rolled back. Any other error propagates, for a retry.
+    """
+    with session_scope(engine) as session:
+        if not claim(session):
+            return
+    try:
+        with session_scope(engine) as session:
+            work(session)
+    except GlucoshareError as exc:
+        if exc.exit_code != 2:  # noqa: PLR2004 - an environment fault is retried, not recorded
+            raise
+        with session_scope(engine) as session:
+            refuse(session, exc)
+
+
 def perform_import(engine: Engine, settings: Settings, request_id: str) -> None:
     """Run one queued import to its outcome: stored and ``done``, or refused and ``failed``.
 
     The import and its outcome commit together; a process killed on the way leaves the request
     ``running`` with its files, and the next run starts it again from the beginning.
     """
-    with session_scope(engine) as session:
-        if claim_import_request(session, request_id) is None:
-            return
-    try:
-        with session_scope(engine) as session:
-            run_import_request(session, settings, request_id)
-    except GlucoshareError as exc:
-        if exc.exit_code != 2:  # noqa: PLR2004 - an environment fault is retried, not recorded
-            raise
-        with session_scope(engine) as session:
-            record_refusal(session, request_id, exc)
+    _to_outcome(
+        engine,
+        lambda session: claim_import_request(session, request_id) is not None,
+        lambda session: run_import_request(session, settings, request_id),
+        lambda session, error: record_refusal(session, request_id, error),
+    )
 
 
 @blueprint.task(
@@ -112,19 +134,14 @@ def run_import(context: JobContext, request_id: str) -> None:
             fail_import_request(session, request_id, "the import failed on the server; try again later")
 
 
-def perform_render(engine: Engine, request_id: str) -> None:
+def perform_render(engine: Engine, render_id: str) -> None:
     """Render one queued report to its outcome: the PDF kept and ``done``, or ``failed``."""
-    with session_scope(engine) as session:
-        if not claim_render(session, request_id):
-            return
-    try:
-        with session_scope(engine) as session:
-            run_render(session, request_id)
-    except GlucoshareError as exc:
-        if exc.exit_code != 2:  # noqa: PLR2004 - an environment fault is retried, not recorded
-            raise
-        with session_scope(engine) as session:
-            record_render_refusal(session, request_id, exc)
+    _to_outcome(
+        engine,
+        lambda session: claim_render(session, render_id),
+        lambda session: run_render(session, render_id),
+        lambda session, error: record_render_refusal(session, render_id, error),
+    )
 
 
 @blueprint.task(

@@ -6,10 +6,11 @@ that does not exist. Every report made is audited.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
@@ -53,12 +54,17 @@ class SendReportOut(BaseModel):
     recipients: int
 
 
-@router.get("/{patient_id}/reports/{kind}", responses=_DOCUMENTS, response_class=Response)
-def get_report(
-    patient_id: str,
-    kind: ReportKind,
-    caller: Caller,
-    request: Request,
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """The period, unit and weekdays a report is asked for."""
+
+    days: int | None
+    first: dt.date | None
+    last: dt.date | None
+    options: ReportOptions
+
+
+def report_query(
     days: Annotated[int | None, Query(ge=1, le=3660)] = None,
     from_: Annotated[dt.date | None, Query(alias="from")] = None,
     to: Annotated[dt.date | None, Query()] = None,
@@ -66,15 +72,30 @@ def get_report(
     weekdays: Annotated[
         list[int] | None, Query(description="overlay only: weekdays to include, 0 = Monday … 6 = Sunday")
     ] = None,
+) -> ReportQuery:
+    """The report's query parameters, shared by the report itself and its background rendering."""
+    options = ReportOptions(unit=units, weekdays=None if weekdays is None else frozenset(weekdays))
+    return ReportQuery(days=days, first=from_, last=to, options=options)
+
+
+ReportQueryParams = Annotated[ReportQuery, Depends(report_query)]
+
+
+@router.get("/{patient_id}/reports/{kind}", responses=_DOCUMENTS, response_class=Response)
+def get_report(
+    patient_id: str,
+    kind: ReportKind,
+    caller: Caller,
+    request: Request,
+    query: ReportQueryParams,
     output: Annotated[Literal["html", "pdf"], Query(alias="format")] = "html",
 ) -> Response:
     """The report as an HTML page (default) or a PDF download."""
     with unit_of_work(request) as session:
         patient = reach_patient(request, session, caller, patient_id, "view")
-        period = resolve_period(session, patient, days=days, first=from_, last=to)
-        options = ReportOptions(unit=units, weekdays=None if weekdays is None else frozenset(weekdays))
+        period = resolve_period(session, patient, days=query.days, first=query.first, last=query.last)
         report = build_report(
-            session, patient, kind, period, actor=caller.actor, options=options, output=output
+            session, patient, kind, period, actor=caller.actor, options=query.options, output=output
         )
     if output == "pdf":
         name = f"glucoshare-{kind}-{period.first.isoformat()}-{period.last.isoformat()}.pdf"
@@ -113,13 +134,7 @@ def post_render(
     kind: ReportKind,
     caller: Caller,
     request: Request,
-    days: Annotated[int | None, Query(ge=1, le=3660)] = None,
-    from_: Annotated[dt.date | None, Query(alias="from")] = None,
-    to: Annotated[dt.date | None, Query()] = None,
-    units: Annotated[Unit | None, Query(description="mg/dL or mmol/L (default: the patient's)")] = None,
-    weekdays: Annotated[
-        list[int] | None, Query(description="overlay only: weekdays to include, 0 = Monday … 6 = Sunday")
-    ] = None,
+    query: ReportQueryParams,
 ) -> ReportRenderOut:
     """Render the report as a PDF in the background: answers at once with the render's id and state.
 
@@ -128,9 +143,8 @@ def post_render(
     """
     with unit_of_work(request) as session:
         patient = reach_patient(request, session, caller, patient_id, "view")
-        period = resolve_period(session, patient, days=days, first=from_, last=to)
-        options = ReportOptions(unit=units, weekdays=None if weekdays is None else frozenset(weekdays))
-        render_id = queue_render(session, patient, kind, period, options=options, actor=caller.actor).id
+        period = resolve_period(session, patient, days=query.days, first=query.first, last=query.last)
+        render_id = queue_render(session, patient, kind, period, options=query.options, actor=caller.actor).id
     engine = request.app.state.engine
     if not queue_available(engine):
         perform_render(engine, render_id)

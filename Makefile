@@ -10,7 +10,7 @@ ORACLES := .oracles/iglu_python-0.4.3.tar.gz
 # committed): downloaded with npm when it is there, else the accessibility tests say why they skip.
 AXE := .oracles/axe-core-4.14.1.min.js
 
-.PHONY: run test lint bench fuzz install clean help images
+.PHONY: run test lint bench fuzz load install clean help images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,6 +58,10 @@ images: $(INSTALLED) $(AXE) ## render the reports and photograph the web app (Ch
 
 bench: $(INSTALLED) ## run the benchmarks and write BENCHMARKS.md
 	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md
+
+load: $(INSTALLED) ## 1,000 patients x 90 days on PostgreSQL, then 200 API clients for 10 minutes (about 30 minutes)
+	mkdir -p build benchmarks/results
+	$(BIN)/python benchmarks/population.py --out-section benchmarks/results/population.md --json build/population.json $(LOAD_ARGS)
 
 clean: ## remove the virtual environment and caches (not your data in .glucoshare)
 	rm -rf $(VENV) .oracles .pytest_cache .mypy_cache .ruff_cache .hypothesis

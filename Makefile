@@ -42,6 +42,9 @@ $(AXE):
 test: $(INSTALLED) $(ORACLES) $(AXE) ## run the whole test suite (SQLite and, when reachable, PostgreSQL)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
+fuzz: $(INSTALLED) ## damage every export layout 1,000 ways and fuzz the HTTP API (about 20 min); counts in build/fuzz-report.json
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -n 2 tests/fuzz tests/web/test_openapi_fuzz.py $(PYTEST_ARGS)
+
 lint: $(INSTALLED) ## ruff, ruff format --check and mypy --strict
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks

@@ -10,11 +10,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from glucoshare.accounts.errors import AuthenticationError, UserExistsError, WeakPasswordError
+from glucoshare.accounts.errors import (
+    AuthenticationError,
+    InvalidSecondFactorError,
+    UserExistsError,
+    WeakPasswordError,
+)
 from glucoshare.accounts.models import Patient, RecoveryCode, User
 from glucoshare.accounts.service import get_patient
 from glucoshare.accounts.totp import code_at
-from glucoshare.accounts.users import add_user, authenticate, enable_totp, validate_user
+from glucoshare.accounts.users import (
+    add_user,
+    authenticate,
+    confirm_totp_enrolment,
+    enable_totp,
+    validate_user,
+)
 from glucoshare.cli import app
 from glucoshare.config import Settings
 
@@ -66,6 +77,24 @@ def test_totp_with_one_step_of_skew_and_no_replay(session: Session) -> None:
     assert authenticate(session, email=user.email, password=PASSWORD, code=code_at(secret, NOW + 30), now=NOW)
     with pytest.raises(AuthenticationError):  # an older step after a newer one was used
         authenticate(session, email=user.email, password=PASSWORD, code=code_at(secret, NOW), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("secret", "code"),
+    [
+        ("not base32 at all!", "123456"),  # binascii.Error
+        ("ABCDEFGHIJKLMNOP", "123456"),  # base32, but 80 bits: pyotp wants 112
+        ("\u00e9" * 32, "123456"),  # not ASCII
+        ("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "\u00b2" * 6),  # passes str.isdigit(), not compare_digest
+    ],
+)
+def test_an_unusable_secret_or_code_is_a_wrong_code_not_a_crash(
+    session: Session, secret: str, code: str
+) -> None:
+    # Found by the OpenAPI fuzzer (tests/web/test_openapi_fuzz.py): POST /v1/account/second-factor/confirm
+    # with such a secret or code answered 500.
+    with pytest.raises(InvalidSecondFactorError, match="the code does not match"):
+        confirm_totp_enrolment(session, _user(session), secret=secret, code=code, now=NOW)
 
 
 def test_recovery_codes_work_once_each(session: Session) -> None:

@@ -489,6 +489,20 @@ def test_wrong_layouts_refuse_the_file(text: str, message: str) -> None:
 # --- the pump report in detail ---------------------------------------------------------------------
 
 
+def test_a_slot_number_that_is_not_an_ascii_number_is_an_unreadable_profile() -> None:
+    # Found by the fuzzer (tests/fuzz): "\u00b21" passes str.isdigit() but not int(); the ValueError
+    # escaped the importer.
+    ip = (
+        '<IP Name="Combo" SN="P123" Dt="2024-01-06" Tm="10:12" ActiveProf="2">\n'
+        '<IPPROFILE Name="1" Active="0" IUday="24"><IPTIMESLOT Number="\u00b21" IU="1.00"/></IPPROFILE>\n'
+        '<IPPROFILE Name="2" Active="1" IUday="12"><IPTIMESLOT Number="1" IU="0.50"/></IPPROFILE>\n'
+        "</IP>\n"
+    )
+    records, result = _parse_text(_pump('<BASAL Dt="2024-01-05" Tm="07:00" cbrf="0.50" profile="2"/>', ip=ip))
+    assert [(row.line, row.reason) for row in result.rejected] == [(5, "unreadable basal profile")]
+    assert [(r.type, r.value) for r in records] == [("basal", 0.5)]
+
+
 def test_pump_entries_map_to_the_canonical_model() -> None:
     ip = (
         '<IP Name="Combo" SN="P123" Dt="2024-01-06" Tm="10:12" ActiveProf="2">\n'

@@ -173,6 +173,18 @@ def test_nested_archives_duplicates_and_damage_are_refused() -> None:
         expand_archive("export.zip", bytes(corrupt), LIMITS)
 
 
+def test_a_damaged_lzma_member_is_refused() -> None:
+    # Found by the fuzzer (tests/fuzz): the lzma decompressor raises LZMAError, which is neither an
+    # OSError nor a ValueError; it escaped as an unhandled error.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_LZMA) as zf:
+        zf.writestr("cgm.csv", b"glucose readings, " * 200)
+    damaged = bytearray(buffer.getvalue())
+    damaged[30 + len("cgm.csv") + 9] ^= 0xFF  # the first byte of the compressed stream
+    with pytest.raises(ArchiveRefusedError, match=r"cgm\.csv cannot be read .*damaged"):
+        expand_archive("export.zip", bytes(damaged), LIMITS)
+
+
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(min_size=0, max_size=400), st.integers(0, 399), st.integers(1, 255))
 def test_mutated_archives_never_raise_anything_but_input_errors(payload: bytes, at: int, flip: int) -> None:
@@ -283,6 +295,25 @@ def test_a_refused_archive_changes_nothing(
         engine, settings, patient_id, [IncomingFile(f"{label}.zip", build())], error, match=words
     )
     assert not any(settings.raw_files_dir.rglob("*")) if settings.raw_files_dir.exists() else True
+
+
+@pytest.mark.parametrize(
+    "members",
+    [[], [("__MACOSX/._a.csv", b"\x00\x05"), ("folder/.DS_Store", b"\x00")], [("folder/", b"")]],
+    ids=["empty", "system-files-only", "folder-only"],
+)
+def test_an_archive_without_files_is_refused(
+    engine: Engine, settings: Settings, members: list[tuple[str, bytes]]
+) -> None:
+    # Found by the fuzzer (tests/fuzz): an archive with no file in it (or only the operating
+    # system's own, left out silently) was "imported" without an upload and without an error.
+    with session_scope(engine) as session:
+        patient_id = _patient(session).id
+    refused_unchanged(
+        engine, settings, patient_id, [IncomingFile("e.zip", _zip(members))], NoRecordsError, match="no files"
+    )
+    with pytest.raises(NoRecordsError, match=r"^e\.zip: the archive holds no files"):
+        inspect_file(settings, IncomingFile("e.zip", _zip(members)), timezone="UTC")
 
 
 def test_import_file_points_archives_to_the_batch_import(session: Session, settings: Settings) -> None:

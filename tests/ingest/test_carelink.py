@@ -454,6 +454,39 @@ def test_a_section_without_header_is_a_malformed_file() -> None:
         CareLinkImporter().parse(SourceText("d.csv", "\r\n".join(lines[:5]), "utf-8"), ParseContext("UTC"))
 
 
+def test_a_temp_basal_beyond_any_rate_is_a_rejected_row() -> None:
+    # Found by the fuzzer (tests/fuzz): a percent temp basal of the scheduled rate overflowed to an
+    # infinite rate (2 U/h x 1e308 %), and that was stored.
+    day = {"Date": "9/2/18"}
+    text = _carelink(
+        [
+            (
+                "Pump",
+                [
+                    {**day, "Time": "07:00:00", "Temp Basal Amount": "1e308", "Temp Basal Type": "Percent"},
+                    {**day, "Time": "06:00:00", "Basal Rate (U/h)": "2"},
+                ],
+            )
+        ]
+    )
+    result = CareLinkImporter().parse(SourceText("t.csv", text, "utf-8"), ParseContext("UTC"))
+    records = list(each_record(result.records))
+    assert [(r.type, r.subtype, r.value) for r in records] == [("basal", "scheduled", 2.0)]
+    assert [(row.line, row.reason) for row in result.rejected] == [
+        (_line_of(text, "07:00:00"), "Temp Basal Amount is out of range")
+    ]
+
+
+def test_a_stray_carriage_return_refuses_the_file_with_its_line() -> None:
+    # Found by the fuzzer (tests/fuzz): "\n\r" line ends put a carriage return at the start of every
+    # row, which the csv module cannot split; that was an unhandled csv.Error.
+    text = _carelink([("Pump", [{"Date": "2018/09/02", "Time": "10:00:00", "Rewind": "Rewind"}])])
+    damaged = text.replace("\r\n", "\n\r")
+    assert CareLinkImporter().detect(SourceText("e.csv", damaged, "utf-8").head())
+    with pytest.raises(MalformedFileError, match=r"e\.csv: line 2: .*stray line break or quote"):
+        CareLinkImporter().parse(SourceText("e.csv", damaged, "utf-8"), ParseContext("UTC"))
+
+
 def _eu_780g(rows: list[tuple[str, dict[str, str]]], *, mmol: bool = False) -> str:
     """A small EU 780G file; ``rows`` are (section label, cells by mg/dL column name), newest first."""
     header = [h.replace("(mg/dL", "(mmol/L") if mmol else h for h in HEADER_54]

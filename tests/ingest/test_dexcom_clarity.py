@@ -169,6 +169,33 @@ def test_ragged_rows_and_excel_variants_are_accepted() -> None:
     assert [(r.type, r.value) for r in records] == [("cbg", 120.0), ("food", 30.0)]  # type: ignore[attr-defined]
 
 
+def test_a_stray_carriage_return_refuses_the_file_with_its_line() -> None:
+    # Found by the fuzzer (tests/fuzz): "\n\r" line ends put a carriage return at the start of every
+    # row, which the csv module cannot split; that was an unhandled csv.Error.
+    rows = [
+        "1,2024-01-01T10:00:00,EGV,,,,Android G6,120,,,,,100,8ABCDE",
+        "2,2024-01-01T10:05:00,EGV,,,,x,1,,,,,1,8A",
+    ]
+    text = HEADER.rstrip("\n") + "\n\r" + "\n\r".join(rows) + "\n\r"
+    with pytest.raises(MalformedFileError, match=r"x\.csv: line 2: .*stray line break or quote"):
+        _parse_text(text)
+
+
+def test_a_transmitter_time_that_is_not_an_ascii_number_is_left_aside() -> None:
+    # The mistake the fuzzer (tests/fuzz) found in the Smart Pix importer, found here by review: in
+    # the hour a fall-back change repeats, the transmitter time orders the readings; "\u00b2" passes
+    # str.isdigit() but not float(), and the ValueError escaped.
+    timeline = simulate(profile(seed=3), start=dt.date(2025, 10, 25), days=2)
+    lines = write_clarity(timeline).data.decode("utf-8-sig").splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if ",EGV," in line and "2025-10-26T02:3" in line)
+    cells = lines[at].split(",")
+    cells[12] = "\u00b2"
+    lines[at] = ",".join(cells)
+    records, rejected = _parse_text("".join(lines), "Europe/Berlin")
+    assert rejected == []
+    assert at + 1 in {record.line for record in records}  # type: ignore[attr-defined]
+
+
 def test_unknown_glucose_unit_refuses_the_file() -> None:
     text = (
         HEADER.replace("Glucose Value (mg/dL)", "Glucose Value (mg%)")

@@ -818,6 +818,10 @@ _FILE_CASES: list[tuple[str, str, type[InputError], str]] = [
      "bad.csv: line 1: there is no version 0; this Glucoshare reads version 1"),
     ("decimal version", _file(_GOOD).replace(" 1\n", " 1.1\n", 1), MalformedFileError,
      "bad.csv: line 1: the version line must end with a version number"),
+    # Found by review after the fuzzer (tests/fuzz) found the same mistake in the Smart Pix importer:
+    # "\u00b2" passes str.isdigit() but not int().
+    ("superscript version", _file(_GOOD).replace(" 1\n", " \u00b2\n", 1), MalformedFileError,
+     "bad.csv: line 1: the version line must end with a version number"),
     ("no header", version_line() + "\n# only comments\n\n", MalformedFileError,
      "bad.csv: line 3: no header row follows the version line and comments"),
     ("no type column", _file(_GOOD, header=HEADER.replace(",type,", ",kind,")), MalformedFileError,

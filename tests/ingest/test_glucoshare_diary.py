@@ -120,6 +120,36 @@ def test_no_row_crashes_the_importer(row: dict[str, object]) -> None:
         assert record.line == 2
 
 
+def test_a_row_nested_too_deeply_is_an_unreadable_row() -> None:
+    # Found by the fuzzer (tests/fuzz): json.loads raises RecursionError, not ValueError, on a
+    # deeply nested row; that escaped the importer.
+    deep = '{"time": "2026-11-20T08:00", "note": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    text = "\n".join([diary_header(), deep, json.dumps({"time": "2026-11-20T09:00", "carbs_g": 20})]) + "\n"
+    records, rejected = _parse(text)
+    assert [r.type for r in records] == ["food"]
+    assert [(r.line, r.reason) for r in rejected] == [(2, "not a JSON object")]
+
+
+def test_half_a_character_in_a_note_becomes_the_replacement_character() -> None:
+    # Found by the fuzzer in Nightscout files (tests/fuzz): JSON may escape half of a UTF-16 pair
+    # (\udc80) alone; the decoded text cannot be encoded (sealing the note failed on it).
+    text = diary_header() + '\n{"time": "2026-11-20T08:00", "note": "pasta \\udc80"}\n'
+    records, rejected = _parse(text)
+    assert rejected == []
+    assert [r.payload for r in records] == [{"text": "pasta \ufffd"}]
+
+
+def test_a_unicode_line_separator_inside_a_string_does_not_split_the_row() -> None:
+    # Found by review while writing the fuzzer (tests/fuzz): U+2028 is legal inside a JSON string,
+    # but splitlines() splits there, so a header holding one failed with an unhandled JSONDecodeError
+    # and a row holding one became two unreadable rows with the wrong lines.
+    header = json.dumps({"format": "glucoshare-diary", "version": 1, "by": "a\u2028b"}, ensure_ascii=False)
+    row = json.dumps({"time": "2026-11-20T08:00", "note": "line\u2028break"}, ensure_ascii=False)
+    records, rejected = _parse(f"{header}\n{row}\n")
+    assert rejected == []
+    assert [(r.type, r.line) for r in records] == [("note", 2)]
+
+
 def test_typed_entries_are_stored_once_with_their_provenance(session: Session, settings: Settings) -> None:
     patient = add_patient(session, validate_patient(email="d@example.org", name="D", timezone=ZONE))
     entry = DiaryEntry(

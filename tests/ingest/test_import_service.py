@@ -246,6 +246,34 @@ def test_oversized_file_is_refused(
     refused_unchanged(engine, small, stored.id, _clarity(timeline), FileTooLargeError, match=limit)
 
 
+@pytest.mark.parametrize("where", ["serial", "transmitter"])
+def test_a_device_serial_longer_than_its_column_refuses_the_file(
+    engine: Engine, settings: Settings, stored: Patient, timeline: Timeline, where: str
+) -> None:
+    # Found by the fuzzer (tests/fuzz): a quote left open in a Tandem serial cell swallowed the rows
+    # after it into the serial; SQLite stored it, PostgreSQL raised an unhandled DataError
+    # (varchar(100)). A Clarity transmitter ID is a device identifier of the same length.
+    if where == "serial":
+        data = (
+            "Device Type,Serial Number,Description,Event Date Time,Readings (mg/dL)\n"
+            f"Tandem Mobi\u2122 System,{'7' * 101},EGV,2025-05-02T06:04:01,180\n"
+        ).encode()
+    else:
+        lines = _lines(_clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS)))
+        at = next(i for i, line in enumerate(lines) if b",EGV," in line)
+        cells = lines[at].rstrip(b"\r\n").split(b",")
+        cells[13] = b"8" * 101  # Transmitter ID
+        lines[at] = b",".join(cells) + b"\n"
+        data = b"".join(lines)
+    refused = refused_unchanged(
+        engine, settings, stored.id, IncomingFile("long.csv", data), MalformedFileError
+    )
+    assert refused.message == (
+        "long.csv: a device's name, serial number or identifier is longer than 100 characters "
+        "(a damaged file?)"
+    )
+
+
 def test_a_later_bad_file_rolls_back_the_whole_command(
     engine: Engine, settings: Settings, stored: Patient, timeline: Timeline
 ) -> None:
@@ -287,6 +315,30 @@ def test_single_bad_rows_are_reported_and_the_rest_is_stored(
     ]
     assert result.rejected_count == 2
     assert result.new == sum(result.counts.values())
+
+
+def test_a_glucose_no_device_reports_is_rejected_like_an_implausible_date(
+    session: Session, settings: Settings, timeline: Timeline
+) -> None:
+    # Found by the fuzzer (tests/fuzz): several importers (Clarity, LibreView, CareLink, Glooko,
+    # Tandem, Tidepool) stored any positive glucose, 1e300 mg/dL included, and Clarity a calibration
+    # of 0. The service rejects such rows for every importer, on both paths (blocks and records).
+    patient = _patient(session)
+    lines = _lines(_clarity(timeline.window(timeline.start_ms, timeline.start_ms + 2 * DAY_MS)))
+    egv = [i for i, line in enumerate(lines) if b",EGV," in line]
+    calibrations = [i for i, line in enumerate(lines) if b",Calibration," in line]
+    damaged = {egv[3]: b"99999", egv[10]: b"1e300", calibrations[0]: b"0", calibrations[1]: b"6000"}
+    for at, value in damaged.items():
+        cells = lines[at].split(b",")
+        cells[7] = value
+        lines[at] = b",".join(cells)
+    result = _import(session, settings, patient, IncomingFile("implausible.csv", b"".join(lines)))
+    assert sorted((r.line, r.reason) for r in result.rejected) == sorted(
+        (at + 1, "glucose out of range (0 to 5000 mg/dL)") for at in damaged
+    )
+    stored = session.scalars(select(Record.value).where(Record.type.in_(["cbg", "smbg"]))).all()
+    assert stored
+    assert all(0 < value <= 400 for value in stored)
 
 
 def test_invalid_timezone(session: Session, settings: Settings, timeline: Timeline) -> None:

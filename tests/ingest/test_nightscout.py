@@ -470,6 +470,28 @@ def test_broken_json_refuses_the_file_naming_line_and_column(text: str, message:
     assert str(info.value) == f"ns.json: {message}"
 
 
+def test_a_reading_dated_beyond_any_clock_is_a_rejected_row() -> None:
+    # Found by the fuzzer (tests/fuzz): the fast path of plain readings took any whole number as
+    # the date, and one beyond 64 bits overflowed the block's column (OverflowError).
+    text = json.dumps(
+        [{"type": "sgv", "sgv": 120, "date": 1717315200000}, {"type": "sgv", "sgv": 121, "date": 10**30}]
+    )
+    records, result = _parse_text(text)
+    assert [r.time_ms for r in records] == [1717315200000]
+    assert [(row.line, row.reason) for row in result.rejected] == [
+        (1, "entry 2: date is outside the years 1970 to 2099")
+    ]
+
+
+def test_a_document_nested_too_deeply_refuses_the_file() -> None:
+    # Found by the fuzzer (tests/fuzz): the JSON decoder raises RecursionError, not JSONDecodeError,
+    # on deep nesting; that escaped the importer.
+    deep = "[" * 100_000 + "]" * 100_000
+    text = f'[{{"type": "sgv", "sgv": 120, "date": 1717315200000}}, {{"type": "sgv", "sgv": {deep}}}]'
+    with pytest.raises(MalformedFileError, match=r"^ns\.json: .*nested too deeply"):
+        _parse_text(text)
+
+
 # --- detection -------------------------------------------------------------------------------------
 
 _OTHER_WRITERS = [
@@ -650,6 +672,34 @@ def test_import_service_stores_a_nightscout_file_once(session: Session, settings
     overlap = _import(session, settings, patient, entries, "entries.json")
     assert overlap.new == 0, "the same readings saved again in another layout are duplicates"
     assert session.scalar(select(func.count()).select_from(Record)) == total
+
+
+def test_text_no_database_stores_is_stored_as_the_replacement_character(
+    session: Session, settings: Settings
+) -> None:
+    # Found by the fuzzers (tests/fuzz, the NUL on the API): JSON may escape half of a UTF-16 pair
+    # (\udc80) alone, and a NUL (\u0000); the database driver failed on the first
+    # (UnicodeEncodeError), PostgreSQL refuses the second (DataError).
+    at = 1717315200000
+    devices = ["xDrip-\\udc80", "xDrip-\\\\udc80", "xDrip-\\u0000"]  # the second: a backslash, then "udc80"
+    text = json.dumps(
+        [{"type": "sgv", "sgv": 120 + n, "date": at + n * 300_000, "device": "D"} for n in range(3)]
+    )
+    for device in devices:
+        text = text.replace('"D"', f'"{device}"', 1)
+    upload = import_file(
+        session,
+        settings=settings,
+        patient=_patient(session),
+        incoming=IncomingFile("ns.json", text.encode()),
+        timezone=None,
+        actor="test",
+    )
+    assert upload.new == 3
+    models = " ".join(d.model for d in session.scalars(select(Device)))
+    assert "xDrip-\ufffd" in models
+    assert "xDrip-\\udc80" in models  # an escaped backslash before "udc80": text, kept
+    assert "\x00" not in models
 
 
 def test_import_service_detects_a_minified_file(session: Session, settings: Settings) -> None:

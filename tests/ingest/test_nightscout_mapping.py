@@ -72,7 +72,11 @@ def test_every_time_format_clients_send(value: object, expected: tuple[int, int 
     assert parse_instant(value) == expected
 
 
-@pytest.mark.parametrize("value", ["yesterday", "2024-13-01T00:00:00Z", True, None, [1], float("nan")])
+@pytest.mark.parametrize(
+    # "9" * 400: digits beyond a float's range (infinity) were an OverflowError (found by tests/fuzz).
+    "value",
+    ["yesterday", "2024-13-01T00:00:00Z", True, None, [1], float("nan"), "9" * 400, "-" + "9" * 400],
+)
 def test_unreadable_times_name_the_field(value: object) -> None:
     with pytest.raises(NightscoutDocumentError, match=r"^created_at is not"):
         parse_instant(value, "created_at")
@@ -369,6 +373,10 @@ def test_xdrip_treatments() -> None:
     ], "the injections, never their sum as a bolus as well"
     with pytest.raises(NightscoutDocumentError, match="insulinInjections is not JSON"):
         treatment_records({**pens, "insulinInjections": "[{"}, UTC)
+    # Found by review after the fuzzer (tests/fuzz) met RecursionError in the file's decoder: text
+    # nested too deeply made this decoder raise it too.
+    with pytest.raises(NightscoutDocumentError, match="insulinInjections is not JSON"):
+        treatment_records({**pens, "insulinInjections": "[" * 100_000 + "]" * 100_000}, UTC)
 
 
 def test_trio_and_careportal_treatments() -> None:

@@ -361,6 +361,33 @@ def test_damaged_headers_never_raise_anything_but_input_errors(
 # --- Tandem Source: the mapping in detail ----------------------------------------------------------------
 
 
+def test_a_basal_beyond_what_a_pump_delivers_is_a_rejected_row_not_an_infinite_rate() -> None:
+    # Found by the fuzzer (tests/fuzz): a dose or hourly total of 1e308 U made the rate (U/h) infinite,
+    # and that was stored.
+    doses = _text(
+        "x-Basal-doses.csv",
+        DOSES_HEADER,
+        f"{MOBI},1111111,2026-03-05T00:04:04,0.028",
+        f"{MOBI},1111111,2026-03-05T00:09:03,1e308",
+        f"{MOBI},1111111,2026-03-05T00:14:04,9",
+        f"{MOBI},1111111,2026-03-05T00:19:04,0.139",
+    )
+    records, result = _parse(SOURCE, doses, "Europe/Zurich")
+    assert [(row.line, row.reason) for row in result.rejected] == [
+        (3, "Commanded Basal Dose is more than 50 U/h"),
+        (4, "Commanded Basal Dose is more than 50 U/h"),
+    ]
+    assert [r.orig_value for r in records] == [0.028, 0.139]
+    hourly = _text(
+        "x-Hourly-basal-delivery.csv", HOURLY_HEADER, SAMPLE_HOURLY.replace(",1.037,", ",1e308,", 1)
+    )
+    records, result = _parse(SOURCE, hourly, "Europe/Zurich")
+    assert records == []
+    assert [(row.line, row.reason) for row in result.rejected] == [
+        (2, "the 12:00 AM column is more than 50 U")
+    ]
+
+
 def test_basal_doses_are_doses_and_sum_to_the_hourly_totals_of_the_sample() -> None:
     doses = _text(
         "XXX_1111111_10Mar2026_1111-Basal-doses.csv",

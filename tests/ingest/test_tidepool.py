@@ -725,6 +725,54 @@ def test_an_export_cut_short_by_tidepool_is_noted() -> None:
     assert records == []
 
 
+def test_json_nested_too_deeply_refuses_the_file_or_is_kept_as_text() -> None:
+    # Found by the fuzzer (tests/fuzz): the JSON decoder raises RecursionError, not ValueError, on
+    # deep nesting; that escaped the importer where a datum, a datum's JSON text or the search for
+    # the upload datums met it.
+    deep = "[" * 100_000 + "]" * 100_000
+    reading = _datum("cbg", value=5.55075, units="mmol/L", annotations=deep)
+    records, result = _records(reading)
+    assert [(r.type, r.annotation) for r in records] == [("cbg", None)]
+    assert result.rejected == []
+    text = json.dumps([{**UPLOAD, "extra": "DEEP"}, _datum("cbg", value=5.5, units="mmol/L")])
+    with pytest.raises(
+        MalformedFileError, match=r"^TidepoolExport\.json: line 1, column 2: .*nested too deeply"
+    ):
+        _parse_text(text.replace('"DEEP"', deep))
+
+
+@pytest.mark.parametrize("value", [1e305, 1e308, float("inf")], ids=["large", "huge", "infinite"])
+def test_a_reading_beyond_any_glucose_is_a_rejected_row(
+    session: Session, settings: Settings, value: float
+) -> None:
+    # Found by the fuzzer (tests/fuzz): 1e305, 1e308 or Infinity mmol/L overflowed the conversion to
+    # mg/dL (OverflowError); the reading is now left to the import's glucose bounds, which reject it.
+    good = _datum("cbg", value=5.55075, units="mmol/L")
+    bad = _datum("cbg", value=value, units="mmol/L", time="2025-06-01T10:05:00.000Z")
+    data = json.dumps([UPLOAD, good, bad], indent=1).encode()
+    upload = import_file(
+        session,
+        settings=settings,
+        patient=_patient(session),
+        incoming=IncomingFile("TidepoolExport.json", data),
+        timezone=None,
+        actor="test",
+    )
+    assert upload.counts == {"cbg": 1}
+    assert [row.reason for row in upload.rejected] == ["glucose out of range (0 to 5000 mg/dL)"]
+
+
+def test_half_a_character_in_a_string_becomes_the_replacement_character() -> None:
+    # Found by the fuzzer in Nightscout files (tests/fuzz): JSON may escape half of a UTF-16 pair
+    # (\udc80) alone; the decoded text cannot be encoded, so a database driver fails on it.
+    note = _datum("food", nutrition={"carbohydrate": {"net": 30, "units": "grams"}}, notes=["NOTE"])
+    text = json.dumps([UPLOAD, note]).replace("NOTE", "pasta \\udc80")
+    records, result = _parse_text(text)
+    assert result.rejected == []
+    notes = [r for r in records if r.type == "note"]
+    assert [r.payload["text"] for r in notes if r.payload] == ["pasta \ufffd"]
+
+
 _JSONISH = st.recursive(
     st.none()
     | st.booleans()

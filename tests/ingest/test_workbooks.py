@@ -128,6 +128,30 @@ def test_damaged_workbooks_are_refused_clearly() -> None:
         workbook_text("export.xls", data[:1500], LIMITS)
 
 
+def test_a_workbook_that_makes_the_reader_panic_is_refused_clearly() -> None:
+    # Found by the fuzzer (tests/fuzz): cut at a sector boundary, an .xls makes the workbook reader
+    # (Rust) panic; pyo3's PanicException is a BaseException, not a CalamineError, and it escaped.
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("CGM")
+    for row in range(100):
+        sheet.write(row, 0, f"row {row}")
+        sheet.write(row, 1, row * 1.5)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    with pytest.raises(MalformedFileError, match=r"^export\.xls: the workbook cannot be read"):
+        workbook_text("export.xls", buffer.getvalue()[:8192], LIMITS)
+
+
+def test_a_workbook_that_makes_the_reader_exhaust_memory_is_refused_and_the_process_lives() -> None:
+    # Found by the fuzzer (tests/fuzz): the reader (Rust) allocates every cell of a sheet's used range
+    # at once. One cell at XFD1048576 (or a damaged .xls) asks for hundreds of gigabytes: the
+    # allocation fails and aborts the whole process (a web worker), or the kernel kills it.
+    sheet = SHEET.replace("</sheetData>", '<row r="1048576"><c r="XFD1048576"><v>1</v></c></row></sheetData>')
+    with pytest.raises(MalformedFileError, match=r"^export\.xlsx: the workbook cannot be read"):
+        workbook_text("export.xlsx", _xlsx(sheet), LIMITS)
+    assert workbook_text("export.xlsx", _xlsx(SHEET), LIMITS).startswith("#workbook\t1\n#sheet\t")
+
+
 def test_a_workbook_no_importer_reads_changes_nothing(engine: Engine, settings: Settings) -> None:
     with session_scope(engine) as session:
         patient_id = add_patient(session, validate_patient(email="w@example.org", name="W")).id

@@ -131,6 +131,26 @@ def test_another_patient_or_a_read_token_cannot_use_a_data_set(client: TestClien
     assert refused.status_code == 404
 
 
+def test_a_data_set_in_an_unknown_time_zone_is_refused(client: TestClient, engine: Engine) -> None:
+    # Found by the OpenAPI fuzzer (tests/web/test_openapi_fuzz.py): the zone was checked only in the
+    # service, whose ValueError answered 500.
+    _patient_id, headers = _app_token(engine)
+    answer = client.post("/v1/datasets", json={"device": DEVICE, "timezone": "0"}, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert "unknown time zone" in answer.text
+    assert _data(engine)["uploads"] == []
+
+
+def test_a_nul_character_is_a_client_error_on_every_engine(client: TestClient, engine: Engine) -> None:
+    # Found by the OpenAPI fuzzer (tests/web/test_openapi_fuzz.py): PostgreSQL refuses a NUL in text
+    # (psycopg.DataError), which answered 500; SQLite takes it.
+    _patient_id, headers = _app_token(engine)
+    body = {"device": {**DEVICE, "manufacturer": "Dex\u0000com"}, "patient_id": "\u0000"}
+    answer = client.post("/v1/datasets", json=body, headers=headers)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert set(answer.json()) == {"error"}
+
+
 def test_removing_a_file_restores_what_a_data_set_shares_with_it(
     client: TestClient, engine: Engine, app_settings: Settings
 ) -> None:

@@ -49,14 +49,21 @@ def accepted_step(secret: str, code: str, *, now: float, last_step: int | None) 
     The caller stores the returned step as the new ``last_step``.
     """
     candidate = code.strip().replace(" ", "")
-    if len(candidate) != DIGITS or not candidate.isdigit():
+    if len(candidate) != DIGITS or not (candidate.isascii() and candidate.isdigit()):  # "\u00b2" isdigit()
         return None
-    totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
     current = int(now) // STEP_SECONDS
-    for step in range(current - SKEW_STEPS, current + SKEW_STEPS + 1):
+    try:
+        totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
+        expected = {
+            step: totp.at(step * STEP_SECONDS)
+            for step in range(current - SKEW_STEPS, current + SKEW_STEPS + 1)
+        }
+    except ValueError:  # a secret offered at enrolment that is not base32 of at least 112 bits
+        return None
+    for step, code_then in expected.items():
         if last_step is not None and step <= last_step:
             continue
-        if hmac.compare_digest(totp.at(step * STEP_SECONDS), candidate):
+        if hmac.compare_digest(code_then, candidate):
             return step
     return None
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from glucoshare.accounts.schemas import check_timezone
 from glucoshare.datasets.records import MAX_ID, MAX_ORIG_UNIT, MAX_PAYLOAD_CHARS, MAX_RECORDS
 from glucoshare.devices.schemas import DeviceOut
 from glucoshare.ingest.glucoshare_csv import MAX_DURATION_MIN, MAX_TEXT, RULES
@@ -173,6 +174,11 @@ class DatasetIn(BaseModel):
         max_length=40,
         description="The export format the records were read from (dexcom_clarity, libreview...), if any.",
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
 
 
 class AppendOut(BaseModel):

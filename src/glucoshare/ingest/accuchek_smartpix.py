@@ -313,7 +313,11 @@ def _schedule(slots: list[_Element]) -> list[dict[str, Any]] | None:
             rate = _amount(slot, "IU", "basal rate", _MAX_RATE)
         except _RowError:
             return None
-        if not number.isdigit() or not 1 <= int(number) <= _SLOTS_PER_DAY or rate is None:
+        if (
+            not (number.isascii() and number.isdigit())
+            or not 1 <= int(number) <= _SLOTS_PER_DAY
+            or rate is None
+        ):
             return None
         numbered.append((int(number), rate))
     entries: list[dict[str, Any]] = []

@@ -22,6 +22,7 @@ left out silently.
 from __future__ import annotations
 
 import dataclasses
+import lzma
 import stat
 import struct
 import zipfile
@@ -114,6 +115,7 @@ def _inflate(
     except (
         zipfile.BadZipFile,
         zlib.error,
+        lzma.LZMAError,
         EOFError,
         ValueError,
         NotImplementedError,

@@ -23,7 +23,9 @@ its files never end with a line break, so their last row tells nothing (Glooko).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import re
 import zoneinfo
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Protocol
@@ -31,6 +33,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock
 
 DETECT_LINES = 40
@@ -171,6 +174,50 @@ def each_record(items: Iterable[ParsedItem]) -> Iterator[ParsedRecord]:
             yield from item.records()
         else:
             yield item
+
+
+class CsvReader(Protocol):
+    """What :func:`checked_rows` needs of a :func:`csv.reader`: its rows and the line it is at."""
+
+    line_num: int
+
+    def __iter__(self) -> Iterator[list[str]]: ...
+
+
+def checked_rows(reader: CsvReader, name: str) -> Iterator[list[str]]:
+    """The rows of ``reader``; a row the csv module cannot split refuses the file of ``name``.
+
+    A carriage return inside an unquoted field (a file whose line ends were damaged) or a broken
+    quote raises :class:`~glucoshare.ingest.errors.MalformedFileError` naming the line, never the
+    row's content.
+    """
+    try:
+        yield from reader
+    except csv.Error:
+        msg = f"{name}: line {reader.line_num}: a field holds a stray line break or quote (a damaged file?)"
+        raise MalformedFileError(msg) from None
+
+
+_UNSTORABLE_ESCAPE = re.compile(
+    r"(?<!\\)((?:\\\\)*)\\u([dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|[dD][89a-fA-F][0-9a-fA-F]{2}|0000)"
+)
+
+
+def _replacement(match: re.Match[str]) -> str:
+    pair = match.group(2)
+    return match.group(0) if len(pair) > 4 else match.group(1) + "\\ufffd"  # noqa: PLR2004 - "dc80", "0000"
+
+
+def storable_json(source: SourceText) -> SourceText:
+    r"""``source`` (JSON) with the escapes of text no database stores made ``\ufffd``.
+
+    JSON allows ``\u0000`` (PostgreSQL refuses a NUL in text) and half of a UTF-16 pair on its own
+    (``\udc80``: the text it decodes to cannot be encoded at all); the replacement character takes
+    their place. The escape has the same length, so lines and columns stay where they were.
+    """
+    if _UNSTORABLE_ESCAPE.search(source.text) is None:
+        return source
+    return dataclasses.replace(source, text=_UNSTORABLE_ESCAPE.sub(_replacement, source.text))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -111,6 +111,7 @@ import bisect
 import csv
 import dataclasses
 import datetime as dt
+import math
 import operator
 import re
 from collections.abc import Iterator
@@ -123,6 +124,7 @@ from glucoshare.ingest.base import (
     ParseResult,
     RejectedRow,
     SourceText,
+    checked_rows,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.numbers import parse_duration_ms, parse_number
@@ -369,7 +371,7 @@ class CareLinkImporter:
         current: _Section | None = None
         awaiting_header = False
         reader = csv.reader(lines, delimiter=delimiter)
-        for cells in reader:
+        for cells in checked_rows(reader, name):
             line = reader.line_num
             if not cells or not any(cells):
                 continue
@@ -811,6 +813,9 @@ class _RowReader:
                 payload["scheduled_rate"] = scheduled
         else:
             rate = amount
+        if rate is not None and not math.isfinite(rate):  # a percent of the scheduled rate can overflow
+            msg = f"{self.cols.names[self.i_temp_amount]} is out of range"
+            raise _RowError(msg)
         self.emit("basal", "temp", rate, duration_ms=duration, payload=payload, identity=f"{kind}|{amount}")
 
     def bolus(self, cells: list[str]) -> None:

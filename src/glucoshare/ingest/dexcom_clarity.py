@@ -38,6 +38,7 @@ from glucoshare.ingest.base import (
     ReadingBlock,
     RejectedRow,
     SourceText,
+    checked_rows,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import wall_ms
@@ -281,7 +282,7 @@ class _ReadingRun:
     def _device_clock(self, rows: list[list[str]]) -> Callable[[int], float | None]:
         def seconds(at: int) -> float | None:
             text = rows[at][_TX_TIME]
-            return float(text) if text.isdigit() else None
+            return float(text) if text.isascii() and text.isdigit() else None  # "\u00b2".isdigit() too
 
         return seconds
 
@@ -423,8 +424,9 @@ class DexcomClarityImporter:
         add_row, add_line, room = run.rows.append, run.lines.append, _RUN_ROWS
         egv_text: str | None = None
         reader = csv.reader(source.lines(), delimiter=delimiter)
-        next(reader)  # header
-        for row in reader:
+        rows = checked_rows(reader, source.name)
+        next(rows, None)  # header
+        for row in rows:
             if len(row) < 14:  # noqa: PLR2004 - blank lines and ragged rows
                 if not any(cell.strip() for cell in row):
                     continue

@@ -628,7 +628,7 @@ class _Header:
 def _parse_version(first: str, name: str) -> int:
     match = _VERSION_LINE.match(first)
     token = "" if match is None else match.group(1) or ""
-    if not token.isdigit():
+    if not (token.isascii() and token.isdigit()):  # "\u00b2".isdigit() is true, but int() refuses it
         msg = f"{name}: line 1: the version line must end with a version number, as in '{version_line()}'"
         raise MalformedFileError(msg)
     version = int(token)

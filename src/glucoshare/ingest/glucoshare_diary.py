@@ -42,6 +42,7 @@ from glucoshare.ingest.base import (
     RejectedRow,
     RowOrigin,
     SourceText,
+    storable_json,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.records.vocabulary import mmol_to_mgdl
@@ -104,7 +105,7 @@ def _row_object(text: str) -> dict[str, Any]:
     """One diary line as its JSON object, its fields checked."""
     try:
         row = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for the decoder
         msg = "not a JSON object"
         raise DiaryRowError(msg) from None
     if not isinstance(row, dict):
@@ -152,7 +153,9 @@ class GlucoshareDiaryImporter:
 
     def parse(self, source: SourceText, ctx: ParseContext) -> ParseResult:
         """Every row's values as records; unreadable rows are reported."""
-        lines = source.text.splitlines()
+        # Lines end at line feeds only, as detect() saw them: str.splitlines() would also split at a
+        # U+2028 inside a JSON string.
+        lines = [line.removesuffix("\r") for line in storable_json(source).text.split("\n")]
         header = json.loads(lines[0])
         if header.get("version") != VERSION:
             msg = f"this diary is version {header.get('version')!r}; Glucoshare reads version {VERSION}"

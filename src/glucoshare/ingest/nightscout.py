@@ -75,9 +75,11 @@ from glucoshare.ingest.base import (
     ReadingBlock,
     RejectedRow,
     SourceText,
+    storable_json,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.nightscout_mapping import (
+    LAST_MS,
     MAX_GLUCOSE_MGDL,
     MAX_UTC_OFFSET_MIN,
     SENSOR_LOW_MGDL,
@@ -366,6 +368,7 @@ class _Reader:
                     if (
                         (kind == "sgv" or (kind is None and sgv is not None))
                         and type(time_ms) is int
+                        and 0 <= time_ms < LAST_MS  # else the mapping says why not
                         and (type(sgv) is int or type(sgv) is float)
                         and low <= sgv <= high
                         and get("isValid") is not False
@@ -412,6 +415,9 @@ class _Reader:
                     )
         except json.JSONDecodeError as exc:
             raise self.broken(exc) from None
+        except RecursionError:  # the decoder's answer to nesting deeper than the interpreter's stack
+            msg = f"{self.name}: a document is nested too deeply to be Nightscout data"
+            raise MalformedFileError(msg) from None
         for source in list(blocks):
             yield self.flush(source)
         self.result.notes.extend(describe_ignored(self.ignored))
@@ -447,5 +453,5 @@ class NightscoutImporter:
     def parse(self, source: SourceText, ctx: ParseContext) -> ParseResult:
         """Every document's records, lazily; unreadable documents are reported with their line."""
         result = ParseResult(records=iter(()))
-        result.records = _Reader(source, ctx, result).records()
+        result.records = _Reader(storable_json(source), ctx, result).records()
         return result

@@ -182,7 +182,8 @@ IGNORED_REASONS: Final[Mapping[str, str]] = {
 _QUARTER_MS: Final = 900_000
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS: Final = dt.timedelta(milliseconds=1)
-_LAST_MS: Final = 4_102_444_800_000  # 2100-01-01T00:00Z
+LAST_MS: Final = 4_102_444_800_000  # 2100-01-01T00:00Z
+"""Instants from here on (UTC ms) are not a date a Nightscout client writes."""
 _DIGITS = re.compile(r"^\s*-?\d+(?:\.\d*)?\s*$")
 _CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
@@ -345,7 +346,7 @@ def parse_instant(value: object, field: str = "date") -> tuple[int, int | None]:
     2100 or later.
     """
     time_ms, written = _instant(value, field)
-    if not 0 <= time_ms < _LAST_MS:
+    if not 0 <= time_ms < LAST_MS:
         msg = f"{field} is outside the years 1970 to 2099"
         raise NightscoutDocumentError(msg)
     return time_ms, written
@@ -365,7 +366,11 @@ def _instant(value: object, field: str) -> tuple[int, int | None]:
     if isinstance(value, str):
         text = value.strip()
         if _DIGITS.match(text):
-            return round(float(text)), None
+            number = float(text)
+            if not math.isfinite(number):  # more digits than a float holds
+                msg = f"{field} is not a date"
+                raise NightscoutDocumentError(msg)
+            return round(number), None
         try:
             moment = dt.datetime.fromisoformat(text)
         except ValueError:
@@ -708,7 +713,7 @@ def _injections(value: object) -> list[tuple[str, float]]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply for the decoder
             msg = "insulinInjections is not JSON"
             raise NightscoutDocumentError(msg) from None
     if not isinstance(value, list):

@@ -88,6 +88,18 @@ EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 FUTURE_TOLERANCE = dt.timedelta(hours=24)
 """Records later than now plus this are rejected as dated in the future."""
 
+GLUCOSE_CEILING_MGDL = 5000.0
+"""A glucose record (``cbg``, ``smbg``) above this, or not above 0 mg/dL, is rejected: no device
+reports it. The backstop behind the importers' own, narrower, limits (the widest of them is 5,000)."""
+
+IMPLAUSIBLE_GLUCOSE = f"glucose out of range (0 to {GLUCOSE_CEILING_MGDL:g} mg/dL)"
+"""The reason a row with such a glucose is rejected."""
+
+_GLUCOSE_TYPES = frozenset({RecordType.CBG.value, RecordType.SMBG.value})
+
+MAX_DEVICE_TEXT = 100
+"""The longest manufacturer, model, serial number or identifier a device may have (its columns')."""
+
 MAX_REPORTED_REJECTIONS = 1000
 """At most this many rejected rows are listed in an upload's result (all are counted)."""
 
@@ -195,6 +207,17 @@ def _out_of_bounds(time_ms: int, bounds: tuple[int, int]) -> str:
     return "date is in the future" if time_ms > bounds[1] else "date before 2000 (device clock not set?)"
 
 
+def _check_device_text(info: DeviceInfo, file_name: str) -> None:
+    """Refuse a file whose device is named beyond its columns (a cell that swallowed others)."""
+    texts = (info.manufacturer, info.model, info.serial or "", *(value for _, value in info.identifiers))
+    if any(len(text) > MAX_DEVICE_TEXT for text in texts):
+        msg = (
+            f"{file_name}: a device's name, serial number or identifier is longer than {MAX_DEVICE_TEXT} "
+            "characters (a damaged file?)"
+        )
+        raise MalformedFileError(msg)
+
+
 def plausible_bounds() -> tuple[int, int]:
     """The earliest and latest instants (UTC ms, inclusive) a stored record may have.
 
@@ -227,6 +250,7 @@ class _UploadBuilder:
         device = self.devices.get(key)
         if device is None:
             info = self.result.devices[key]
+            _check_device_text(info, self.upload.file_name)
             device = resolve_device(
                 self.session,
                 patient_id=self.patient.id,
@@ -256,6 +280,7 @@ class _UploadBuilder:
         batch: list[tuple[Any, ...]] = []
         append = batch.append
         cbg, note = RecordType.CBG.value, RecordType.NOTE.value
+        glucose, ceiling = (cbg, RecordType.SMBG.value), GLUCOSE_CEILING_MGDL
         ring = keyring_of(self.session)
         note_key = data_key(self.session, self.patient.id)  # before the writer thread owns the connection
         notes_at = note_place(self.patient.id)
@@ -273,12 +298,15 @@ class _UploadBuilder:
                 if not min_ms <= time_ms <= max_ms:
                     rejected(RejectedRow(record.line, _out_of_bounds(time_ms, (min_ms, max_ms))))
                     continue
+                kind, subtype, value = record.type, record.subtype, record.value
+                if kind in glucose and not (value is not None and 0.0 < value <= ceiling):
+                    rejected(RejectedRow(record.line, IMPLAUSIBLE_GLUCOSE))
+                    continue
                 device_key = record.device
                 device_seq = device_seqs.get(device_key)
                 if device_seq is None:
                     writer.drain()  # the session is about to be used on this thread
                     device_seq = device_seqs[device_key] = self._device_seq(device_key)
-                kind, subtype, value = record.type, record.subtype, record.value
                 counts[kind] += 1
                 device_counts[device_key] += 1
                 if time_ms < first:  # noqa: PLR1730 - faster than min() in this loop
@@ -352,11 +380,15 @@ class _UploadBuilder:
         times, offsets, line = block.time_ms, block.utc_offset_min, block.line
         values, originals = block.value, block.orig_value
         inside = (times >= bounds[0]) & (times <= bounds[1])
-        if not inside.all():
-            for at in np.flatnonzero(~inside).tolist():
-                self.rejected.append(RejectedRow(int(line[at]), _out_of_bounds(int(times[at]), bounds)))
-            times, offsets, line = times[inside], offsets[inside], line[inside]
-            values, originals = values[inside], originals[inside]
+        kept = inside
+        if block.type in _GLUCOSE_TYPES:
+            kept = inside & (values > 0.0) & (values <= GLUCOSE_CEILING_MGDL)  # NaN is neither
+        if not kept.all():
+            for at in np.flatnonzero(~kept).tolist():
+                why = _out_of_bounds(int(times[at]), bounds) if not inside[at] else IMPLAUSIBLE_GLUCOSE
+                self.rejected.append(RejectedRow(int(line[at]), why))
+            times, offsets, line = times[kept], offsets[kept], line[kept]
+            values, originals = values[kept], originals[kept]
         count = len(times)
         if not count:
             return None
@@ -388,6 +420,7 @@ class _UploadBuilder:
         for key, info in self.result.devices.items():
             if key in self.devices and not info.identifiers:
                 continue  # found (and ranked) while its records were stored
+            _check_device_text(info, self.upload.file_name)
             device = resolve_device(
                 self.session,
                 patient_id=self.patient.id,
@@ -525,13 +558,17 @@ def prepare_files(
 
     A zip archive is replaced by its members (:mod:`glucoshare.ingest.archives`). A member that is
     not a device export Glucoshare reads (a PDF, a read-me, a kind of file no importer knows) is left
-    out and listed; a file given on its own, or an archive in which nothing is recognised, is refused.
+    out and listed; a file given on its own, or an archive in which nothing is recognised or that holds
+    no file at all, is refused.
     """
     batch = PreparedBatch([], {})
     for incoming, given_container in zip(files, containers, strict=True):
         _check_size(settings, incoming)
         if is_archive(incoming.data) and not is_workbook(incoming.data):
             members = expand_archive(incoming.name, incoming.data, archive_limits(settings))
+            if not members:  # empty, or only folders and the operating system's own files
+                msg = f"{incoming.name}: the archive holds no files"
+                raise NoRecordsError(msg)
             container: str | None = incoming.name
         else:
             members, container = [incoming], given_container

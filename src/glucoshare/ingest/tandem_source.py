@@ -125,6 +125,9 @@ DOSE_INTERVAL_MS = 300_000
 MAX_DOSE_SEGMENT_MS = 600_000
 """The longest gap to the next row that still counts as the segment of one dose (two cycles)."""
 HOUR_MS = 3_600_000
+MAX_BASAL_RATE_U_H = 50.0
+"""A basal dose or hourly total giving more than this rate (U/h) is a rejected row (the limit of
+the other pump importers; a Tandem pump delivers at most 15 U/h)."""
 
 UNIT_FACTORS = {"mg/dL": 1.0, "mmol/L": MGDL_PER_MMOLL}
 
@@ -1078,6 +1081,13 @@ class _FileReader:
         keep = timed[usable]
         instants, offsets = all_instants[usable], all_offsets[usable]
         segments = dose_segments(instants)
+        plausible = doses[keep] <= segments * (MAX_BASAL_RATE_U_H / HOUR_MS)  # the dose at the largest rate
+        if not plausible.all():
+            for at in keep[~plausible].tolist():
+                reason = f"Commanded Basal Dose is more than {MAX_BASAL_RATE_U_H:g} U/h"
+                self.reject(RejectedRow(rows.lines[at], reason))
+            keep, instants, offsets = keep[plausible], instants[plausible], offsets[plausible]
+            segments = segments[plausible]
         rates = doses[keep] * HOUR_MS / segments
         count = keep.size
         lines = np.array(rows.lines, np.int64)[keep]
@@ -1220,6 +1230,9 @@ class _FileReader:
                 raise ValueError(msg) from None
             if value < 0:
                 msg = f"the {_hour_label(hour)} column is negative"
+                raise ValueError(msg)
+            if value > MAX_BASAL_RATE_U_H:
+                msg = f"the {_hour_label(hour)} column is more than {MAX_BASAL_RATE_U_H:g} U"
                 raise ValueError(msg)
             totals.append(value)
         # Hour boundaries on the stream's clock; a wall time the zone skips is never fed to it (the

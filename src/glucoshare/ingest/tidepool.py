@@ -95,6 +95,7 @@ from glucoshare.ingest.base import (
     ReadingBlock,
     RejectedRow,
     SourceText,
+    storable_json,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
@@ -190,6 +191,10 @@ class _DatumError(ValueError):
     """One datum cannot be read; the message names the field, never its value."""
 
 
+_NO_GLUCOSE_MGDL = 1e9
+"""Far beyond any glucose: the whole mg/dL a stored value came from is not looked for (overflow)."""
+
+
 def stored_mmol(mgdl: float) -> float:
     """Tidepool's stored mmol/L of a mg/dL value: ÷ 18.01559, rounded half up to 5 decimals."""
     return int(mgdl / MGDL_PER_MMOLL * PRECISION + 0.5) / PRECISION
@@ -200,7 +205,10 @@ def mgdl_from_mmol(mmol: float) -> float:
 
     Otherwise the value × 18.01559, not rounded (module notes).
     """
-    whole = round(mmol * MGDL_PER_MMOLL)
+    mgdl = mmol * MGDL_PER_MMOLL
+    if not 0 < mgdl < _NO_GLUCOSE_MGDL:  # NaN, infinity or no glucose at all: the import's bounds refuse it
+        return mgdl
+    whole = round(mgdl)
     if whole > 0 and stored_mmol(whole) == mmol:
         return float(whole)
     return mmol * MGDL_PER_MMOLL
@@ -221,7 +229,7 @@ def _loaded(value: object) -> object:
     if isinstance(value, str) and value[:1] in ("{", "["):
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply for the decoder
             return value
     return value
 
@@ -401,7 +409,7 @@ def _upload_datums(text: str) -> Iterator[dict[str, Any]]:
                 break
             try:
                 found, end = _DECODER.raw_decode(text, start)
-            except ValueError:
+            except (ValueError, RecursionError):
                 found, end = None, -1
             if isinstance(found, dict) and end > at and found.get("type") == "upload":
                 yield found
@@ -586,6 +594,8 @@ class _Reader:
                 if exc.pos >= size or exc.msg.startswith("Unterminated string"):
                     raise self._fail(size, "the file ends inside a datum (truncated file?)") from None
                 raise self._fail(exc.pos, f"invalid JSON ({exc.msg})") from None
+            except RecursionError:  # the decoder's answer to nesting deeper than the interpreter's stack
+                raise self._fail(position, "a datum is nested too deeply to be a Tidepool export") from None
             self.index += 1
             mark = text[end : end + 1]
             if mark not in (",", "]"):
@@ -1229,5 +1239,5 @@ class TidepoolImporter:
     def parse(self, source: SourceText, ctx: ParseContext) -> ParseResult:
         """Parse an export lazily; :class:`MalformedFileError` (raised while reading) for broken JSON."""
         result = ParseResult(records=iter(()))
-        result.records = _Reader(source, ctx, result).records()
+        result.records = _Reader(storable_json(source), ctx, result).records()
         return result

@@ -28,6 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
+import resource
+import subprocess
+import sys
 import zipfile
 
 import python_calamine
@@ -82,28 +85,84 @@ def _cell(value: object) -> str:  # noqa: PLR0911 - one return per kind of cell
     return text.replace("\t", " ").replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
+READER_MEMORY_BYTES = 2 << 30
+"""The address space the reader's process may take, besides 16 bytes for each byte of the workbook."""
+
+READER_SECONDS = 120
+"""How long the reader's process may take for one workbook."""
+
+_PASSWORD_EXIT = 3
+_UNREADABLE_EXIT = 4
+
+
 def workbook_text(name: str, data: bytes, limits: ArchiveLimits) -> str:
     """The workbook as text, one ``#sheet`` block per sheet in workbook order (module layout).
+
+    The reader (python-calamine, native code) runs in a process of its own, with bounded memory and
+    time: it allocates every cell of a sheet's used range at once, so one cell at ``XFD1048576`` or
+    a damaged ``.xls`` asks for hundreds of gigabytes, and the failed allocation aborts the process
+    that asked; some damaged files make it panic. Only that process ends.
 
     Raises :class:`MalformedFileError` when the workbook cannot be read (damaged, password
     protected), and the archive errors when an ``.xlsx`` breaks the archive rules.
     """
     if is_archive(data):
         expand_archive(name, data, limits)  # the size, ratio and path checks; the members are not used
+    memory = READER_MEMORY_BYTES + 16 * len(data)
     try:
-        book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
-        lines = [WORKBOOK_MARK]
-        for sheet_name in book.sheet_names:
-            lines.append(SHEET_MARK + _cell(sheet_name))
-            for row in book.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False):
-                cells = [_cell(v) for v in row]
-                while cells and not cells[-1]:
-                    cells.pop()
-                lines.append("\t".join(cells))
-    except python_calamine.PasswordError as exc:
+        done = subprocess.run(  # noqa: S603 - this interpreter, this module, no shell
+            [sys.executable, "-m", __name__, str(memory)],
+            input=data,
+            capture_output=True,
+            timeout=READER_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        msg = f"{name}: the workbook cannot be read (it takes longer than {READER_SECONDS} s); it is damaged"
+        raise MalformedFileError(msg) from None
+    if done.returncode == 0:
+        return done.stdout.decode("utf-8")
+    if done.returncode == _PASSWORD_EXIT:
         msg = f"{name}: the workbook is password protected; export it again without a password"
-        raise MalformedFileError(msg) from exc
-    except (python_calamine.CalamineError, ValueError, OSError) as exc:
-        msg = f"{name}: the workbook cannot be read ({type(exc).__name__}); it is damaged or not Excel"
-        raise MalformedFileError(msg) from exc
+        raise MalformedFileError(msg)
+    said = done.stderr.decode("ascii", "replace").strip().rsplit("\n", 1)[-1]  # last line: the error's name
+    why = said if done.returncode == _UNREADABLE_EXIT and said.isidentifier() else "the reader failed on it"
+    msg = f"{name}: the workbook cannot be read ({why}); it is damaged or not Excel"
+    raise MalformedFileError(msg)
+
+
+def _render(data: bytes) -> str:
+    """The text of a workbook (module layout); python-calamine's errors propagate."""
+    book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
+    lines = [WORKBOOK_MARK]
+    for sheet_name in book.sheet_names:
+        lines.append(SHEET_MARK + _cell(sheet_name))
+        for row in book.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False):
+            cells = [_cell(v) for v in row]
+            while cells and not cells[-1]:
+                cells.pop()
+            lines.append("\t".join(cells))
     return "\n".join(lines) + "\n"
+
+
+def _main(memory: int) -> int:
+    """The reader's process: the workbook on stdin, its text on stdout; the exit code says why not."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    try:
+        text = _render(sys.stdin.buffer.read())
+    except python_calamine.PasswordError:
+        return _PASSWORD_EXIT
+    except (python_calamine.CalamineError, ValueError, OSError, MemoryError) as exc:
+        sys.stderr.write(type(exc).__name__)
+        return _UNREADABLE_EXIT
+    except BaseException as exc:
+        if type(exc).__module__ != "pyo3_runtime":  # a panic of the reader: pyo3's PanicException
+            raise
+        sys.stderr.write("PanicException")
+        return _UNREADABLE_EXIT
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(int(sys.argv[1])))

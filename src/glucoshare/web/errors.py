@@ -8,7 +8,8 @@ Unexpected exceptions answer ``500``. Starlette then re-raises them to the serve
 handlers keep a traceback's exception types and places only (:class:`glucoshare.web.logging.
 SafeTracebacks`): no request data, no health data, no driver message quoting a statement's values.
 Faults of the database or the disk (:mod:`glucoshare.db.errors`) answer ``503`` with ``Retry-After``
-or ``507``.
+or ``507``. A value the database cannot hold (PostgreSQL refuses a NUL character in text) answers
+``422``: the request brought it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from glucoshare.db.errors import DatabaseUnavailableError, database_fault
@@ -93,6 +95,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _answer(request, exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def _data_error(request: Request, exc: Exception) -> Response:
+    """A value the database cannot hold (a NUL character in text, on PostgreSQL): the request's fault."""
+    log.warning("refused a value the database cannot hold (%s)", type(getattr(exc, "orig", exc)).__name__)
+    message = "a value of the request cannot be stored or looked up (does it hold a NUL character?)"
+    return _answer(request, 422, "invalid_request", message)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     fault = database_fault(exc)  # met outside a unit of work, which would have said so itself
     if fault is not None:
@@ -106,4 +115,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GlucoshareError, _glucoshare_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _unexpected)

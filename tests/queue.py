@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy import Engine, text
 
 from glucoshare.config import Settings
@@ -12,9 +14,27 @@ from glucoshare.jobs.worker import run_worker
 
 
 def run_queued_jobs(engine: Engine, settings: Settings) -> None:
-    """Let a real worker run every waiting job, then return (nothing to do on SQLite)."""
-    if queue_available(engine):
-        run_worker(engine, settings, wait=False, install_signal_handlers=False, name="test-worker")
+    """Let a real worker run every waiting job, then return (nothing to do on SQLite).
+
+    The worker runs in a thread of its own: the calling thread may already run an event loop
+    (Playwright's, a test client's), and a worker starts its own.
+    """
+    if not queue_available(engine):
+        return
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            run_worker(engine, settings, wait=False, install_signal_handlers=False, name="test-worker")
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=work, name="test-worker")
+    thread.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the worker did not finish the queued jobs"
+    if failures:
+        raise failures[0]
 
 
 def exhaust_mail_retries(engine: Engine, settings: Settings) -> None:

@@ -192,6 +192,14 @@ def build_world(install: Install, scratch: Path) -> World:
             assert (
                 http.post(f"/v1/datasets/{dataset.json()['id']}/close", headers=app_token).status_code == 200
             )
+            queued = http.post(  # a background import (run before the answer on SQLite)
+                f"/v1/patients/{patient['id']}/imports",
+                headers=bearer,
+                files={"files": _pump_export(seed=29)},
+            )
+            assert queued.status_code == 202, queued.text
+            rendered = http.post(f"/v1/patients/{patient['id']}/reports/agp/renders", headers=bearer)
+            assert rendered.status_code == 202, rendered.text
             signup = http.post(
                 "/v1/auth/signup",
                 json={

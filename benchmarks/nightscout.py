@@ -65,7 +65,7 @@ def _patients(url: str, data_dir: Path, count: int) -> list[str]:
     """``count`` patients with a Nightscout credential each; their API secrets' SHA-1."""
     settings = Settings(database_url=url, data_dir=data_dir)
     engine = create_db_engine(url, keyring=load_or_create(settings.effective_secret_key_file))
-    upgrade(engine, raw_files_dir=settings.raw_files_dir)
+    upgrade(engine, data_dir=settings.data_dir)
     secrets = []
     with session_scope(engine) as session:
         for n in range(count):

@@ -103,6 +103,8 @@ from glucoshare.vault.keyfile import load_or_create
 HERE = Path(__file__).resolve().parent
 INPUTS = HERE / ".data" / "population"
 ACTOR = "cli:population-benchmark"
+KEPT_FILES_TABLE = "sealed_files"
+"""The table that keeps the raw uploaded files (counted apart from the records and their indexes)."""
 CLINICIANS = 10
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -412,7 +414,7 @@ def build(url: str, data_dir: Path, args: argparse.Namespace) -> State:
     """Make the population in the (empty) database at ``url``; every build figure in ``State.build``."""
     end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     settings, engine = open_engine(url, data_dir)  # makes the master key before the workers read it
-    upgrade(engine, raw_files_dir=settings.raw_files_dir)
+    upgrade(engine, data_dir=settings.data_dir)
     with _pool(args.workers, _start_worker, (url, str(data_dir))) as pool:
         log(f"inputs: {args.patients} patients × {args.days} days, ending {end} …")
         paths, input_seconds, made = inputs(pool, args.patients, days=args.days, end=end)
@@ -722,10 +724,9 @@ def storage(engine: sa.Engine, state: State) -> dict[str, Any]:
             count = conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one()
             rows.append({"table": name, "rows": count, "total": total, "heap": heap, "indexes": indexes})
         database = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
-    raw_dir = Settings(data_dir=Path(state.data_dir)).raw_files_dir
-    raw = sum(f.stat().st_size for f in raw_dir.rglob("*") if f.is_file()) if raw_dir.exists() else 0
+    raw = sum(r["total"] for r in rows if r["table"] == KEPT_FILES_TABLE)
     patient_years = len(state.patient_ids) * state.days / 365.25
-    total = sum(r["total"] for r in rows)
+    total = sum(r["total"] for r in rows if r["table"] != KEPT_FILES_TABLE)
     return {
         "tables": rows,
         "total": total,
@@ -929,7 +930,7 @@ def import_seconds(
         best = min(best, time.perf_counter() - began)
         records = sum(sum(u.counts.values()) for u in uploads)
         with session_scope(engine) as session:
-            erase_patient(session, settings=settings, patient=get_patient(session, patient_id), actor=ACTOR)
+            erase_patient(session, patient=get_patient(session, patient_id), actor=ACTOR)
     return {"seconds": best, "records": records}
 
 
@@ -970,7 +971,7 @@ def hot_queries(engine: sa.Engine, settings: Settings, state: State, index: int)
         if url is None:
             return out
         small_settings, small = open_engine(url, Path(folder))
-        upgrade(small, raw_files_dir=small_settings.raw_files_dir)
+        upgrade(small, data_dir=small_settings.data_dir)
         out["import_small"] = import_seconds(small, small_settings, fresh.data, fresh.file_name, zone)
         with session_scope(small) as session:
             patient = add_patient(
@@ -1290,8 +1291,9 @@ def section(results: dict[str, Any], command: str) -> list[str]:
         (
             f"{_mb(s['total'])} MB in tables and their indexes (`pg_total_relation_size`, database "
             f"{_mb(s['database'])} MB) for {s['patient_years']:,.1f} patient-years: "
-            f"**{_mb(s['per_patient_year'])} MB per patient-year**; the raw files kept beside the "
-            f"database (sealed, as uploaded) add {_mb(s['raw_per_patient_year'])} MB per patient-year."
+            f"**{_mb(s['per_patient_year'])} MB per patient-year**; the raw files kept with them "
+            f"(sealed, as uploaded, in `{KEPT_FILES_TABLE}`) add {_mb(s['raw_per_patient_year'])} MB "
+            "per patient-year."
         ),
         "",
         "| table | rows | heap MB | indexes MB | total MB | bytes per row |",
@@ -1507,7 +1509,7 @@ def _machine() -> dict[str, str]:
 def measure(state: State, args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     """Every measurement on a built population."""
     settings, engine = open_engine(state.url, Path(state.data_dir))
-    upgrade(engine, raw_files_dir=settings.raw_files_dir)
+    upgrade(engine, data_dir=settings.data_dir)
     index = 0  # the first patient: a Dexcom Clarity file, multiple daily injections
     patient_id = state.patient_ids[index]
     results: dict[str, Any] = {

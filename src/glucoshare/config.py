@@ -87,11 +87,6 @@ class Settings(BaseSettings):
         """Path of the master key file."""
         return self.secret_key_file or self.data_dir / "master.key"
 
-    @property
-    def raw_files_dir(self) -> Path:
-        """Directory where the raw bytes of every accepted upload are kept (its provenance)."""
-        return self.data_dir / "uploads"
-
 
 @functools.cache
 def get_settings() -> Settings:

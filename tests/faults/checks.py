@@ -18,13 +18,14 @@ from glucoshare.devices.models import Device
 from glucoshare.ingest.service import read_raw, remove_upload
 from glucoshare.records.models import Record, Upload
 from glucoshare.records.service import list_uploads
+from glucoshare.vault.models import SealedFile
 from tests.faults.harness import Running
 
 VICTIM_APPLICATION = "glucoshare-fault-victim"
 """The PostgreSQL ``application_name`` of the processes the tests kill (``PGAPPNAME``)."""
 
-IMPORT_TABLES = ("records", "uploads", "devices", "device_identifiers")
-"""The tables an import adds rows to and nothing else changes behind the test's back.
+IMPORT_TABLES = ("records", "uploads", "devices", "device_identifiers", "sealed_files")
+"""The tables an import adds rows to (its kept raw file included) and nothing else changes behind its back.
 
 An import also marks the patient's summary outdated (``summary_backlog``), but a server on
 PostgreSQL runs background jobs that refresh summaries and drain that backlog at any moment, so
@@ -150,21 +151,19 @@ def remove_last_upload(engine: Engine, settings: Settings, found: Holdings) -> N
         remove_upload(session, settings=settings, upload_id=upload_id, actor="test")
 
 
-def raw_leftovers(settings: Settings, patient_id: str, engine: Engine) -> list[str]:
-    """Files in the patient's raw-file folder that no stored upload refers to (names only)."""
-    folder = settings.raw_files_dir / patient_id
-    if not folder.exists():
-        return []
+def raw_leftovers(engine: Engine, patient_id: str) -> list[str]:
+    """Kept raw files of the patient that no stored upload refers to (their places)."""
     with session_scope(engine) as session:
         kept = set(session.scalars(select(Upload.sha256).where(Upload.patient_id == patient_id)))
-    return sorted(p.name for p in folder.iterdir() if p.name not in kept)
+        places = session.scalars(select(SealedFile.place).where(SealedFile.subject_id == patient_id))
+        return sorted(p for p in places if p.removeprefix(f"raw:{patient_id}:") not in kept)
 
 
-def raw_file_of(engine: Engine, settings: Settings, upload_id: str) -> bytes | None:
+def raw_file_of(engine: Engine, upload_id: str) -> bytes | None:
     """The kept raw bytes of an upload, opened with the patient's data key."""
     with session_scope(engine) as session:
         upload = session.scalars(select(Upload).where(Upload.id == upload_id)).one()
-        return read_raw(session, settings, upload)
+        return read_raw(session, upload)
 
 
 def data_dir_files(root: Path) -> list[str]:

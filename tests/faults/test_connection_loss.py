@@ -115,7 +115,7 @@ def test_a_connection_lost_during_an_upload_answers_503_and_the_next_request_suc
         assert "nothing was stored" in answer.json()["error"]["message"]
         assert_clean(answer.text)
         assert holdings(engine, patient) == before
-        assert raw_leftovers(settings, patient, engine) == []
+        assert raw_leftovers(engine, patient) == []
 
         # The pool hands out no dead connection: the next requests succeed.
         listed = httpx.get(f"{base}/v1/patients/{patient}/uploads", headers=reader, timeout=30)
@@ -155,7 +155,7 @@ def test_a_connection_lost_during_an_import_exits_1_with_one_line(
     assert_clean(lines[0])
     wait_for_victims(engine)
     assert holdings(engine, patient) == before
-    assert raw_leftovers(settings, patient, engine) == []
+    assert raw_leftovers(engine, patient) == []
     assert_sound(engine)
 
 

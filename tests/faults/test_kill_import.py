@@ -81,7 +81,7 @@ def test_an_import_killed_at_any_moment_stores_nothing_and_the_retry_is_exact(
         elif not point.landed:
             msg = f"{where}: the import ended ({point.stderr.strip()}) and stored nothing"
             raise AssertionError(msg)
-        raw_left.append(len(raw_leftovers(settings, patient, engine)))
+        raw_left.append(len(raw_leftovers(engine, patient)))
 
     points = kill_during(
         _import(import_export, PATIENT), moments, verify, env=victim_env, scratch=tmp_path, launcher=forks
@@ -111,7 +111,7 @@ def test_an_import_killed_at_any_moment_stores_nothing_and_the_retry_is_exact(
     assert len(stored.uploads) == len(before.uploads) + 1
     assert stored.records == expected.new
     assert stored.devices == 1
-    assert raw_file_of(engine, settings, stored.uploads[-1][0]) == import_export.read_bytes()
+    assert raw_file_of(engine, stored.uploads[-1][0]) == import_export.read_bytes()
     assert_sound(engine)
 
     again = forks.start(

@@ -117,5 +117,5 @@ def test_a_server_killed_during_an_upload_stores_nothing_and_the_retry_is_exact(
     stored = holdings(engine, patient)
     assert stored.records == expected.new
     assert len(stored.uploads) == len(before.uploads) + 2
-    assert raw_file_of(engine, settings, stored.uploads[-2][0]) == upload_export.read_bytes()
+    assert raw_file_of(engine, stored.uploads[-2][0]) == upload_export.read_bytes()
     assert_sound(engine)

@@ -50,7 +50,7 @@ GLUCOSE_TYPES = frozenset({"cbg", "smbg"})
 OFFSET_BOUNDS_MIN = (-12 * 60, 14 * 60)
 """A UTC offset a clock can have (minutes)."""
 
-GROWING_TABLES = frozenset({"records", "audit_events", "uploads"})
+GROWING_TABLES = frozenset({"records", "audit_events", "uploads", "sealed_files"})
 """Tables every stored case adds rows to and no import changes a row of: their row count and highest
 key are compared after a refusal (reading them whole each time would slow the fuzzing down as
 they grow); every other table is compared row by row."""
@@ -197,9 +197,9 @@ class FuzzTarget:
                     continue
                 rows = conn.execute(text(f'SELECT * FROM "{table.name}"')).all()
                 snapshot[table.name] = sorted((tuple(r) for r in rows), key=repr)
-        raw = self.settings.raw_files_dir
-        snapshot["raw files"] = (
-            sorted(str(p.relative_to(raw)) for p in raw.rglob("*")) if raw.exists() else []
+        folder = self.settings.data_dir  # kept raw files are rows (sealed_files); nothing else is written
+        snapshot["data folder"] = (
+            sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
         )
         return snapshot
 

@@ -116,14 +116,14 @@ def refused_unchanged(
     match: str | None = None,
 ) -> RefusalT:
     """Import ``files`` for the patient in a transaction of their own; assert that ``error`` refuses
-    them and that no table row and no raw file under ``settings.raw_files_dir`` has changed.
+    them and that no table row (kept raw files included) and no file of the data folder has changed.
 
     One :class:`IncomingFile` goes through ``import_file``, a sequence of them through
     ``import_files`` (one batch). ``match`` is a regular expression the error text must contain,
     as in :func:`pytest.raises`. Returns the error, for the caller to check its message.
     """
     before = table_snapshot(engine)
-    raw_before = sorted(settings.raw_files_dir.rglob("*"))
+    files_before = sorted(settings.data_dir.rglob("*"))
     with pytest.raises(error, match=match) as info, session_scope(engine) as session:
         patient = session.get(Patient, patient_id)
         assert patient is not None
@@ -136,5 +136,5 @@ def refused_unchanged(
                 session, settings=settings, patient=patient, files=files, timezone=None, actor="test"
             )
     assert table_snapshot(engine) == before, "a refused import changed the database"
-    assert sorted(settings.raw_files_dir.rglob("*")) == raw_before, "a refused import changed the raw files"
+    assert sorted(settings.data_dir.rglob("*")) == files_before, "a refused import changed the data folder"
     return info.value

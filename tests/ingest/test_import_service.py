@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -39,6 +38,7 @@ from glucoshare.summaries.models import DailySummary
 from glucoshare.summaries.service import refresh_outdated
 from tests.conftest import table_snapshot
 from tests.ingest.helpers import committed_upload, profile, refused_unchanged
+from tests.kept import kept_places, raw_place, sealed_bytes
 
 DAY_MS = 86_400_000
 
@@ -107,11 +107,11 @@ def test_records_keep_provenance(session: Session, settings: Settings, timeline:
     patient = _patient(session)
     incoming = _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
     result = _import(session, settings, patient, incoming)
-    raw = settings.raw_files_dir / patient.id / result.sha256
-    assert raw.stat().st_mode & 0o777 == 0o600
-    assert incoming.data[:200] not in raw.read_bytes()  # sealed with the patient's data key
+    sealed = sealed_bytes(session, raw_place(patient.id, result.sha256))
+    assert sealed is not None
+    assert incoming.data[:200] not in sealed  # sealed with the patient's data key
     upload = session.scalars(select(Upload).where(Upload.id == result.id)).one()
-    kept = read_raw(session, settings, upload)
+    kept = read_raw(session, upload)
     assert kept == incoming.data
     lines = kept.decode("utf-8-sig").splitlines()
     record = session.scalars(select(Record).where(Record.type == "cbg").order_by(Record.time_ms)).first()
@@ -162,9 +162,7 @@ def test_removing_an_upload_keeps_what_other_uploads_hold(
         assert remaining == [part.id]
         assert session.scalar(select(func.count()).select_from(Record)) == sum(part.counts.values())
         assert verify_chain(session).intact
-    folder = settings.raw_files_dir / patient.id
-    assert not (folder / full.sha256).exists()
-    assert (folder / part.sha256).exists()
+    assert kept_places(engine, patient.id) == {raw_place(patient.id, part.sha256)}
 
 
 def test_audit_records_the_import(session: Session, settings: Settings, timeline: Timeline) -> None:
@@ -372,13 +370,17 @@ def test_timezone_option_moves_instants(session: Session, settings: Settings, ti
     assert tokyo.timezone == "Asia/Tokyo"
 
 
-def test_raw_path_is_private(settings: Settings, session: Session, timeline: Timeline) -> None:
+def test_the_raw_file_is_kept_in_the_database_not_in_the_data_folder(
+    settings: Settings, session: Session, timeline: Timeline
+) -> None:
+    """Application servers hold no state: an import writes nothing beside the database."""
+    files_before = sorted(settings.data_dir.rglob("*"))
     patient = _patient(session)
     result = _import(
         session, settings, patient, _clarity(timeline.window(timeline.start_ms, timeline.start_ms + DAY_MS))
     )
-    raw = Path(settings.raw_files_dir / patient.id / result.sha256)
-    assert raw.exists()
+    assert kept_places(session, patient.id) == {raw_place(patient.id, result.sha256)}
+    assert sorted(settings.data_dir.rglob("*")) == files_before
 
 
 def test_erasing_a_patient_removes_everything_but_the_audit_trail(
@@ -403,12 +405,9 @@ def test_erasing_a_patient_removes_everything_but_the_audit_trail(
         refresh_outdated(session)
         other_records = session.scalar(select(func.count()).select_from(Record))
     with session_scope(engine) as session:
-        erased = erase_patient(
-            session, settings=settings, patient=session.get(Patient, patient.id), actor="t"
-        )  # type: ignore[arg-type]
+        erased = erase_patient(session, patient=session.get(Patient, patient.id), actor="t")  # type: ignore[arg-type]
     assert (erased.uploads, erased.raw_files) == (2, 2)
-    files = {p.name for p in settings.raw_files_dir.rglob("*") if p.is_file()}
-    assert files == {kept.sha256}
+    assert kept_places(engine) == {raw_place(other.id, kept.sha256)}
     assert first.sha256 != second.sha256
     with session_scope(engine) as session:
         assert session.get(Patient, patient.id) is None

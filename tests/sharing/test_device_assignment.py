@@ -10,10 +10,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from glucoshare.config import Settings
+from glucoshare.db.session import session_scope
 from glucoshare.simulator import simulate
 from glucoshare.simulator.writers.carelink import write_carelink
 from glucoshare.web.app import create_app
 from tests.ingest.helpers import profile
+from tests.kept import kept_places, sealed_bytes
 from tests.web.conftest import BASE_URL, Person, clarity_bytes, make_person
 
 
@@ -43,7 +45,7 @@ def _world(api: TestClient, engine: Engine) -> tuple[Person, dict[str, str], str
 
 
 def test_an_unassigned_device_is_held_confirmed_by_serial_and_then_goes_to_its_patient(
-    api: TestClient, engine: Engine, app_settings: Settings
+    api: TestClient, engine: Engine
 ) -> None:
     doc, clinic, anna, _ = _world(api, engine)
     base = f"/v1/clinics/{clinic['id']}"
@@ -61,9 +63,11 @@ def test_an_unassigned_device_is_held_confirmed_by_serial_and_then_goes_to_its_p
         pending["id"]
     ]
     assert api.get(f"/v1/patients/{anna}/uploads", headers=doc.headers).json() == []  # nothing stored yet
-    held_file = app_settings.data_dir / "pending" / clinic["id"] / pending["id"]
-    assert held_file.exists()
-    assert data[:100] not in held_file.read_bytes()  # sealed with the clinic's data key
+    held_place = f"pending:{clinic['id']}:{pending['id']}"
+    with session_scope(engine) as session:
+        held_file = sealed_bytes(session, held_place)
+    assert held_file is not None
+    assert data[:100] not in held_file  # sealed with the clinic's data key
     assign = f"{base}/pending-uploads/{pending['id']}/assign"
     wrong = api.post(assign, headers=doc.headers, json={"patient_id": anna, "serial": "NOT-IT"})
     assert wrong.status_code == 400
@@ -77,7 +81,7 @@ def test_an_unassigned_device_is_held_confirmed_by_serial_and_then_goes_to_its_p
     )
     assert done.status_code == 201, done.text
     assert done.json()[0]["new"] > 0
-    assert not held_file.exists()
+    assert held_place not in kept_places(engine)
     assert api.get(f"{base}/pending-uploads", headers=doc.headers).json() == []
     assert len(api.get(f"/v1/patients/{anna}/uploads", headers=doc.headers).json()) == 1
     later_name, later = _pump_export(seed=3, start=dt.date(2025, 6, 4))  # the same pump, two days on

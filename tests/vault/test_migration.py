@@ -30,9 +30,15 @@ from glucoshare.db.migrate import alembic_config, upgrade
 from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.ingest.service import read_raw
 from glucoshare.records.models import Record, Upload
+from glucoshare.sharing.models import PendingUpload
+from glucoshare.sharing.schemas import ClinicCreate
+from glucoshare.sharing.service import create_clinic
+from glucoshare.vault.cipher import seal
 from glucoshare.vault.keyfile import KeyRing, load_or_create
-from glucoshare.vault.models import DataKey
+from glucoshare.vault.models import DataKey, SealedFile
+from glucoshare.vault.service import data_key, open_file
 from tests.conftest import scratch_postgres_database
+from tests.kept import kept_places, raw_place, sealed_bytes
 from tests.vault.helpers import database_values, leaks
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -275,10 +281,10 @@ def _counts(engine: Engine) -> dict[str, int]:
 def test_upgrading_a_populated_database_seals_every_row_and_raw_file(
     keyed_engine: Engine, scratch_settings: Settings, scratch_url: str
 ) -> None:
-    raw_dir = scratch_settings.raw_files_dir
+    raw_dir = scratch_settings.data_dir / "uploads"
     _populate_0008(keyed_engine, raw_dir)
     before = _counts(keyed_engine)
-    upgrade(keyed_engine, raw_files_dir=raw_dir)
+    upgrade(keyed_engine, data_dir=raw_dir.parent)
     assert _version(keyed_engine) == _head()
     assert _counts(keyed_engine) == before  # nothing lost on the way (devices, uploads, records)
     assert {"email", "name", "birthdate"}.isdisjoint(_columns(keyed_engine, "patients"))
@@ -321,22 +327,19 @@ def test_upgrading_a_populated_database_seals_every_row_and_raw_file(
             upload = by_id[upload_id]
             assert (upload.patient_id, upload.file_name) == (patient_id, file_name)
             if sha256 == SHA:
-                assert read_raw(session, scratch_settings, upload) == RAW
-                sealed = raw_dir / patient_id / sha256
-                assert sealed.stat().st_mode & 0o777 == 0o600
-                assert b"Legacyperson" not in sealed.read_bytes()
+                assert read_raw(session, upload) == RAW
+                sealed = sealed_bytes(session, raw_place(patient_id, sha256))  # moved in by 0020
+                assert sealed is not None
+                assert b"Legacyperson" not in sealed
             else:
-                assert read_raw(session, scratch_settings, upload) is None
+                assert read_raw(session, upload) is None
         assert session.scalar(sa.select(sa.func.count()).select_from(Record)) == 1
         # The addresses are taken as before: the lookup folds them the way new ones are folded.
         with pytest.raises(PatientExistsError):
             add_patient(session, validate_patient(email="ADALINE.legacyperson@example.org", name="X"))
         session.rollback()
 
-    assert not _legacy_file(raw_dir).exists()
-    assert not _legacy_file(raw_dir).parent.exists()
-    assert sorted(p.name for p in raw_dir.iterdir()) == sorted({ADA["id"], BORIS["id"]})
-    assert not [p for p in raw_dir.rglob(".incoming-*")]
+    assert not raw_dir.exists()  # sealed by 0009, moved into the database by 0020, then removed
 
     # Another process with the key file reads the same.
     fresh = create_db_engine(scratch_url, keyring=load_or_create(scratch_settings.effective_secret_key_file))
@@ -359,11 +362,11 @@ def test_upgrading_an_empty_database_needs_no_master_key(keyless_engine: Engine)
 def test_without_a_master_key_a_populated_database_is_refused_and_left_at_0008(
     keyless_engine: Engine, scratch_settings: Settings, scratch_url: str, ring: KeyRing
 ) -> None:
-    raw_dir = scratch_settings.raw_files_dir
+    raw_dir = scratch_settings.data_dir / "uploads"
     _populate_0008(keyless_engine, raw_dir)
     before = _counts(keyless_engine)
     with pytest.raises(RuntimeError, match=r"needs the master key \(GLUCOSHARE_SECRET_KEY_FILE\)"):
-        upgrade(keyless_engine, raw_files_dir=raw_dir)
+        upgrade(keyless_engine, data_dir=raw_dir.parent)
     assert _version(keyless_engine) == "0008"
     assert {"email", "name", "birthdate"} <= _columns(keyless_engine, "patients")
     assert "email_lookup" not in _columns(keyless_engine, "patients")
@@ -374,7 +377,7 @@ def test_without_a_master_key_a_populated_database_is_refused_and_left_at_0008(
     # With the key it then goes through.
     keyed = create_db_engine(scratch_url, keyring=ring)
     try:
-        upgrade(keyed, raw_files_dir=raw_dir)
+        upgrade(keyed, data_dir=raw_dir.parent)
         assert _version(keyed) == _head()
         assert _counts(keyed) == before
         with Session(keyed) as session:
@@ -387,7 +390,7 @@ def test_addresses_that_fold_to_one_are_refused_before_anything_changes(
     keyed_engine: Engine, scratch_settings: Settings
 ) -> None:
     """``strasse`` and ``straße`` were two accounts under the old case-sensitive constraint."""
-    raw_dir = scratch_settings.raw_files_dir
+    raw_dir = scratch_settings.data_dir / "uploads"
     twins = [
         {"id": f"{n}" * 32, "email": email, "name": f"Twin {n}", "birthdate": None}
         | {"timezone": "UTC", "display_units": "mg/dL", "user_id": None}
@@ -395,7 +398,7 @@ def test_addresses_that_fold_to_one_are_refused_before_anything_changes(
     ]
     _populate_0008(keyed_engine, raw_dir, extra_patients=twins)
     with pytest.raises(RuntimeError, match=f"{'7' * 32} and {'8' * 32}"):
-        upgrade(keyed_engine, raw_files_dir=raw_dir)
+        upgrade(keyed_engine, data_dir=raw_dir.parent)
     assert _version(keyed_engine) == "0008"
     assert "email" in _columns(keyed_engine, "patients")
     assert _legacy_file(raw_dir).read_bytes() == RAW
@@ -404,7 +407,7 @@ def test_addresses_that_fold_to_one_are_refused_before_anything_changes(
         conn.execute(
             text("UPDATE patients SET email = 'anna.b@strasse.example' WHERE id = :i"), {"i": "8" * 32}
         )
-    upgrade(keyed_engine, raw_files_dir=raw_dir)
+    upgrade(keyed_engine, data_dir=raw_dir.parent)
     with Session(keyed_engine) as session:
         assert get_patient(session, "Anna@Strasse.example").name == "Twin 7"
         assert get_patient(session, "anna.b@strasse.example").name == "Twin 8"
@@ -415,12 +418,12 @@ def test_a_failed_upgrade_can_be_run_again_and_loses_no_raw_file(
 ) -> None:
     """A failure after the first raw file was sealed: the retry must not keep that file, sealed
     with a data key that the rollback took away, and then delete the plaintext."""
-    raw_dir = scratch_settings.raw_files_dir
+    raw_dir = scratch_settings.data_dir / "uploads"
     _populate_0008(keyed_engine, raw_dir)
     before = _counts(keyed_engine)
     raw_dir.joinpath(BORIS["id"]).write_bytes(b"")  # a stray file where Boris's folder must go
     with pytest.raises(OSError):  # FileExistsError or NotADirectoryError
-        upgrade(keyed_engine, raw_files_dir=raw_dir)
+        upgrade(keyed_engine, data_dir=raw_dir.parent)
     assert _version(keyed_engine) == "0008"
     assert {"email", "name", "birthdate"} <= _columns(keyed_engine, "patients")
     with keyed_engine.connect() as conn:
@@ -429,19 +432,19 @@ def test_a_failed_upgrade_can_be_run_again_and_loses_no_raw_file(
     assert (raw_dir / ADA["id"] / SHA).exists()  # Ada's file was sealed before the failure
     assert _legacy_file(raw_dir).read_bytes() == RAW
     raw_dir.joinpath(BORIS["id"]).unlink()
-    upgrade(keyed_engine, raw_files_dir=raw_dir)
+    upgrade(keyed_engine, data_dir=raw_dir.parent)
     assert _counts(keyed_engine) == before
     with Session(keyed_engine) as session:
         for upload in session.scalars(sa.select(Upload).where(Upload.sha256 == SHA)):
-            assert read_raw(session, scratch_settings, upload) == RAW, upload.patient_id
+            assert read_raw(session, upload) == RAW, upload.patient_id
     assert not _legacy_file(raw_dir).exists()
 
 
 def test_foreign_keys_are_enforced_again_after_the_upgrade(
     keyed_engine: Engine, scratch_settings: Settings
 ) -> None:
-    _populate_0008(keyed_engine, scratch_settings.raw_files_dir)
-    upgrade(keyed_engine, raw_files_dir=scratch_settings.raw_files_dir)
+    _populate_0008(keyed_engine, scratch_settings.data_dir / "uploads")
+    upgrade(keyed_engine, data_dir=scratch_settings.data_dir)
     with pytest.raises(sa.exc.IntegrityError), keyed_engine.begin() as conn:
         conn.execute(text("UPDATE uploads SET patient_id = 'nobody' WHERE id = :i"), {"i": UPLOADS[0][0]})
     if keyed_engine.dialect.name == "sqlite":
@@ -473,9 +476,81 @@ def test_upgrading_from_the_first_revisions_keeps_every_row(
             ),
             {"t": "2025-01-01 00:00:00"},
         )
-    upgrade(keyed_engine, raw_files_dir=scratch_settings.raw_files_dir)
+    upgrade(keyed_engine, data_dir=scratch_settings.data_dir)
     with keyed_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM devices")).scalar() == 1
         assert conn.execute(text("SELECT patient_id FROM devices")).scalar() == "p1"
     with session_scope(keyed_engine) as session:
         assert get_patient(session, "EARLY@example.org").name == "Early Bird"
+
+
+def test_0020_moves_kept_files_into_the_database_and_then_removes_them(
+    keyed_engine: Engine, scratch_settings: Settings
+) -> None:
+    """Raw uploads and held clinic uploads, sealed in the data folder, become rows as they are."""
+    upgrade(keyed_engine, "0019")
+    data_dir = scratch_settings.data_dir
+    held = b"a held clinic upload\n"
+    with session_scope(keyed_engine) as session:
+        patient = add_patient(session, validate_patient(email="kept@example.org", name="Kept Files"))
+        clinic = create_clinic(session, ClinicCreate(name="Old Folder Clinic"), founder=None, actor="test")
+        pending = PendingUpload(
+            clinic_id=clinic.id,
+            sha256=hashlib.sha256(held).hexdigest(),
+            size_bytes=len(held),
+            format="dexcom_clarity",
+            timezone="UTC",
+            uploaded_by="test",
+        )
+        pending.file_name = "held.csv"
+        session.add(pending)
+        gone = PendingUpload(
+            clinic_id=clinic.id, sha256="0" * 64, size_bytes=1, format="dexcom_clarity", timezone="UTC"
+        )
+        gone.file_name, gone.uploaded_by = "lost.csv", "test"
+        session.add(gone)
+        for sha256, file_name in ((SHA, "kept.csv"), (MISSING_SHA, "lost.csv")):
+            upload = Upload(
+                patient_id=patient.id,
+                sha256=sha256,
+                size_bytes=len(RAW),
+                format="dexcom_clarity",
+                encoding="utf-8",
+                timezone="UTC",
+                uploaded_by="test",
+            )
+            upload.file_name = file_name
+            session.add(upload)
+        session.flush()
+        ids = (patient.id, clinic.id, pending.id, gone.id)
+        files = {
+            data_dir / "uploads" / patient.id / SHA: seal(
+                data_key(session, patient.id), RAW, f"raw:{patient.id}:{SHA}"
+            ),
+            data_dir / "pending" / clinic.id / pending.id: seal(
+                data_key(session, clinic.id), held, f"pending:{clinic.id}:{pending.id}"
+            ),
+        }
+    for path, sealed in files.items():
+        path.parent.mkdir(parents=True)
+        path.write_bytes(sealed)
+    (data_dir / "unrelated.txt").write_text("left alone")
+    patient_id, clinic_id, pending_id, gone_id = ids
+
+    upgrade(keyed_engine, data_dir=data_dir)
+
+    assert _version(keyed_engine) == _head()
+    with session_scope(keyed_engine) as session:
+        assert kept_places(session) == {f"raw:{patient_id}:{SHA}", f"pending:{clinic_id}:{pending_id}"}
+        for upload in session.scalars(sa.select(Upload).where(Upload.patient_id == patient_id)):
+            assert read_raw(session, upload) == (RAW if upload.sha256 == SHA else None)
+        assert open_file(session, clinic_id, f"pending:{clinic_id}:{pending_id}") == held
+        assert open_file(session, clinic_id, f"pending:{clinic_id}:{gone_id}") is None
+        sizes = {
+            place: size for place, size in session.execute(sa.select(SealedFile.place, SealedFile.size_bytes))
+        }
+        assert sizes == {f"raw:{patient_id}:{SHA}": len(RAW), f"pending:{clinic_id}:{pending_id}": len(held)}
+    assert sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")) == [
+        "master.key",
+        "unrelated.txt",
+    ]

@@ -99,7 +99,7 @@ def _assert_everything_opens(engine: Engine, stored: Stored, settings: Settings)
         assert get_patient(session, "grace@example.org").name == "Grace Example"
         upload = session.scalars(select(Upload)).one()
         assert upload.file_name == FILE_NAME
-        raw = read_raw(session, settings, upload)
+        raw = read_raw(session, upload)
         assert raw is not None
         assert b"Vexhammer" in raw
 

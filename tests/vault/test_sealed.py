@@ -22,6 +22,7 @@ from glucoshare.simulator.timeline import Timeline
 from glucoshare.vault.errors import SealBrokenError, WrongMasterKeyError
 from glucoshare.vault.keyfile import load_or_create
 from glucoshare.vault.models import DataKey
+from tests.kept import kept_places, raw_place, sealed_bytes
 from tests.vault.helpers import (
     FILE_NAME,
     PATIENT_BIRTHDATE,
@@ -119,12 +120,12 @@ def test_the_orm_reads_the_plain_values(engine: Engine, stored: Stored, settings
         assert user.has_second_factor
         upload = session.scalars(select(Upload)).one()
         assert upload.file_name == FILE_NAME
-        raw = read_raw(session, settings, upload)
+        raw = read_raw(session, upload)
         assert raw is not None
         assert b"Vexhammer" in raw
-        sealed_file = settings.raw_files_dir / stored.patient_id / stored.sha256
-        assert sealed_file.stat().st_mode & 0o777 == 0o600
-        assert b"Vexhammer" not in sealed_file.read_bytes()
+        sealed_file = sealed_bytes(session, raw_place(stored.patient_id, stored.sha256))
+        assert sealed_file is not None
+        assert b"Vexhammer" not in sealed_file
         assert patient_emails(session, [stored.patient_id]) == {stored.patient_id: PATIENT_EMAIL}
         assert [p.email for p in list_patients(session)] == [PATIENT_EMAIL]
 
@@ -263,15 +264,14 @@ def test_erasing_a_patient_destroys_their_and_their_accounts_data_keys_and_raw_f
     with session_scope(engine) as session:
         other = add_other_patient(session, "frank@example.org", "Frank Example")
         other_id = other.id
-    folder = settings.raw_files_dir / stored.patient_id
-    assert (folder / stored.sha256).exists()
+    assert kept_places(engine, stored.patient_id) == {raw_place(stored.patient_id, stored.sha256)}
     assert _data_key_subjects(engine) == {stored.patient_id, stored.user_id, other_id}
     with session_scope(engine) as session:
         patient = get_patient(session, PATIENT_EMAIL)
-        erasure = erase_patient(session, settings=settings, patient=patient, actor="test")
+        erasure = erase_patient(session, patient=patient, actor="test")
     assert (erasure.uploads, erasure.raw_files) == (1, 1)
     assert _data_key_subjects(engine) == {other_id}
-    assert not folder.exists()
+    assert kept_places(engine) == set()
     with Session(engine) as session:
         assert session.get(Patient, stored.patient_id) is None
         assert session.get(User, stored.user_id) is None
@@ -287,6 +287,6 @@ def test_erasing_a_patient_whose_uploads_the_transaction_loaded(
         patient = get_patient(session, PATIENT_EMAIL)
         uploads = session.scalars(select(Upload)).all()  # loaded, file names not read
         assert len(uploads) == 1
-        erase_patient(session, settings=settings, patient=patient, actor="test")
+        erase_patient(session, patient=patient, actor="test")
     assert _data_key_subjects(engine) == set()
-    assert not (settings.raw_files_dir / stored.patient_id).exists()
+    assert kept_places(engine) == set()

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from glucoshare.config import Settings
+from tests.kept import kept_places
 from tests.web.conftest import PASSWORD, make_person
 
 
@@ -248,7 +249,7 @@ def test_the_export_holds_everything_and_deletion_removes_it(
     gone = client.request("DELETE", "/v1/account", headers=kim.headers, json={"password": PASSWORD})
     assert gone.status_code == 204
     assert user_row(engine, kim.user_id) is None
-    assert not (app_settings.raw_files_dir / str(kim.patient_id)).exists()
+    assert kept_places(engine, str(kim.patient_id)) == set()
 
 
 def test_a_refused_reach_for_someone_elses_data_is_in_their_access_log(

@@ -18,7 +18,6 @@ from glucoshare.cli.runtime import (
     actor,
     handle_errors,
     print_json,
-    settings,
     stdout,
     unit_of_work,
 )
@@ -108,7 +107,7 @@ def delete(
         raise InputError(msg)
     with unit_of_work() as session:
         person = get_patient(session, patient)
-        erased = erase_patient(session, settings=settings(), patient=person, actor=actor())
+        erased = erase_patient(session, patient=person, actor=actor())
     if as_json:
         print_json({"erased": erased.patient_id, "uploads": erased.uploads, "raw_files": erased.raw_files})
     else:

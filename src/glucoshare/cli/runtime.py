@@ -60,7 +60,7 @@ def engine() -> Engine:
     db = create_db_engine(
         config.effective_database_url, keyring=load_or_create(config.effective_secret_key_file)
     )
-    upgrade(db, raw_files_dir=config.raw_files_dir)
+    upgrade(db, data_dir=config.data_dir)
     return db
 
 

@@ -27,16 +27,19 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head", *, raw_files_dir: Path | None = None) -> None:
+def upgrade(engine: Engine, revision: str = "head", *, data_dir: Path | None = None) -> None:
     """Bring the schema to ``revision`` (default: the newest).
 
-    ``raw_files_dir`` is where the raw uploaded files live, for migrations that convert them; files
-    a migration replaced are removed only once it has committed.
+    ``data_dir`` is the data folder, where earlier versions kept raw uploaded files
+    (``uploads/``) and held clinic uploads (``pending/``), for the migrations that convert them or
+    move them into the database; files a migration replaced are removed only once it has committed.
     """
     config = alembic_config(engine)
-    config.attributes["raw_files_dir"] = raw_files_dir
+    config.attributes["data_dir"] = data_dir
+    config.attributes["raw_files_dir"] = None if data_dir is None else data_dir / "uploads"
     command.upgrade(config, revision)
     for legacy in config.attributes.get("legacy_raw_files", []):
         legacy.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            legacy.parent.rmdir()
+            legacy.parent.rmdir()  # only when no other file is left in the folder
+            legacy.parent.parent.rmdir()

@@ -22,7 +22,6 @@ from glucoshare.accounts.access import own_patient
 from glucoshare.accounts.models import ApiToken, AuthSession, User
 from glucoshare.accounts.profile import profile
 from glucoshare.audit.service import access_log
-from glucoshare.config import Settings
 from glucoshare.export.service import export_patient
 from glucoshare.ingest.service import read_raw
 from glucoshare.records.models import Upload
@@ -30,7 +29,7 @@ from glucoshare.records.models import Upload
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def export_account(session: Session, settings: Settings, user: User, out: Path) -> Path:
+def export_account(session: Session, user: User, out: Path) -> Path:
     """Write the account's export to ``out`` (a zip, owner-only) and return it."""
     patient = own_patient(session, user)
     document: dict[str, object] = {
@@ -68,7 +67,7 @@ def export_account(session: Session, settings: Settings, user: User, out: Path) 
             export_patient(session, patient=patient, fmt="json", out=records)
             archive.write(records, "records.json")
             for upload in session.scalars(select(Upload).where(Upload.patient_id == patient.id)):
-                raw = read_raw(session, settings, upload)
+                raw = read_raw(session, upload)
                 if raw is not None:
                     name = _UNSAFE.sub("_", upload.file_name or "upload")[:120]
                     archive.writestr(f"raw/{upload.id}/{name}", raw)

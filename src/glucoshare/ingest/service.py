@@ -17,7 +17,6 @@ import gc
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,6 @@ from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
 from glucoshare.db.base import new_id
-from glucoshare.db.session import after_commit, after_rollback
 from glucoshare.devices.errors import DeviceOwnedByAnotherPatientError
 from glucoshare.devices.models import Device
 from glucoshare.devices.service import resolve_device
@@ -78,6 +76,8 @@ from glucoshare.vault.service import (
     destroy_data_key,
     keyring_of,
     open_file,
+    remove_file,
+    remove_files_of,
     seal_file,
     seal_mapping,
 )
@@ -120,50 +120,44 @@ def _read_source(name: str, data: bytes, limits: ArchiveLimits) -> SourceText:
     return SourceText(name=name, text=decoded.text, encoding=decoded.encoding)
 
 
-def _raw_path(settings: Settings, patient_id: str, sha256: str) -> Path:
-    """Where the raw bytes of a patient's upload are kept, sealed with the patient's data key."""
-    return settings.raw_files_dir / patient_id / sha256
-
-
 def _raw_place(patient_id: str, sha256: str) -> str:
+    """Where the raw bytes of a patient's upload are kept (sealed with the patient's data key)."""
     return f"raw:{patient_id}:{sha256}"
 
 
-def read_raw(session: Session, settings: Settings, upload: Upload) -> bytes | None:
+def read_raw(session: Session, upload: Upload) -> bytes | None:
     """The raw bytes of ``upload`` as they arrived, or ``None`` when the file is gone."""
-    path = _raw_path(settings, upload.patient_id, upload.sha256)
-    return open_file(session, upload.patient_id, _raw_place(upload.patient_id, upload.sha256), path)
+    return open_file(session, upload.patient_id, _raw_place(upload.patient_id, upload.sha256))
 
 
-def move_upload(session: Session, settings: Settings, upload: Upload, patient_id: str) -> Path | None:
-    """Give an upload to another patient (a device moved to them), sealed again with their data key.
+def move_upload(session: Session, upload: Upload, patient_id: str) -> None:
+    """Give an upload to another patient (a device moved to them), its raw file sealed again for them.
 
-    The raw file is written for the new owner (removed again if the transaction rolls back); the
-    old one is returned for the caller to remove once the move has committed (``None``: no file).
+    The old owner's copy goes when none of their uploads is the same file any more.
     """
-    data = read_raw(session, settings, upload)
+    data = read_raw(session, upload)
     name = upload.file_name  # sealed with the owner's data key: sealed again for the new owner
-    old = _raw_path(settings, upload.patient_id, upload.sha256)
+    old_owner = upload.patient_id
     if data is not None:
-        _store_raw(settings, patient_id, upload.sha256, data, session)
+        _store_raw(session, patient_id, upload.sha256, data)
     upload.patient_id = patient_id
     upload.file_name = name
-    return old if data is not None else None
+    session.flush()
+    _forget_raw_when_unused(session, old_owner, upload.sha256)
 
 
-def _store_raw(settings: Settings, patient_id: str, sha256: str, data: bytes, session: Session) -> None:
-    """Keep the raw bytes, sealed; remove them again if the transaction rolls back."""
-    target = _raw_path(settings, patient_id, sha256)
-    if target.exists():
-        return
-    seal_file(session, patient_id, data, _raw_place(patient_id, sha256), target)
+def _store_raw(session: Session, patient_id: str, sha256: str, data: bytes) -> None:
+    """Keep the raw bytes, sealed, with the transaction (once per patient and content)."""
+    seal_file(session, patient_id, data, _raw_place(patient_id, sha256))
 
-    def forget() -> None:
-        target.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            target.parent.rmdir()  # only succeeds when no other raw file shares the folder
 
-    after_rollback(session, forget)
+def _forget_raw_when_unused(session: Session, patient_id: str, sha256: str) -> None:
+    """Remove a patient's kept raw file once no upload of theirs refers to it."""
+    still_used = session.scalar(
+        select(Upload.id).where(Upload.sha256 == sha256, Upload.patient_id == patient_id).limit(1)
+    )
+    if still_used is None:
+        remove_file(session, _raw_place(patient_id, sha256))
 
 
 class _CollectorPause:
@@ -600,7 +594,6 @@ def _inner(name: str, container: str) -> str:
 def _store(
     session: Session,
     *,
-    settings: Settings,
     patient: Patient,
     prepared: PreparedFile,
     zone: str,
@@ -656,7 +649,7 @@ def _store(
     session.flush()
     if new and builder.first_ms is not None and builder.last_ms is not None:
         mark_outdated(session, patient.id, builder.first_ms, builder.last_ms, "upload")
-    _store_raw(settings, patient.id, sha256, data, session)
+    _store_raw(session, patient.id, sha256, data)
     record_event(
         session,
         actor=actor,
@@ -703,7 +696,6 @@ def import_file(
     prepared = _prepare_one(settings, incoming, None)
     return _store(
         session,
-        settings=settings,
         patient=patient,
         prepared=prepared,
         zone=zone,
@@ -808,7 +800,6 @@ def import_files(
         store = functools.partial(
             _store,
             session,
-            settings=settings,
             patient=patient,
             prepared=prepared,
             zone=zone,
@@ -948,14 +939,7 @@ def remove_upload(session: Session, *, settings: Settings, upload_id: str, actor
             builder.consume(None)
             restored += builder.new
         mark_outdated(session, patient.id, upload.first_ms, upload.last_ms, "upload deleted")
-    still_used = session.scalar(
-        select(Upload.id)
-        .where(Upload.sha256 == upload.sha256, Upload.patient_id == upload.patient_id)
-        .limit(1)
-    )
-    if still_used is None:
-        raw = _raw_path(settings, upload.patient_id, upload.sha256)
-        after_commit(session, lambda: raw.unlink(missing_ok=True))
+    _forget_raw_when_unused(session, upload.patient_id, upload.sha256)
     record_event(
         session,
         actor=actor,
@@ -994,7 +978,7 @@ def _kept_sources(session: Session, settings: Settings, uploads: Iterable[Upload
     for upload in uploads:
         if upload.state != "file":
             continue
-        kept = read_raw(session, settings, upload)
+        kept = read_raw(session, upload)
         if kept is not None:
             sources[upload.seq] = _read_source(upload.file_name, kept, archive_limits(settings))
     return sources
@@ -1009,44 +993,34 @@ class PatientErasure:
     raw_files: int
 
 
-def erase_patient(session: Session, *, settings: Settings, patient: Patient, actor: str) -> PatientErasure:
+def erase_patient(session: Session, *, patient: Patient, actor: str) -> PatientErasure:
     """Delete a patient with everything stored about them.
 
-    That is their account, devices, uploads, records, aggregates, tokens, raw files and data keys
-    (so that no copy of their sealed values left in this database or its files can be opened; a
-    backup taken earlier still holds the wrapped keys). The audit trail keeps its events (they hold
-    the patient's id, never their data) and records the erasure. Raw files go once the transaction
-    has committed.
+    That is their account, devices, uploads, records, aggregates, tokens, kept raw files and data
+    keys (so that no copy of their sealed values left in this database can be opened; a backup taken
+    earlier still holds the wrapped keys). The audit trail keeps its events (they hold the patient's
+    id, never their data) and records the erasure. All of it commits, or none, with the caller.
     """
-    hashes = set(session.scalars(select(Upload.sha256).where(Upload.patient_id == patient.id)))
     uploads = (
         session.scalar(select(func.count()).select_from(Upload).where(Upload.patient_id == patient.id)) or 0
     )
     patient_id, user_id = patient.id, patient.user_id
     session.delete(patient)
+    raw_files = remove_files_of(session, patient_id)
     destroy_data_key(session, patient_id)
     if user_id is not None:
         user = session.get(User, user_id)
         if user is not None:
             session.delete(user)
+            remove_files_of(session, user_id)
             destroy_data_key(session, user_id)
     session.flush()
-    folder = settings.raw_files_dir / patient_id
-    doomed = [_raw_path(settings, patient_id, sha256) for sha256 in sorted(hashes)]
-    after_commit(session, lambda: _unlink_all(doomed, folder))
     record_event(
         session,
         actor=actor,
         action=AuditTag.PATIENT_DELETE,
         patient_id=patient_id,
         target=patient_id,
-        details={"uploads": int(uploads), "raw_files": len(doomed)},
+        details={"uploads": int(uploads), "raw_files": raw_files},
     )
-    return PatientErasure(patient_id=patient_id, uploads=int(uploads), raw_files=len(doomed))
-
-
-def _unlink_all(paths: list[Path], folder: Path) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+    return PatientErasure(patient_id=patient_id, uploads=int(uploads), raw_files=raw_files)

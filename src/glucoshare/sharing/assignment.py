@@ -8,9 +8,7 @@ patient. Devices can be moved to another patient of the clinic. Every step is au
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -23,7 +21,6 @@ from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.config import Settings
 from glucoshare.db.base import ID_LENGTH
-from glucoshare.db.session import after_commit, after_rollback
 from glucoshare.devices.models import Device
 from glucoshare.devices.service import device_key
 from glucoshare.errors import ConflictError, NotFoundError
@@ -35,7 +32,7 @@ from glucoshare.sharing.access import patient_access, permissions_of
 from glucoshare.sharing.errors import InvalidSharingError
 from glucoshare.sharing.models import Clinic, PendingUpload
 from glucoshare.summaries.service import mark_outdated
-from glucoshare.vault.service import open_file, seal_file
+from glucoshare.vault.service import open_file, remove_file, seal_file
 
 
 class DeviceElsewhereError(ConflictError):
@@ -104,10 +101,6 @@ def pending_out(pending: PendingUpload) -> PendingUploadOut:
     )
 
 
-def _held_path(settings: Settings, clinic_id: str, pending_id: str) -> Path:
-    return settings.data_dir / "pending" / clinic_id / pending_id
-
-
 def _place(clinic_id: str, pending_id: str) -> str:
     return f"pending:{clinic_id}:{pending_id}"
 
@@ -159,13 +152,12 @@ def upload_for_clinic(
         last_ms=inspection.last_ms,
         uploaded_by=actor,
     )
-    held = _hold(session, settings, pending, file_name=incoming.name[:255], data=incoming.data, actor=actor)
+    held = _hold(session, pending, file_name=incoming.name[:255], data=incoming.data, actor=actor)
     return ClinicUploadOut(file=incoming.name, outcome="pending", pending=held)
 
 
 def _hold(
     session: Session,
-    settings: Settings,
     pending: PendingUpload,
     *,
     file_name: str | None,
@@ -176,9 +168,7 @@ def _hold(
     pending.file_name = file_name
     session.add(pending)
     session.flush()
-    target = _held_path(settings, pending.clinic_id, pending.id)
-    seal_file(session, pending.clinic_id, data, _place(pending.clinic_id, pending.id), target)
-    after_rollback(session, lambda: target.unlink(missing_ok=True))
+    seal_file(session, pending.clinic_id, data, _place(pending.clinic_id, pending.id))
     record_event(
         session,
         actor=actor,
@@ -240,8 +230,7 @@ def assign_pending(
         msg = "serial: it does not match the serial number in the file; check the device"
         raise InvalidSharingError(msg)
     patient = patient_access(session, principal, patient_id, "upload")
-    held = _held_path(settings, clinic.id, pending.id)
-    data = open_file(session, clinic.id, _place(clinic.id, pending.id), held)
+    data = open_file(session, clinic.id, _place(clinic.id, pending.id))
     if data is None:
         msg = "the held file is gone; upload the export again"
         raise PendingUploadNotFoundError(msg)
@@ -258,7 +247,7 @@ def assign_pending(
     pending.assigned_by = actor
     pending.upload_id = uploads[0].id
     session.flush()
-    after_commit(session, lambda: held.unlink(missing_ok=True))
+    remove_file(session, _place(clinic.id, pending.id))
     record_event(
         session,
         actor=actor,
@@ -270,21 +259,17 @@ def assign_pending(
     return uploads
 
 
-def discard_pending(
-    session: Session, settings: Settings, clinic: Clinic, pending_id: str, *, actor: str
-) -> None:
-    """Drop a held upload without assigning it (its file is removed once this commits)."""
+def discard_pending(session: Session, clinic: Clinic, pending_id: str, *, actor: str) -> None:
+    """Drop a held upload without assigning it, and its file."""
     pending = _pending(session, clinic, pending_id)
-    held = _held_path(settings, clinic.id, pending.id)
     session.delete(pending)
+    remove_file(session, _place(clinic.id, pending.id))
     session.flush()
-    after_commit(session, lambda: held.unlink(missing_ok=True))
     record_event(session, actor=actor, action=AuditTag.PENDING_DISCARD, target=pending_id)
 
 
 def reassign_device(
     session: Session,
-    settings: Settings,
     principal: Principal,
     device_id: str,
     *,
@@ -302,9 +287,8 @@ def reassign_device(
         msg = "patient_id: the device already belongs to this patient"
         raise InvalidSharingError(msg)
     uploads = list(session.scalars(select(Upload).where(Upload.device_seq == device.seq)))
-    left = [
-        old for upload in uploads if (old := move_upload(session, settings, upload, target.id)) is not None
-    ]
+    for upload in uploads:
+        move_upload(session, upload, target.id)
     device.patient_id = target.id
     if device.serial is None:  # a device without a serial is keyed per patient
         device.device_key = device_key(device.manufacturer, device.model, None, target.id)
@@ -314,10 +298,6 @@ def reassign_device(
         first, last = min(s[0] for s in spans), max(s[1] for s in spans)
         mark_outdated(session, source.id, first, last, "device moved away")
         mark_outdated(session, target.id, first, last, "device moved here")
-    kept = set(session.scalars(select(Upload.sha256).where(Upload.patient_id == source.id)))
-    for old in left:
-        if old.name not in kept:  # another of the source patient's uploads may be the same file
-            after_commit(session, functools.partial(old.unlink, missing_ok=True))
     for patient in (source, target):
         record_event(
             session,
@@ -347,7 +327,7 @@ def unassign_device(
     device, patient = _device_of(session, principal, device_id)
     held: list[PendingUploadOut] = []
     for upload in list(session.scalars(select(Upload).where(Upload.device_seq == device.seq))):
-        data = read_raw(session, settings, upload)
+        data = read_raw(session, upload)
         if data is None:  # pragma: no cover - raw files live as long as their upload
             continue
         pending = PendingUpload(
@@ -364,7 +344,7 @@ def unassign_device(
             last_ms=upload.last_ms,
             uploaded_by=actor,
         )
-        held.append(_hold(session, settings, pending, file_name=upload.file_name, data=data, actor=actor))
+        held.append(_hold(session, pending, file_name=upload.file_name, data=data, actor=actor))
         remove_upload(session, settings=settings, upload_id=upload.id, actor=actor)
     if session.scalar(select(Record.id).where(Record.device_seq == device.seq).limit(1)) is None:
         session.delete(device)

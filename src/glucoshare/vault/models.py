@@ -1,10 +1,10 @@
-"""Tables of the vault: one wrapped data key per subject (a patient or a user)."""
+"""Tables of the vault: one wrapped data key per subject (a patient, a user or a clinic), and sealed files."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import LargeBinary, String
+from sqlalchemy import Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from glucoshare.db.base import Base, UTCDateTime, utcnow
@@ -24,3 +24,23 @@ class DataKey(Base):
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     rewrapped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class SealedFile(Base):
+    """A file kept in the database, sealed with its subject's data key (AES-256-GCM, piece by piece).
+
+    The raw bytes of an accepted upload (``raw:<patient>:<sha256>``) and a clinic's upload held for
+    assignment (``pending:<clinic>:<id>``). Kept in the database rather than in a folder so that they
+    commit and roll back with the rows that refer to them, and so that application servers hold no
+    state of their own. ``place`` is also the associated data of the sealing: a file copied to another
+    place does not open.
+    """
+
+    __tablename__ = "sealed_files"
+
+    place: Mapped[str] = mapped_column(String(128), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(32), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    """The plaintext's size."""
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

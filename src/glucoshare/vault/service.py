@@ -1,4 +1,4 @@
-"""Data keys of patients and users: create, unwrap, seal and open values and files, destroy, rotate.
+"""Data keys of patients, users and clinics: create, unwrap, seal, open, destroy, rotate; kept files.
 
 The key ring travels with the engine (:func:`bind_keyring`), so every session on a database seals
 and opens with that database's master key. Services flush but never commit.
@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
-import tempfile
 import threading
 import weakref
 from collections import OrderedDict
@@ -22,7 +20,6 @@ from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.orm import Session
 
 from glucoshare.db.base import utcnow
-from glucoshare.files import private_directory
 from glucoshare.vault.cipher import new_key, seal, seal_into, unseal
 from glucoshare.vault.errors import MasterKeyError, SealBrokenError
 from glucoshare.vault.keyfile import (
@@ -33,7 +30,7 @@ from glucoshare.vault.keyfile import (
     with_new_primary,
     write_key_file,
 )
-from glucoshare.vault.models import DataKey
+from glucoshare.vault.models import DataKey, SealedFile
 from glucoshare.vault.schemas import RotationOut
 
 UNWRAPPED_KEYS_KEPT = 50_000
@@ -234,30 +231,40 @@ def seal_value(session: Session, subject_id: str, plaintext: bytes, place: str) 
     return seal(data_key(session, subject_id), plaintext, place)
 
 
-def seal_file(session: Session, subject_id: str, plaintext: bytes, place: str, target: Path) -> None:
-    """Write ``plaintext`` sealed to ``target``, atomically and owner-only (0600).
+def seal_file(session: Session, subject_id: str, plaintext: bytes, place: str) -> None:
+    """Keep ``plaintext`` in the database at ``place``, sealed with the subject's data key.
 
-    For large values (raw files): sealed piece by piece, without a sealed copy in memory.
+    Sealed piece by piece (see :func:`~glucoshare.vault.cipher.seal_into`). A file already kept at
+    ``place`` stays as it is (a place names its content: the same file arriving again). The row
+    commits or rolls back with the caller's transaction.
     """
-    private_directory(target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            seal_into(data_key(session, subject_id), plaintext, place, handle.write)
-        Path(tmp).chmod(0o600)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if session.get(SealedFile, place) is not None:
+        return
+    pieces: list[bytes] = []
+    seal_into(data_key(session, subject_id), plaintext, place, pieces.append)
+    session.add(
+        SealedFile(place=place, subject_id=subject_id, size_bytes=len(plaintext), sealed=b"".join(pieces))
+    )
+    session.flush()
 
 
-def open_file(session: Session, subject_id: str, place: str, path: Path) -> bytes | None:
-    """The plaintext of a file :func:`seal_file` wrote, or ``None`` when the file is gone."""
-    try:
-        sealed = path.read_bytes()
-    except FileNotFoundError:
+def open_file(session: Session, subject_id: str, place: str) -> bytes | None:
+    """The plaintext of a file :func:`seal_file` kept at ``place``, or ``None`` when there is none."""
+    sealed = session.scalar(select(SealedFile.sealed).where(SealedFile.place == place))
+    if sealed is None:
         return None
     return open_value(session, subject_id, sealed, place)
+
+
+def remove_file(session: Session, place: str) -> None:
+    """Remove the file kept at ``place`` (nothing when there is none); final once the caller commits."""
+    session.execute(delete(SealedFile).where(SealedFile.place == place))
+
+
+def remove_files_of(session: Session, subject_id: str) -> int:
+    """Remove every file kept for ``subject_id`` (an erased patient or clinic); the count removed."""
+    removed = session.execute(delete(SealedFile).where(SealedFile.subject_id == subject_id))
+    return int(removed.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def open_value(session: Session, subject_id: str, sealed: bytes, place: str) -> bytes:

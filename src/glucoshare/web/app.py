@@ -74,7 +74,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         engine = create_db_engine(
             settings.effective_database_url, keyring=load_or_create(key_file), key_file=key_file
         )
-        upgrade(engine, raw_files_dir=settings.raw_files_dir)
+        upgrade(engine, data_dir=settings.data_dir)
     app = FastAPI(
         title="Glucoshare",
         version=__version__,

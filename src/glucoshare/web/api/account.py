@@ -106,7 +106,7 @@ def delete_account(body: ReauthIn, caller: Caller, request: Request) -> Response
         reauthenticate(session, user, password=body.password, code=body.totp)
         patient = own_patient(session, user)
         if patient is not None:
-            erase_patient(session, settings=settings_of(request), patient=patient, actor=caller.actor)
+            erase_patient(session, patient=patient, actor=caller.actor)
         else:
             user_id = user.id
             session.delete(user)
@@ -129,7 +129,7 @@ def export(caller: Caller, request: Request) -> FileResponse:
     try:
         with unit_of_work(request) as session:
             user = current_user(session, caller)
-            export_account(session, settings_of(request), user, target)
+            export_account(session, user, target)
             patient = own_patient(session, user)
             record_event(
                 session,

@@ -430,7 +430,7 @@ def delete_pending(clinic_id: str, pending_id: str, caller: Caller, request: Req
     """Discard a held upload without assigning it."""
     with unit_of_work(request) as session:
         clinic, _ = clinic_for(session, clinic_id, current_user(session, caller))
-        discard_pending(session, settings_of(request), clinic, pending_id, actor=caller.actor)
+        discard_pending(session, clinic, pending_id, actor=caller.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -441,9 +441,7 @@ def post_reassign(
     """Move a device and its data to another patient of the clinic (both must let the clinic upload)."""
     with unit_of_work(request) as session:
         clinic_for(session, clinic_id, current_user(session, caller))
-        device = reassign_device(
-            session, settings_of(request), caller, device_id, patient_id=body.patient_id, actor=caller.actor
-        )
+        device = reassign_device(session, caller, device_id, patient_id=body.patient_id, actor=caller.actor)
         moved = DeviceMovedOut(device_id=device.id, patient_id=device.patient_id)
     refresh_after(request, None)
     return moved

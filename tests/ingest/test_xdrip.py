@@ -225,9 +225,19 @@ def test_bad_rows_are_reported_with_their_line_and_the_rest_imports() -> None:
         "2025-06-01;10:45;130;;;;\n"
         "01.06.2025;10:50;;5,5;;;\n"
         "01.06.2025;10:55;140;;;;\n"
+        "01.06.2025;11:00;;1000,5;;;\n"
+        "01.06.2025;11:05;;;1001;;\n"
+        "01.06.2025;11:10;;;;100.5;\n"
+        "01.06.2025;11:15;;;1000;100;\n"
     )
     records, result = _parse_text(text)
-    assert [(r.line, r.value) for r in records] == [(2, 120.0), (15, 5.5), (16, 140.0)]
+    assert [(r.line, r.value) for r in records] == [
+        (2, 120.0),
+        (15, 5.5),
+        (16, 140.0),
+        (20, 1000.0),
+        (20, 100.0),
+    ]
     stamp = "DAY and TIME are not a date dd.MM.yyyy and a time HH:mm"
     assert sorted((r.line, r.reason) for r in result.rejected) == [
         (3, "UDT_CGMS is not a number"),
@@ -235,14 +245,17 @@ def test_bad_rows_are_reported_with_their_line_and_the_rest_imports() -> None:
         (5, stamp),
         (6, "UDT_CGMS is 0"),
         (7, "UDT_CGMS is negative"),
-        (8, "UDT_CGMS is above 1000"),
+        (8, "UDT_CGMS is out of range"),
         (9, "the row has fewer than 3 fields"),
         (10, "CH_GR is negative"),
         (11, "BOLUS is not a number"),
         (12, "the row holds no value"),
         (14, stamp),
+        (17, "BG_LEVEL is out of range"),
+        (18, "CH_GR is out of range"),
+        (19, "BOLUS is out of range"),
     ]
-    assert all("abc" not in r.reason for r in result.rejected)
+    assert all("abc" not in r.reason and "100" not in r.reason for r in result.rejected)
 
 
 def test_excel_resaved_dates_and_times_are_accepted() -> None:

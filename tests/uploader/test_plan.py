@@ -32,6 +32,7 @@ from glucoshare.ingest.base import (
 )
 from glucoshare.ingest.errors import MalformedFileError, NoRecordsError
 from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.service import GLUCOSE_CEILING_MGDL, IMPLAUSIBLE_GLUCOSE, MAX_DEVICE_TEXT
 from glucoshare.simulator import simulate
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
 from glucoshare.uploader.plan import (
@@ -248,3 +249,72 @@ def test_a_device_has_one_key_however_it_is_spelled(
     assert keys == {device_key(DeviceInfo(manufacturer, model, serial and serial.upper()))}
     other = device_key(DeviceInfo(manufacturer + "x", model, serial))
     assert other not in keys
+
+
+def _kept(device: DeviceRecords) -> list[ParsedRecord]:
+    return [record for item in device.items for record in each_record([item])]
+
+
+def test_glucose_an_import_rejects_is_left_out_with_the_imports_reason() -> None:
+    values = [0.0, -5.0, 120.0, GLUCOSE_CEILING_MGDL, GLUCOSE_CEILING_MGDL + 0.5, float("nan")]
+    times = np.array([T0 + i * 300_000 for i in range(len(values))], dtype=np.int64)
+    block = ReadingBlock(
+        "cbg",
+        "sensor",
+        "cgm",
+        "mg/dL",
+        times,
+        np.full(len(values), 60),
+        np.array(values),
+        np.array(values),
+        np.arange(2, 2 + len(values)),
+    )
+    finger = [
+        ParsedRecord("smbg", "", T0 + i, 60, 20 + i, "cgm", value, value, "mg/dL")
+        for i, value in enumerate([0.0, 95.0, 6000.0, None])
+    ]
+    food = ParsedRecord("food", "", T0, 60, 30, "cgm", 6000.0)  # not glucose: not this rule's business
+    items: list[ParsedItem] = [block, *finger, food, reading(OLD, value=0.0, line=31)]
+    plan = read_records(fake_file(items, lines=60), timezone="UTC")
+    (cgm,) = plan.devices
+    assert [r.value for r in _kept(cgm)] == [120.0, GLUCOSE_CEILING_MGDL, 95.0, 6000.0]
+    assert cgm.left_out == {IMPLAUSIBLE_GLUCOSE: 7, BEFORE_2000: 1}  # the date is checked first
+    assert plan.rejected_rows == 8
+    assert IMPLAUSIBLE_GLUCOSE == "glucose out of range (0 to 5000 mg/dL)"
+
+
+def test_a_file_of_mostly_implausible_glucose_is_refused_as_an_import_refuses_it() -> None:
+    readings = [reading(T0 + i * 60_000, value=9999.0, line=i + 2) for i in range(12)]
+    with pytest.raises(MalformedFileError, match="12 of 13 rows cannot be read"):
+        read_records(fake_file([reading(T0 - 60_000, line=14), *readings]), timezone="UTC")
+
+
+@pytest.mark.parametrize("field", ["manufacturer", "model", "serial", "identifier"])
+def test_a_device_named_beyond_its_columns_refuses_the_file(field: str) -> None:
+    def device(length: int) -> DeviceInfo:
+        text = "x" * length
+        return DeviceInfo(
+            text if field == "manufacturer" else "Dexcom",
+            text if field == "model" else "G6",
+            text if field == "serial" else None,
+            identifiers={("transmitter", text)} if field == "identifier" else set(),
+        )
+
+    assert read_records(_with_devices({"cgm": device(MAX_DEVICE_TEXT)}), timezone="UTC").records == 1
+    message = (
+        f"fake.csv: a device's name, serial number or identifier is longer than {MAX_DEVICE_TEXT} "
+        "characters (a damaged file?)"
+    )
+    with pytest.raises(MalformedFileError) as refused:
+        read_records(_with_devices({"cgm": device(MAX_DEVICE_TEXT + 1)}), timezone="UTC")
+    assert refused.value.message == message
+    # A device of the file without a record of its own is registered by an import all the same.
+    extra = {"cgm": DeviceInfo("Dexcom", "G6", None), "meter": device(MAX_DEVICE_TEXT + 1)}
+    with pytest.raises(MalformedFileError, match="longer than 100 characters"):
+        read_records(_with_devices(extra), timezone="UTC")
+
+
+def _with_devices(devices: dict[str, DeviceInfo]) -> Prepared:
+    prepared = fake_file([reading(T0)])
+    FakeImporter.devices = devices
+    return prepared

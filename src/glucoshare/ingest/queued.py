@@ -24,6 +24,7 @@ from glucoshare.ingest.errors import ImportRequestNotFoundError
 from glucoshare.ingest.models import ImportRequest
 from glucoshare.ingest.schemas import ErrorBody, ImportRequestOut, IncomingFile
 from glucoshare.ingest.service import import_files
+from glucoshare.jobs.claims import claim
 from glucoshare.jobs.schemas import RUN_IMPORT
 from glucoshare.jobs.service import defer, queue_available, refresh_summaries_later
 from glucoshare.records.schemas import UploadOut
@@ -86,14 +87,11 @@ def _finish(session: Session, request: ImportRequest, outcome: dict[str, object]
 
 
 def claim_import_request(session: Session, request_id: str) -> ImportRequest | None:
-    """Mark a queued request as running (one more attempt); ``None`` when it is finished already."""
-    request = session.scalar(select(ImportRequest).where(ImportRequest.id == request_id).with_for_update())
-    if request is None or request.state in {"done", "failed"}:
-        return None
-    request.state = "running"
-    request.attempts += 1
-    session.flush()
-    return request
+    """Mark a queued request as running (one more attempt); ``None`` when it is finished already.
+
+    The claim of every background request (:func:`glucoshare.jobs.claims.claim`).
+    """
+    return claim(session, ImportRequest, request_id)
 
 
 def run_import_request(session: Session, settings: Settings, request_id: str) -> None:

@@ -201,8 +201,11 @@ def _out_of_bounds(time_ms: int, bounds: tuple[int, int]) -> str:
     return "date is in the future" if time_ms > bounds[1] else "date before 2000 (device clock not set?)"
 
 
-def _check_device_text(info: DeviceInfo, file_name: str) -> None:
-    """Refuse a file whose device is named beyond its columns (a cell that swallowed others)."""
+def check_device_text(info: DeviceInfo, file_name: str) -> None:
+    """Refuse a file whose device is named beyond its columns (a cell that swallowed others).
+
+    Longer than :data:`MAX_DEVICE_TEXT` characters: :class:`MalformedFileError` naming the file.
+    """
     texts = (info.manufacturer, info.model, info.serial or "", *(value for _, value in info.identifiers))
     if any(len(text) > MAX_DEVICE_TEXT for text in texts):
         msg = (
@@ -244,7 +247,7 @@ class _UploadBuilder:
         device = self.devices.get(key)
         if device is None:
             info = self.result.devices[key]
-            _check_device_text(info, self.upload.file_name)
+            check_device_text(info, self.upload.file_name)
             device = resolve_device(
                 self.session,
                 patient_id=self.patient.id,
@@ -414,7 +417,7 @@ class _UploadBuilder:
         for key, info in self.result.devices.items():
             if key in self.devices and not info.identifiers:
                 continue  # found (and ranked) while its records were stored
-            _check_device_text(info, self.upload.file_name)
+            check_device_text(info, self.upload.file_name)
             device = resolve_device(
                 self.session,
                 patient_id=self.patient.id,

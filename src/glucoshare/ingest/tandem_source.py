@@ -104,6 +104,7 @@ from glucoshare.ingest.base import (
     ReadingBlock,
     RejectedRow,
     SourceText,
+    checked_rows,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock, wall_ms
@@ -421,22 +422,20 @@ def csv_rows(
 ) -> Iterator[tuple[int, list[str]]]:
     """``(line, cells)`` of every non-blank row after the first ``skip`` lines, padded to ``width``.
 
-    A quoted field that never closes refuses the file (:class:`MalformedFileError`).
+    A row the csv module cannot split (a stray line break or quote) refuses the file
+    (:func:`~glucoshare.ingest.base.checked_rows`).
     """
     reader = csv.reader(source.lines(), delimiter=delimiter)
+    rows = checked_rows(reader, source.name)
     for _ in range(skip):
-        next(reader, None)
+        next(rows, None)
     pad = [""] * width
-    try:
-        for cells in reader:
-            if len(cells) < width or not cells[0]:
-                if not any(cell.strip() for cell in cells):
-                    continue  # a blank line, or one of delimiters only
-                cells.extend(pad[len(cells) :])
-            yield reader.line_num, cells
-    except csv.Error:
-        msg = f"{source.name}: line {reader.line_num}: a quoted field is malformed or never closed"
-        raise MalformedFileError(msg) from None
+    for cells in rows:
+        if len(cells) < width or not cells[0]:
+            if not any(cell.strip() for cell in cells):
+                continue  # a blank line, or one of delimiters only
+            cells.extend(pad[len(cells) :])
+        yield reader.line_num, cells
 
 
 @dataclasses.dataclass(slots=True)

@@ -67,6 +67,7 @@ from glucoshare.ingest.base import (
     ParseResult,
     RejectedRow,
     SourceText,
+    checked_rows,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.numbers import parse_number
@@ -221,14 +222,7 @@ class TConnectImporter:
         tables: list[_Table] = []
         current: _Table | None = None
         started = False  # a header of the section being read was seen
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error:
-                msg = f"{source.name}: line {reader.line_num}: a quoted field is malformed or never closed"
-                raise MalformedFileError(msg) from None
+        for cells in checked_rows(reader, source.name):  # a stray line break or quote refuses the file
             line = reader.line_num
             if not any(cell.strip() for cell in cells):
                 current, started = None, False

@@ -72,7 +72,7 @@ from glucoshare.ingest.base import (
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock, wall_ms
-from glucoshare.ingest.numbers import parse_number
+from glucoshare.ingest.numbers import bounded_amount
 
 HEADER: tuple[str, ...] = ("DAY", "TIME", "UDT_CGMS", "BG_LEVEL", "CH_GR", "BOLUS", "REMARK")
 """The header of every current export."""
@@ -156,25 +156,9 @@ class _Stamps:
         return midnight + into
 
 
-def _amount(text: str, what: str, upper: float) -> float:
-    """A number in ``(0, upper]`` (decimal point or comma); ``ValueError`` naming ``what``."""
-    try:
-        number = parse_number(text, decimal_comma="," in text)
-    except ValueError:
-        msg = f"{what} is not a number"
-        raise ValueError(msg) from None
-    if number < 0:
-        msg = f"{what} is negative"
-        raise ValueError(msg)
-    if number > upper:
-        msg = f"{what} is above {upper:g}"
-        raise ValueError(msg)
-    return number
-
-
 def _glucose(text: str, what: str) -> float:
     """A glucose value in mg/dL, above 0."""
-    number = _amount(text, what, _MAX_GLUCOSE_MGDL)
+    number = bounded_amount(text, what, _MAX_GLUCOSE_MGDL)
     if number == 0:
         msg = f"{what} is 0"
         raise ValueError(msg)
@@ -343,8 +327,8 @@ class _Reader:
             raise ValueError(_BAD_STAMP)
         reading = self.reading(cgm.strip()) if cgm.strip() else None
         calibration = _glucose(bg, "BG_LEVEL") if bg.strip() else None
-        grams = _amount(carbs, "CH_GR", _MAX_CARBS_G) if carbs.strip() else None
-        units = _amount(insulin, "BOLUS", _MAX_INSULIN_U) if insulin.strip() else None
+        grams = bounded_amount(carbs, "CH_GR", _MAX_CARBS_G) if carbs.strip() else None
+        units = bounded_amount(insulin, "BOLUS", _MAX_INSULIN_U) if insulin.strip() else None
         text = remark.replace("||", "\n").strip()
         if reading is None and calibration is None and not grams and not units and not text:
             msg = "the row holds no value"

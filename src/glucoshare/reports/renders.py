@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient
 from glucoshare.errors import GlucoshareError
+from glucoshare.jobs.claims import claim
 from glucoshare.jobs.schemas import RENDER_REPORT
 from glucoshare.jobs.service import defer, queue_available
 from glucoshare.reports.errors import ReportRenderNotFoundError
@@ -62,14 +63,11 @@ def queue_render(
 
 
 def claim_render(session: Session, render_id: str) -> bool:
-    """Mark a render as running (one more attempt); ``False`` when it is finished already."""
-    render = session.scalar(select(ReportRender).where(ReportRender.id == render_id).with_for_update())
-    if render is None or render.state in {"done", "failed"}:
-        return False
-    render.state = "running"
-    render.attempts += 1
-    session.flush()
-    return True
+    """Mark a render as running (one more attempt); ``False`` when it is finished already.
+
+    The claim of every background request (:func:`glucoshare.jobs.claims.claim`).
+    """
+    return claim(session, ReportRender, render_id) is not None
 
 
 def run_render(session: Session, render_id: str) -> None:

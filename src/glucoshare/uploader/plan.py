@@ -3,8 +3,10 @@
 Nothing here touches a database. A path is read the way ``glucoshare import`` reads it
 (:mod:`glucoshare.ingest.service`): a zip archive or a folder gives its files, each is decoded and
 its format recognised from the content, parsed with the other files that came with it as its
-siblings, and refused for the same reasons (truncated, no records, mostly unreadable rows).
-Records dated before 2000 or more than a day ahead are left out, as an import rejects them.
+siblings, and refused for the same reasons (truncated, no records, mostly unreadable rows, a
+device named beyond :data:`~glucoshare.ingest.service.MAX_DEVICE_TEXT` characters). Records dated
+before 2000 or more than a day ahead, and glucose (``cbg``, ``smbg``) not above 0 or above
+:data:`~glucoshare.ingest.service.GLUCOSE_CEILING_MGDL` mg/dL, are left out, as an import rejects them.
 
 The records of a file are grouped by device, because a data set of the upload API belongs to one
 device (:func:`dataset_name`). :func:`sendable` turns a device's records, in the file's order,
@@ -48,7 +50,16 @@ from glucoshare.ingest.base import (
     SourceText,
 )
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import check_outcome, collector_paused, plausible_bounds, prepare_files
+from glucoshare.ingest.service import (
+    GLUCOSE_CEILING_MGDL,
+    IMPLAUSIBLE_GLUCOSE,
+    check_device_text,
+    check_outcome,
+    collector_paused,
+    plausible_bounds,
+    prepare_files,
+)
+from glucoshare.records.vocabulary import RecordType
 
 DATASET_PREFIX: Final = "upload:"
 """Names of the data sets the uploader opens start with this."""
@@ -56,6 +67,7 @@ FUTURE: Final = "dated more than a day in the future"
 """Why a record dated more than a day ahead is left out (an import rejects it too)."""
 BEFORE_2000: Final = "dated before 2000 (device clock not set?)"
 """Why a record dated before 2000 is left out (an import rejects it too)."""
+_GLUCOSE_TYPES: Final = frozenset({RecordType.CBG.value, RecordType.SMBG.value})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,27 +189,43 @@ def _date_reason(time_ms: int, bounds: tuple[int, int]) -> str:
     return FUTURE if time_ms > bounds[1] else BEFORE_2000
 
 
-def _keep_in_bounds(
+def _implausible(record: ParsedRecord, bounds: tuple[int, int]) -> str | None:
+    """Why an import rejects a record: dated out of ``bounds``, or glucose outside its range."""
+    if not bounds[0] <= record.time_ms <= bounds[1]:
+        return _date_reason(record.time_ms, bounds)
+    value = record.value
+    if record.type in _GLUCOSE_TYPES and not (value is not None and 0.0 < value <= GLUCOSE_CEILING_MGDL):
+        return IMPLAUSIBLE_GLUCOSE
+    return None
+
+
+def _keep_plausible(
     block: ReadingBlock,
     bounds: tuple[int, int],
     rejected: list[RejectedRow],
     left_out: collections.Counter[str],
 ) -> ReadingBlock:
-    """The block without its readings dated out of ``bounds`` (each noted as a rejected row)."""
+    """The block without the readings an import rejects (each noted as a rejected row).
+
+    Those dated out of ``bounds``, and glucose not above 0 or above :data:`GLUCOSE_CEILING_MGDL` mg/dL.
+    """
     inside = (block.time_ms >= bounds[0]) & (block.time_ms <= bounds[1])
-    if inside.all():
+    kept = inside
+    if block.type in _GLUCOSE_TYPES:
+        kept = inside & (block.value > 0.0) & (block.value <= GLUCOSE_CEILING_MGDL)  # NaN is neither
+    if kept.all():
         return block
-    for at in np.flatnonzero(~inside).tolist():
-        reason = _date_reason(int(block.time_ms[at]), bounds)
+    for at in np.flatnonzero(~kept).tolist():
+        reason = _date_reason(int(block.time_ms[at]), bounds) if not inside[at] else IMPLAUSIBLE_GLUCOSE
         rejected.append(RejectedRow(int(block.line[at]), reason))
         left_out[reason] += 1
     return dataclasses.replace(
         block,
-        time_ms=block.time_ms[inside],
-        utc_offset_min=block.utc_offset_min[inside],
-        value=block.value[inside],
-        orig_value=block.orig_value[inside],
-        line=block.line[inside],
+        time_ms=block.time_ms[kept],
+        utc_offset_min=block.utc_offset_min[kept],
+        value=block.value[kept],
+        orig_value=block.orig_value[kept],
+        line=block.line[kept],
     )
 
 
@@ -207,7 +235,9 @@ def read_records(prepared: Prepared, *, timezone: str, siblings: Sequence[Source
     ``siblings`` are the sources of the files that came with it (itself may be among them). The
     file is refused as an import refuses it: :class:`~glucoshare.ingest.errors.NoRecordsError`
     without records, :class:`~glucoshare.ingest.errors.MalformedFileError` when it ends in the middle
-    of a row or when more than 10 rows and more than 10 % of its rows cannot be read.
+    of a row, when more than 10 rows and more than 10 % of its rows cannot be read (records an
+    import rejects count as such rows) or when a device's manufacturer, model, serial number or
+    identifier is longer than :data:`~glucoshare.ingest.service.MAX_DEVICE_TEXT` characters.
     """
     context = ParseContext(timezone, [s for s in siblings if s is not prepared.source])
     result = prepared.importer.parse(prepared.source, context)
@@ -215,6 +245,7 @@ def read_records(prepared: Prepared, *, timezone: str, siblings: Sequence[Source
     rejected: list[RejectedRow] = []
     by_result_key: dict[str, DeviceRecords] = {}
     by_identity: dict[str, DeviceRecords] = {}
+    named: set[str] = set()  # the result's devices with a record kept: their names checked
     with collector_paused():  # as an import does: parsing makes many short-lived objects
         for item in result.records:
             group = by_result_key.get(item.device)
@@ -225,18 +256,24 @@ def read_records(prepared: Prepared, *, timezone: str, siblings: Sequence[Source
                 if group is None:
                     group = by_identity[key] = DeviceRecords(key, info)
                 by_result_key[item.device] = group
+            kept: ParsedItem = item
             if isinstance(item, ReadingBlock):
-                kept = _keep_in_bounds(item, bounds, rejected, group.left_out)
-                if len(kept):
-                    group.items.append(kept)
-                    group.count += len(kept)
-            elif bounds[0] <= item.time_ms <= bounds[1]:
-                group.items.append(item)
-                group.count += 1
+                kept = _keep_plausible(item, bounds, rejected, group.left_out)
+                count = len(kept)
+                if not count:
+                    continue
             else:
-                reason = _date_reason(item.time_ms, bounds)
-                rejected.append(RejectedRow(item.line, reason))
-                group.left_out[reason] += 1
+                reason = _implausible(item, bounds)
+                if reason is not None:
+                    rejected.append(RejectedRow(item.line, reason))
+                    group.left_out[reason] += 1
+                    continue
+                count = 1
+            if item.device not in named:  # an import checks a device's names before its first record
+                check_device_text(result.devices[item.device], prepared.name)
+                named.add(item.device)
+            group.items.append(kept)
+            group.count += count
     rejected = sorted([*result.rejected, *rejected], key=lambda row: row.line)
     devices = [group for group in by_identity.values() if group.count]
     plan = FilePlan(
@@ -251,6 +288,8 @@ def read_records(prepared: Prepared, *, timezone: str, siblings: Sequence[Source
     check_outcome(
         prepared.source, prepared.importer, records=plan.records, rejected=rejected, notes=plan.notes
     )
+    for info in result.devices.values():  # an import then registers every device of the file
+        check_device_text(info, prepared.name)
     return plan
 
 

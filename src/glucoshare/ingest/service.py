@@ -97,6 +97,48 @@ IMPLAUSIBLE_GLUCOSE = f"glucose out of range (0 to {GLUCOSE_CEILING_MGDL:g} mg/d
 
 _GLUCOSE_TYPES = frozenset({RecordType.CBG.value, RecordType.SMBG.value})
 
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ValueRange:
+    """The values a record type may store: from 0 up to ``ceiling`` in the type's canonical unit.
+
+    Glucose must be above 0 and present; other values may be 0 (a suspended basal) or absent. Not a
+    number is never in range. A backstop behind the importers' own limits (each ceiling is the
+    widest of theirs): no device or diary reports more, so a larger value is a damaged or hostile
+    file's, not a reading.
+    """
+
+    ceiling: float
+    unit: str
+    glucose: bool = False
+
+    @property
+    def reason(self) -> str:
+        """Why a row outside the range is rejected."""
+        if self.glucose:
+            return IMPLAUSIBLE_GLUCOSE
+        return f"value out of range (0 to {self.ceiling:g} {self.unit})"
+
+    def admits(self, value: float | None) -> bool:
+        """Whether ``value`` may be stored."""
+        if value is None:
+            return not self.glucose
+        return (value > 0.0 if self.glucose else value >= 0.0) and value <= self.ceiling
+
+
+VALUE_RANGES: dict[str, ValueRange] = {
+    RecordType.CBG.value: ValueRange(GLUCOSE_CEILING_MGDL, "mg/dL", glucose=True),
+    RecordType.SMBG.value: ValueRange(GLUCOSE_CEILING_MGDL, "mg/dL", glucose=True),
+    RecordType.BLOOD_KETONE.value: ValueRange(100.0, "mmol/L"),  # meters read up to 8
+    RecordType.BASAL.value: ValueRange(100.0, "U/h"),  # pumps deliver up to 15 to 35 U/h
+    RecordType.BOLUS.value: ValueRange(1000.0, "U"),  # pumps deliver up to 25 to 35 U at once
+    RecordType.INSULIN.value: ValueRange(1000.0, "U"),  # pens give up to 80 U
+    RecordType.DEVICE_EVENT.value: ValueRange(1000.0, "U"),  # a prime; reservoirs hold up to 300 U
+    RecordType.FOOD.value: ValueRange(10_000.0, "g"),
+    RecordType.WIZARD.value: ValueRange(10_000.0, "g"),
+}
+"""The range of each record type's ``value`` (types not named here store none)."""
+
 MAX_DEVICE_TEXT = 100
 """The longest manufacturer, model, serial number or identifier a device may have (its columns')."""
 
@@ -277,7 +319,7 @@ class _UploadBuilder:
         batch: list[tuple[Any, ...]] = []
         append = batch.append
         cbg, note = RecordType.CBG.value, RecordType.NOTE.value
-        glucose, ceiling = (cbg, RecordType.SMBG.value), GLUCOSE_CEILING_MGDL
+        ranges = VALUE_RANGES
         ring = keyring_of(self.session)
         note_key = data_key(self.session, self.patient.id)  # before the writer thread owns the connection
         notes_at = note_place(self.patient.id)
@@ -296,8 +338,9 @@ class _UploadBuilder:
                     rejected(RejectedRow(record.line, _out_of_bounds(time_ms, (min_ms, max_ms))))
                     continue
                 kind, subtype, value = record.type, record.subtype, record.value
-                if kind in glucose and not (value is not None and 0.0 < value <= ceiling):
-                    rejected(RejectedRow(record.line, IMPLAUSIBLE_GLUCOSE))
+                span = ranges.get(kind)
+                if span is not None and not span.admits(value):
+                    rejected(RejectedRow(record.line, span.reason))
                     continue
                 device_key = record.device
                 device_seq = device_seqs.get(device_key)

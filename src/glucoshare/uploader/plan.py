@@ -5,8 +5,10 @@ Nothing here touches a database. A path is read the way ``glucoshare import`` re
 its format recognised from the content, parsed with the other files that came with it as its
 siblings, and refused for the same reasons (truncated, no records, mostly unreadable rows, a
 device named beyond :data:`~glucoshare.ingest.service.MAX_DEVICE_TEXT` characters). Records dated
-before 2000 or more than a day ahead, and glucose (``cbg``, ``smbg``) not above 0 or above
-:data:`~glucoshare.ingest.service.GLUCOSE_CEILING_MGDL` mg/dL, are left out, as an import rejects them.
+before 2000 or more than a day ahead, and values out of their type's range
+(:data:`~glucoshare.ingest.service.VALUE_RANGES`: glucose above 0 and up to
+:data:`~glucoshare.ingest.service.GLUCOSE_CEILING_MGDL` mg/dL, insulin, carbohydrate and ketones up
+to a ceiling no device reports), are left out, as an import rejects them.
 
 The records of a file are grouped by device, because a data set of the upload API belongs to one
 device (:func:`dataset_name`). :func:`sendable` turns a device's records, in the file's order,
@@ -53,6 +55,7 @@ from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import (
     GLUCOSE_CEILING_MGDL,
     IMPLAUSIBLE_GLUCOSE,
+    VALUE_RANGES,
     check_device_text,
     check_outcome,
     collector_paused,
@@ -190,12 +193,12 @@ def _date_reason(time_ms: int, bounds: tuple[int, int]) -> str:
 
 
 def _implausible(record: ParsedRecord, bounds: tuple[int, int]) -> str | None:
-    """Why an import rejects a record: dated out of ``bounds``, or glucose outside its range."""
+    """Why an import rejects a record: dated out of ``bounds``, or its value out of its type's range."""
     if not bounds[0] <= record.time_ms <= bounds[1]:
         return _date_reason(record.time_ms, bounds)
-    value = record.value
-    if record.type in _GLUCOSE_TYPES and not (value is not None and 0.0 < value <= GLUCOSE_CEILING_MGDL):
-        return IMPLAUSIBLE_GLUCOSE
+    span = VALUE_RANGES.get(record.type)
+    if span is not None and not span.admits(record.value):
+        return span.reason
     return None
 
 

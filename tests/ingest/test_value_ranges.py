@@ -1,0 +1,72 @@
+"""The service's backstop: a record whose value is out of its type's range is a rejected row."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import Engine, select
+
+from glucoshare.config import Settings
+from glucoshare.db.session import session_scope
+from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.service import GLUCOSE_CEILING_MGDL, IMPLAUSIBLE_GLUCOSE, VALUE_RANGES, ValueRange
+from glucoshare.records.models import Record, Upload
+from tests.ingest.helpers import committed_upload
+
+MS = 1_717_315_200_000  # 2024-06-02 08:00 UTC
+
+
+def test_every_range_admits_its_bounds_and_refuses_beyond_them() -> None:
+    for kind, span in VALUE_RANGES.items():
+        assert span.admits(span.ceiling), kind
+        assert not span.admits(math.nextafter(span.ceiling, math.inf)), kind
+        assert not span.admits(-0.5), kind
+        assert not span.admits(math.nan), kind
+        assert not span.admits(math.inf), kind
+        assert span.admits(0.0) is not span.glucose, kind  # glucose must be above 0; a basal may be 0
+        assert span.admits(None) is not span.glucose, kind  # glucose must be there; a note has none
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.none())
+def test_glucose_is_admitted_exactly_above_0_and_up_to_the_ceiling(value: float | None) -> None:
+    span = VALUE_RANGES["cbg"]
+    assert span.admits(value) == (value is not None and 0.0 < value <= GLUCOSE_CEILING_MGDL)
+    assert span.reason == IMPLAUSIBLE_GLUCOSE
+
+
+def test_reasons_name_the_range_and_unit() -> None:
+    assert ValueRange(1000.0, "U").reason == "value out of range (0 to 1000 U)"
+    assert VALUE_RANGES["food"].reason == "value out of range (0 to 10000 g)"
+
+
+def test_an_import_rejects_out_of_range_values_and_stores_the_rest(
+    engine: Engine, settings: Settings
+) -> None:
+    """Nightscout treatments carry no limits of their own: the service's ranges apply."""
+    treatments = [
+        {"eventType": "Correction Bolus", "insulin": 2.5, "created_at": "2024-06-02T08:00:00Z"},
+        {"eventType": "Correction Bolus", "insulin": 5000, "created_at": "2024-06-02T08:05:00Z"},
+        {"eventType": "Meal Bolus", "carbs": 40, "created_at": "2024-06-02T08:10:00Z"},
+        {"eventType": "Meal Bolus", "carbs": 1e9, "created_at": "2024-06-02T08:15:00Z"},
+        {"eventType": "Temp Basal", "rate": 1e6, "duration": 30, "created_at": "2024-06-02T08:20:00Z"},
+    ]
+    entries = [{"type": "sgv", "sgv": 100 + i, "date": MS + i * 300_000} for i in range(12)]
+    text = json.dumps(entries + treatments, indent=1)
+    patient = committed_upload(engine, settings, IncomingFile("ns.json", text.encode()))
+    with session_scope(engine) as session:
+        upload = session.scalars(select(Upload).where(Upload.patient_id == patient.id)).one()
+        reasons = {row["reason"] for row in upload.rejected}
+        stored = sorted(
+            (kind, value)
+            for kind, value in session.execute(select(Record.type, Record.value).where(Record.type != "cbg"))
+        )
+    assert upload.rejected_count == 3
+    assert reasons == {
+        "value out of range (0 to 1000 U)",
+        "value out of range (0 to 10000 g)",
+        "value out of range (0 to 100 U/h)",
+    }
+    assert stored == [("bolus", 2.5), ("food", 40.0)]

@@ -47,7 +47,7 @@ def build(url: str, data_dir: Path, patient_days: int) -> int:
     """Fill the database at ``url`` with ``patient_days`` simulated patient-days; return the records."""
     settings = Settings(database_url=url, data_dir=data_dir)
     engine = create_db_engine(url, keyring=load_or_create(settings.effective_secret_key_file))
-    upgrade(engine, raw_files_dir=settings.raw_files_dir)
+    upgrade(engine, data_dir=settings.data_dir)
     stored = 0
     try:
         for number in range(-(-patient_days // DAYS_PER_PATIENT)):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -12,16 +12,37 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 
-from glucoshare.backup.format import manifest_seal
-from glucoshare.vault.keyfile import load_or_create, read_key_file
-from tests.backup.conftest import Source, data_files, restore_target
+from glucoshare.backup.errors import BackupDamagedError, StreamDamagedError
+from glucoshare.backup.format import MIN_CHUNK_BYTES
+from glucoshare.backup.service import restore_backup
+from glucoshare.backup.stream import PREFIX_BYTES, TAG_BYTES
+from glucoshare.db.models import Base
+from glucoshare.db.session import create_db_engine, session_scope
+from glucoshare.errors import UnreadableFileError
+from glucoshare.vault.keyfile import (
+    load_or_create,
+    only_primary,
+    read_key_file,
+    with_new_primary,
+    write_key_file,
+)
+from tests.backup.conftest import (
+    Source,
+    backup_with_chunks,
+    data_files,
+    member_of,
+    opened,
+    restore_target,
+)
 from tests.backup.world import Install, run, run_json
 from tests.conftest import table_snapshot
 
-RECORDS = "tables/records.jsonl"
+RECORDS = "records"
+CHUNK = MIN_CHUNK_BYTES
+SEALED_CHUNK = CHUNK + TAG_BYTES
 
 
 @pytest.fixture
@@ -61,7 +82,7 @@ def refused(install: Install, backup: Path, *messages: str) -> str:
 
 
 def _member_data_offset(path: Path, member: str) -> tuple[int, int]:
-    """Where a member's (compressed) bytes start in the file, and how many there are."""
+    """Where a member's (stored, encrypted) bytes start in the file, and how many there are."""
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(member)
     with path.open("rb") as handle:
@@ -78,7 +99,10 @@ def _flip(path: Path, offset: int) -> None:
 
 
 def _rewrite(path: Path, change: Callable[[str, bytes], bytes]) -> None:
-    """Write the archive again, each member's bytes passed through ``change`` (a valid zip again)."""
+    """Write the archive again, each member's stored bytes passed through ``change`` (a valid zip again).
+
+    Zip CRCs are made anew: only the encryption can tell a change.
+    """
     with zipfile.ZipFile(path) as archive:
         members = [(info, archive.read(info)) for info in archive.infolist()]
     with zipfile.ZipFile(path, "w") as archive:
@@ -86,9 +110,9 @@ def _rewrite(path: Path, change: Callable[[str, bytes], bytes]) -> None:
             archive.writestr(info, change(info.filename, data))
 
 
-def _first_raw_file(path: Path) -> str:
+def _stored(path: Path, member: str) -> bytes:
     with zipfile.ZipFile(path) as archive:
-        return next(name for name in archive.namelist() if name.startswith("files/uploads/"))
+        return archive.read(member)
 
 
 def test_a_database_that_holds_data_is_refused(target: Install, backup: Path) -> None:
@@ -96,52 +120,133 @@ def test_a_database_that_holds_data_is_refused(target: Install, backup: Path) ->
     refused(target, backup, "not empty")
 
 
-@pytest.mark.parametrize(
-    "member", [RECORDS, "tables/audit_events.jsonl", "files/uploads/", "manifest.json", "manifest.hmac"]
-)
-def test_a_changed_byte_is_refused(target: Install, backup: Path, member: str) -> None:
-    name = _first_raw_file(backup) if member == "files/uploads/" else member
-    start, size = _member_data_offset(backup, name)
+@pytest.mark.parametrize("table", [RECORDS, "audit_events", "devices"])
+def test_a_changed_byte_in_a_table_is_refused(target: Install, backup: Path, table: str) -> None:
+    member = member_of(opened(backup, target.key_file), table)
+    start, size = _member_data_offset(backup, member)
     _flip(backup, start + size // 2)
-    refused(target, backup, "damaged", "changed after")
+    err = refused(target, backup, "the backup is damaged or was altered")
+    # A one-chunk member: the zip's CRC, checked as its last byte is read, tells first.
+    assert f"member {member} (table {table}) chunk 0 fails the zip's checksum" in err
 
 
-def _changed_records(backup: Path) -> bytes:
-    """The records stream with one glucose value changed."""
-    with zipfile.ZipFile(backup) as archive:
-        records = archive.read(RECORDS)
-    changed = records.replace(b",120.0,", b",121.0,", 1)
-    assert changed != records
-    return changed
+def test_a_changed_byte_in_the_manifest_is_refused(target: Install, backup: Path) -> None:
+    start, size = _member_data_offset(backup, "manifest")
+    _flip(backup, start + size // 2)
+    refused(target, backup, "the backup is damaged or was altered: member manifest chunk 0")
 
 
-def test_a_changed_row_in_a_valid_archive_is_refused(target: Install, backup: Path) -> None:
-    changed = _changed_records(backup)
-
-    def change(name: str, data: bytes) -> bytes:
-        return changed if name == RECORDS else data
-
-    _rewrite(backup, change)
-    err = refused(target, backup, "does not match its SHA-256")
-    assert "records" in err
-
-
-def test_a_changed_row_with_its_manifest_made_to_fit_is_refused(target: Install, backup: Path) -> None:
-    """Without the key file nobody can reseal the manifest: the change shows even with new hashes."""
-    changed = _changed_records(backup)
+def test_a_changed_header_is_refused(target: Install, backup: Path) -> None:
+    """The header is clear but bound to the backup key: another salt, and nothing opens."""
+    header = json.loads(_stored(backup, "header.json"))
+    salt = bytearray(base64.b64decode(header["salt"]))
+    salt[0] ^= 0x01
+    header["salt"] = base64.b64encode(bytes(salt)).decode()
 
     def change(name: str, data: bytes) -> bytes:
-        if name == RECORDS:
-            return changed
-        if name == "manifest.json":
-            manifest = json.loads(data)
-            entry = next(t for t in manifest["tables"] if t["name"] == "records")
-            entry["sha256"] = hashlib.sha256(changed).hexdigest()
-            return json.dumps(manifest, indent=2).encode()
-        return data
+        return json.dumps(header, indent=2).encode() if name == "header.json" else data
 
     _rewrite(backup, change)
-    refused(target, backup, "manifest was changed")
+    refused(target, backup, "member manifest chunk 0 fails authentication")
+
+
+def test_a_changed_byte_in_a_valid_archive_is_refused(target: Install, backup: Path) -> None:
+    """With the zip's CRCs made anew, the encryption still tells: the chunk fails authentication."""
+    member = member_of(opened(backup, target.key_file), RECORDS)
+
+    def change(name: str, data: bytes) -> bytes:
+        if name != member:
+            return data
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0x40
+        return bytes(flipped)
+
+    _rewrite(backup, change)
+    refused(target, backup, f"member {member} (table records) chunk 0 fails authentication")
+
+
+@pytest.fixture
+def chunked(sqlite_source: Source, tmp_path: Path) -> tuple[Path, str, int]:
+    """A backup of the SQLite installation in chunks of 1 KiB: its path, the records member, its chunks."""
+    path = backup_with_chunks(sqlite_source.install, tmp_path / "chunked.glucoshare-backup", CHUNK)
+    member = member_of(opened(path, sqlite_source.install.key_file), RECORDS)
+    _, size = _member_data_offset(path, member)
+    chunks = -(-(size - PREFIX_BYTES) // SEALED_CHUNK)
+    assert chunks >= 4, "the records member should span several chunks"
+    return path, member, chunks
+
+
+def _chunks(data: bytes) -> tuple[bytes, list[bytes]]:
+    body = data[PREFIX_BYTES:]
+    return data[:PREFIX_BYTES], [body[i : i + SEALED_CHUNK] for i in range(0, len(body), SEALED_CHUNK)]
+
+
+def test_a_bit_flip_in_an_inner_chunk_fails_its_authentication(
+    target: Install, chunked: tuple[Path, str, int]
+) -> None:
+    path, member, _ = chunked
+    start, _ = _member_data_offset(path, member)
+    _flip(path, start + PREFIX_BYTES + 2 * SEALED_CHUNK + 100)  # in chunk 2, the zip's CRC is not reached
+    refused(
+        target, path, f"damaged or was altered: member {member} (table records) chunk 2 fails authentication"
+    )
+
+
+def test_two_chunks_swapped_are_refused(target: Install, chunked: tuple[Path, str, int]) -> None:
+    path, member, _ = chunked
+
+    def change(name: str, data: bytes) -> bytes:
+        if name != member:
+            return data
+        prefix, chunks = _chunks(data)
+        chunks[1], chunks[2] = chunks[2], chunks[1]
+        return prefix + b"".join(chunks)
+
+    _rewrite(path, change)
+    refused(target, path, f"member {member} (table records) chunk 1 fails authentication")
+
+
+def test_a_member_cut_at_a_chunk_boundary_is_refused(target: Install, chunked: tuple[Path, str, int]) -> None:
+    path, member, chunks = chunked
+
+    def change(name: str, data: bytes) -> bytes:
+        return data[: PREFIX_BYTES + (chunks - 1) * SEALED_CHUNK] if name == member else data
+
+    _rewrite(path, change)
+    refused(target, path, f"member {member} (table records) chunk {chunks - 1} is missing")
+
+
+def test_members_swapped_within_a_backup_are_refused(target: Install, backup: Path) -> None:
+    checked = opened(backup, target.key_file)
+    first, second = member_of(checked, "patients"), member_of(checked, RECORDS)
+    swap = {first: _stored(backup, second), second: _stored(backup, first)}
+
+    def change(name: str, stored: bytes) -> bytes:
+        return swap.get(name, stored)
+
+    _rewrite(backup, change)
+    refused(target, backup, f"member {first} (table patients) chunk 0 fails authentication")
+
+
+@pytest.mark.parametrize("what", [RECORDS, "manifest"])
+def test_a_member_of_another_backup_with_the_same_key_is_refused(
+    target: Install, backup: Path, sqlite_source: Source, tmp_path: Path, what: str
+) -> None:
+    """Every backup has a key of its own (a new salt): a member moved between backups does not open."""
+    other = backup_with_chunks(sqlite_source.install, tmp_path / "other.glucoshare-backup", 1 << 20)
+    if what == "manifest":
+        name = "manifest"
+    else:
+        name = member_of(opened(backup, target.key_file), what)
+        assert member_of(opened(other, target.key_file), what) == name  # the same place in both
+    moved = _stored(other, name)
+
+    def change(current: str, stored: bytes) -> bytes:
+        return moved if current == name else stored
+
+    _rewrite(backup, change)
+    described = name if what == "manifest" else f"{name} (table {what})"
+    refused(target, backup, f"member {described} chunk 0 fails authentication")
 
 
 @pytest.mark.parametrize("cut", ["half", "directory", "tail"])
@@ -160,6 +265,23 @@ def test_another_key_file_is_refused(target: Install, backup: Path) -> None:
     load_or_create(target.key_file)
     err = refused(target, backup, "not the one this backup was made with")
     assert "GLUCOSHARE_SECRET_KEY_FILE" in err
+
+
+def test_a_key_file_rotated_since_restores_with_the_retired_key(target: Install, backup: Path) -> None:
+    """The backup key derives from the master key in force when it was made; a restore finds it by id."""
+    ring = read_key_file(target.key_file)
+    rotated = with_new_primary(ring)
+    write_key_file(target.key_file, rotated)
+    restored = run_json(target, "restore", str(backup))
+    assert restored["counts"]["records"] > 0
+    assert run(target, "audit", "verify")[0] == 0
+
+
+def test_a_key_file_without_the_backups_master_key_is_refused(target: Install, backup: Path) -> None:
+    ring = read_key_file(target.key_file)
+    write_key_file(target.key_file, only_primary(with_new_primary(ring)))
+    err = refused(target, backup, "not the one this backup was made with")
+    assert f"it needs {ring.primary.id}" in err
 
 
 def test_a_missing_key_file_is_refused_and_not_made(target: Install, backup: Path) -> None:
@@ -191,20 +313,17 @@ def test_a_file_that_is_no_backup_is_refused(
 
 
 def _reseal(backup: Path, key_file: Path, **changes: str) -> None:
-    ring = read_key_file(key_file)
+    """Change the manifest as only the holder of the key file can: decrypted, changed, encrypted again."""
+    checked = opened(backup, key_file)
+    manifest = checked.manifest.model_copy(update=changes)
     with zipfile.ZipFile(backup) as archive:
-        manifest = json.loads(archive.read("manifest.json"))
-    manifest.update(changes)
-    document = json.dumps(manifest, indent=2)
-
-    def change(name: str, data: bytes) -> bytes:
-        if name == "manifest.json":
-            return document.encode()
-        if name == "manifest.hmac":
-            return (manifest_seal(ring, document) + "\n").encode()
-        return data
-
-    _rewrite(backup, change)
+        members = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(backup, "w") as archive:
+        for name, data in members:
+            if name != "manifest":
+                archive.writestr(name, data)
+        with checked.cipher.create(archive, "manifest") as out:
+            out.write(manifest.model_dump_json(indent=2).encode())
 
 
 def test_a_backup_of_a_newer_schema_is_refused(target: Install, backup: Path) -> None:
@@ -219,12 +338,56 @@ def test_a_backup_of_an_older_schema_is_refused_with_the_way_forward(target: Ins
     assert "restore it with Glucoshare 0.0.9, then upgrade" in err
 
 
-def test_another_file_in_the_data_folder_is_refused(target: Install, backup: Path) -> None:
-    name = _first_raw_file(backup)
-    squatter = target.data_dir / name.removeprefix("files/")
-    squatter.parent.mkdir(parents=True)
-    squatter.write_bytes(b"something else")
-    refused(target, backup, "already holds another")
+def test_a_backup_of_the_older_unencrypted_format_is_refused(target: Install, tmp_path: Path) -> None:
+    """Format 1 (clear tables, a sealed manifest) is refused with the version that restores it."""
+    old = tmp_path / "format-1.glucoshare-backup"
+    with zipfile.ZipFile(old, "w") as archive:
+        archive.writestr("glucoshare-backup.txt", "glucoshare-backup 1\nA Glucoshare backup.\n")
+        archive.writestr("tables/records.jsonl", "[1,120.0]\n")
+        archive.writestr(
+            "manifest.json", json.dumps({"format": "glucoshare-backup", "glucoshare_version": "0.1.0"})
+        )
+        archive.writestr("manifest.hmac", "00\n")
+    err = refused(target, old, "made by an older Glucoshare (0.1.0)")
+    assert "restores format 2 only: restore it with the Glucoshare version that made it" in err
+
+
+def test_a_backup_of_a_newer_format_is_refused(target: Install, tmp_path: Path) -> None:
+    newer = tmp_path / "format-3.glucoshare-backup"
+    with zipfile.ZipFile(newer, "w") as archive:
+        archive.writestr("glucoshare-backup.txt", "glucoshare-backup 3\nA Glucoshare backup.\n")
+    refused(target, newer, "made by a newer Glucoshare")
+
+
+def test_damage_is_reported_as_an_unreadable_file() -> None:
+    assert issubclass(StreamDamagedError, BackupDamagedError)
+    assert issubclass(BackupDamagedError, UnreadableFileError)
+
+
+def test_a_restore_that_fails_midway_leaves_the_database_empty(
+    target: Install, backup: Path, sqlite_source: Source
+) -> None:
+    """Checked whole, then changed under the restore (a late table): the one transaction stores nothing."""
+    checked = opened(backup, target.key_file)
+    counts = checked.manifest.counts
+    tables = [t.name for t in Base.metadata.sorted_tables if counts[t.name]]
+    late = tables[-1]
+    assert tables.index(late) > 2  # tables before it are inserted first
+    start, size = _member_data_offset(backup, member_of(checked, late))
+    _flip(backup, start + size // 2)
+    engine = create_db_engine(target.url, keyring=read_key_file(target.key_file))
+    try:
+        with pytest.raises(BackupDamagedError, match=f"table {late}"), session_scope(engine) as session:
+            restore_backup(session, backup, checked)
+        with session_scope(engine) as session:
+            rows = {
+                t.name: session.scalar(select(func.count()).select_from(t))
+                for t in Base.metadata.sorted_tables
+            }
+    finally:
+        engine.dispose()
+    assert set(rows.values()) == {0}
+    assert data_files(target) == {}
 
 
 @pytest.mark.parametrize("kind", ["tampered", "noise", "newer"])
@@ -235,7 +398,7 @@ def test_a_refusal_does_not_create_a_database(
         f"sqlite:///{tmp_path / 'new' / 'glucoshare.db'}", tmp_path / "t", sqlite_source.install.key_file
     )
     if kind == "tampered":
-        start, size = _member_data_offset(backup, RECORDS)
+        start, size = _member_data_offset(backup, member_of(opened(backup, target.key_file), RECORDS))
         _flip(backup, start + size // 2)
     elif kind == "newer":
         _reseal(backup, target.key_file, revision="9999")

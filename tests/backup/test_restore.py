@@ -17,7 +17,7 @@ from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.ingest.service import read_raw
 from glucoshare.records.models import Upload
 from glucoshare.vault.keyfile import read_key_file
-from tests.backup.conftest import Source, data_files, fresh_database, restore_target
+from tests.backup.conftest import Source, data_files, fresh_database, opened, payload, restore_target
 from tests.backup.world import Install, dump, patient_stats, run, run_json
 
 AUDIT = "audit_events"
@@ -40,7 +40,7 @@ def _raw_files(install: Install) -> dict[str, bytes | None]:
     try:
         with session_scope(engine) as session:
             uploads = session.scalars(select(Upload).where(Upload.state == "file")).all()
-            return {upload.id: read_raw(session, install.settings, upload) for upload in uploads}
+            return {upload.id: read_raw(session, upload) for upload in uploads}
     finally:
         engine.dispose()
 
@@ -49,13 +49,13 @@ def test_the_world_fills_every_table(sqlite_source: Source) -> None:
     empty = {name for name, rows in sqlite_source.rows.items() if not rows}
     assert empty <= {"summary_backlog"}, empty
     assert {t.name for t in Base.metadata.sorted_tables} == set(sqlite_source.rows)
-    assert {path.split("/")[0] for path in sqlite_source.files} == {"uploads", "pending"}
+    place = [c.name for c in Base.metadata.tables["sealed_files"].columns].index("place")
+    kept = {str(row[place]).split(":")[0] for row in sqlite_source.rows["sealed_files"]}
+    assert kept == {"raw", "pending"}  # raw uploads and a clinic's held upload are rows
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_the_backup_is_one_private_file_with_a_sealed_manifest(
-    request: pytest.FixtureRequest, kind: str
-) -> None:
+def test_the_backup_is_one_private_encrypted_file(request: pytest.FixtureRequest, kind: str) -> None:
     source = _source(request, kind)
     assert stat.S_IMODE(source.backup.stat().st_mode) == 0o600
     report = source.report
@@ -63,25 +63,50 @@ def test_the_backup_is_one_private_file_with_a_sealed_manifest(
     assert report["bytes"] == source.backup.stat().st_size
     assert report["counts"] == {name: len(rows) for name, rows in source.rows.items()}
     assert report["tables"] == len(Base.metadata.sorted_tables)
-    assert report["files"] == len(source.files)
-    assert report["missing_files"] == 0
     assert report["source_engine"] == kind
+    key = read_key_file(source.install.key_file)
+    assert report["master_key_id"] == key.primary.id
     with zipfile.ZipFile(source.backup) as archive:
         names = archive.namelist()
-        manifest = json.loads(archive.read("manifest.json"))
-    assert names[0] == "glucoshare-backup.txt"
-    assert names[-2:] == ["manifest.json", "manifest.hmac"]
+        header = json.loads(archive.read("header.json"))
+        stored = {info.filename: info.compress_type for info in archive.infolist()}
+    checked = opened(source.backup, source.install.key_file)
+    manifest = json.loads(checked.manifest.model_dump_json())
+    assert names[:2] == ["glucoshare-backup.txt", "header.json"]
+    assert names[-1] == "manifest"
+    assert names[2:-1] == [f"parts/{n:06d}" for n in range(1, len(names) - 2)]
+    assert set(stored.values()) == {zipfile.ZIP_STORED}  # compressed before encryption
+    assert (header["version"], header["kdf"], header["cipher"]) == (2, "HKDF-SHA256", "AES-256-GCM STREAM")
+    assert header["master_key"]["id"] == key.primary.id
     assert [t["name"] for t in manifest["tables"]] == [t.name for t in Base.metadata.sorted_tables]
     assert manifest["audit"]["events"] == len(source.rows[AUDIT])
     assert manifest["audit"]["head"] == field(source.rows[AUDIT][-1], "hash")
     assert manifest["audit"]["intact"] is True
     assert not any(name.endswith("master.key") for name in names)
-    key = read_key_file(source.install.key_file)
     assert key.primary.key.hex() not in source.backup.read_bytes().hex()
-    # No health data or identity in what is printed or in the manifest.
-    for text in (json.dumps(report), json.dumps(manifest)):
+    # No health data or identity in what is printed or in the manifest and header.
+    for text in (json.dumps(report), json.dumps(manifest), json.dumps(header)):
         assert source.world.patient_email not in text
         assert "demo" not in text.lower()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_no_value_or_table_name_is_readable_in_the_backup(request: pytest.FixtureRequest, kind: str) -> None:
+    """What the rows and manifest hold in clear (the test can fail) is nowhere in the file's bytes."""
+    source = _source(request, kind)
+    checked = opened(source.backup, source.install.key_file)
+    members = [entry.member for entry in checked.manifest.tables] + ["manifest"]
+    plain = b"".join(payload(source.backup, checked, member) for member in members)
+    sentinels = [
+        b"BACKUP01",  # a device serial
+        b"xDrip-DexcomG6",  # a Nightscout entry's device
+        b",120.0,",  # a glucose reading as its row holds it
+        source.report["audit_head"].encode(),
+        *(table.name.encode() for table in Base.metadata.sorted_tables),
+    ]
+    assert [sentinel for sentinel in sentinels if sentinel not in plain] == []
+    stored = source.backup.read_bytes()
+    assert [sentinel for sentinel in sentinels if sentinel in stored] == []
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
@@ -125,7 +150,7 @@ def test_a_restore_gives_back_every_row_file_and_figure(
         assert code == 0, err
         assert f"({len(events)} events)" in out
 
-        assert data_files(target) == source.files
+        assert data_files(target) == {}  # nothing but the database: kept files are rows
         assert _raw_files(target) == _raw_files(source.install)
         assert all(raw for raw in _raw_files(target).values())
         assert patient_stats(target, source.world) == source.stats

@@ -62,7 +62,7 @@ def test_an_import_that_commits_during_a_backup_is_not_in_it(
 
     backup = tmp_path / "during.glucoshare-backup"
     with backup.open("wb") as sink, snapshot_session(engine) as snapshot:
-        manifest = write_backup(snapshot, sink, settings=cli_env, progress=progress)
+        manifest = write_backup(snapshot, sink, progress=progress)
     assert failures == []
     assert committed.is_set()
     now = dump(database_url)

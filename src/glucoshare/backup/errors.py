@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from glucoshare.errors import ConflictError, InputError, InternalError
+from glucoshare.errors import ConflictError, InputError, InternalError, UnreadableFileError
 
 
 class NotABackupError(InputError):
@@ -11,10 +11,20 @@ class NotABackupError(InputError):
     code = "not_a_backup"
 
 
-class BackupDamagedError(InputError):
+class BackupDamagedError(UnreadableFileError):
     """A Glucoshare backup that is truncated, or whose content changed after it was written."""
 
     code = "backup_damaged"
+
+
+class StreamDamagedError(BackupDamagedError):
+    """One encrypted member of a backup does not open: a chunk fails authentication or is missing."""
+
+    def __init__(self, member: str, chunk: int, reason: str, *, what: str | None = None) -> None:
+        named = f"{member} ({what})" if what else member
+        super().__init__(f"the backup is damaged or was altered: member {named} chunk {chunk} {reason}")
+        self.member = member
+        self.chunk = chunk
 
 
 class BackupKeyError(InputError):

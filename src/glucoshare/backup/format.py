@@ -1,16 +1,27 @@
-"""The backup file format: a zip archive of JSON-lines table streams, data files and a sealed manifest.
+"""The backup file format (version 2): a zip archive of encrypted members, each a stream under one backup key.
 
 Members, in the order they are written::
 
-    glucoshare-backup.txt      marker: says what the file is (first, so the first bytes tell)
-    tables/<table>.jsonl       one table's rows, ordered by primary key, one JSON array per line
-    files/<path>               a data-directory file, byte for byte (already sealed by the vault)
-    manifest.json              the table of contents (schemas.Manifest)
-    manifest.hmac              HMAC-SHA-256 (hex) of manifest.json under the key file's lookup key
+    glucoshare-backup.txt   marker, clear: says what the file is (first, so the first bytes tell)
+    header.json             clear: how the members are encrypted, and which key file opens them
+                            (glucoshare.backup.header)
+    parts/000001 ...        encrypted: one table's rows each (ordered by primary key, one JSON array
+                            per line); kept raw files are rows too (sealed_files)
+    manifest                encrypted: the table of contents (schemas.Manifest), which names the
+                            table each part holds
+
+Every member after the header is encrypted the same way, whatever it holds
+(glucoshare.backup.members): zlib, then STREAM over AES-256-GCM (glucoshare.backup.stream) under
+a key derived from the key file's master key, so the file shows neither values nor table names:
+only the number and sizes of its parts. The parts' opaque names keep the table names out of the
+zip directory.
 
 Values are engine-neutral: numbers, strings, booleans and ``null`` as in JSON; timestamps as ISO 8601
 with their UTC offset; binary values (ciphertext) in base64; JSON columns as their JSON text (so that
 an SQL ``NULL`` stays distinct from a JSON ``null``).
+
+Format 1 (a zip of clear ``tables/<table>.jsonl`` streams, ``files/<path>`` and a ``manifest.json``
+sealed by ``manifest.hmac``) is refused with the Glucoshare version to restore it with.
 """
 
 from __future__ import annotations
@@ -43,51 +54,39 @@ from sqlalchemy.types import LargeBinary
 
 from glucoshare.db.base import UTCDateTime
 from glucoshare.errors import InternalError
-from glucoshare.vault.keyfile import KeyRing
 
 FORMAT = "glucoshare-backup"
-VERSION = 1
+VERSION = 2
 MARKER_MEMBER = "glucoshare-backup.txt"
-MARKER_TEXT = f"{FORMAT} {VERSION}\nA Glucoshare backup: restore it with `glucoshare restore FILE`.\n"
-MANIFEST_MEMBER = "manifest.json"
-SEAL_MEMBER = "manifest.hmac"
-SEAL_PURPOSE = "backup-manifest"
+MARKER_TEXT = (
+    f"{FORMAT} {VERSION}\nA Glucoshare backup, encrypted: restore it with `glucoshare restore FILE` "
+    "and the master key file it was made with.\n"
+)
+HEADER_MEMBER = "header.json"
+MANIFEST_MEMBER = "manifest"
+V1_MANIFEST_MEMBER = "manifest.json"
+"""Where format 1 kept its (clear) manifest: read only to name the version that restores it."""
 FINGERPRINT_LABEL = b"glucoshare-backup:key-fingerprint:v1"
-
-DATA_FILE = re.compile(r"(uploads|pending)/[A-Za-z0-9_-]{1,128}/[A-Za-z0-9_-]{1,128}")
-"""The data-directory files a backup may hold (anything else in a manifest is refused)."""
+PART_MEMBER = re.compile(r"parts/[0-9]{6,}")
+"""The names of the members that hold tables (anything else in a manifest is refused)."""
+CHUNK_BYTES = 1 << 20
+"""Plaintext per encrypted chunk (1 MiB): a reader or writer holds about one chunk per layer."""
+MIN_CHUNK_BYTES = 1 << 10
+MAX_CHUNK_BYTES = 1 << 24
+"""The chunk sizes a header may give (a reader holds one chunk: a header cannot make it hold more)."""
 
 Encoder = Callable[[Any], Any]
 Decoder = Callable[[Any], Any]
 
 
-def table_member(table: str) -> str:
-    """The zip member of a table's stream."""
-    return f"tables/{table}.jsonl"
-
-
-def file_member(path: str) -> str:
-    """The zip member of a data-directory file."""
-    return f"files/{path}"
+def part_member(number: int) -> str:
+    """The name of the ``number``-th member that holds a table or a file (from 1)."""
+    return f"parts/{number:06d}"
 
 
 def key_fingerprint(key: bytes) -> str:
     """A keyed hash that identifies ``key`` without revealing it: HMAC-SHA-256 of a fixed text, 128 bits."""
     return hmac.new(key, FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:32]
-
-
-def manifest_seal(ring: KeyRing, manifest_text: str) -> str:
-    """The manifest's seal: HMAC-SHA-256 under the key file's lookup key (hex).
-
-    Whoever changes a table and its entry in the manifest cannot make a matching seal without the
-    key file; a restore checks it before anything else is read.
-    """
-    return ring.mac(SEAL_PURPOSE, manifest_text)
-
-
-def seal_matches(ring: KeyRing, manifest_text: str, seal: str) -> bool:
-    """Whether ``seal`` is the seal of ``manifest_text`` under ``ring`` (constant-time comparison)."""
-    return hmac.compare_digest(manifest_seal(ring, manifest_text), seal.strip())
 
 
 def _kind(column: Column[Any]) -> str:

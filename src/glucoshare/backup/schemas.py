@@ -1,9 +1,10 @@
 """The backup manifest, and what the backup and restore commands report.
 
-The manifest is the table of contents of a backup: what it holds (every table with its columns,
-row count and SHA-256; every data file with its size and SHA-256), where it came from (schema
-revision, engine, Glucoshare version, time), which key file it needs (fingerprints, never keys)
-and the state of the audit chain it holds. It says nothing about any patient.
+The manifest is the table of contents of a backup, encrypted like the rest: what it holds (every
+table with its columns, row count, SHA-256 and member; every data file with its size, SHA-256 and
+member), where it came from (schema revision, engine, Glucoshare version, time) and the state of
+the audit chain it holds. The header is the one part in clear: how the members are encrypted and
+which key file opens them (fingerprints, never keys). Neither says anything about any patient.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from glucoshare.backup.format import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 
 ProgressCallback = Callable[[str, int, int], None]
-"""Told ``(phase, done, total)`` as work goes on: rows (and files) done out of the total of a phase."""
+"""Told ``(phase, done, total)`` as work goes on: rows done out of the total of a phase."""
 
 
 class _Strict(BaseModel):
@@ -27,21 +30,12 @@ class TableEntry(_Strict):
 
     name: str
     member: str
-    """Name of the zip member holding the table's rows, one JSON array per line."""
+    """Name of the (encrypted) zip member holding the table's rows, one JSON array per line."""
     columns: list[str]
     """The order of the values in every line."""
     rows: int
     sha256: str
-    """SHA-256 (hex) of the member's uncompressed bytes."""
-
-
-class FileEntry(_Strict):
-    """One file of the data directory in a backup (a sealed raw upload or a held clinic upload)."""
-
-    path: str
-    """Relative to ``$GLUCOSHARE_DATA_DIR``: ``uploads/<patient>/<sha256>`` or ``pending/<clinic>/<id>``."""
-    bytes: int
-    sha256: str
+    """SHA-256 (hex) of the rows as JSON lines (the member's payload, before compression and encryption)."""
 
 
 class KeyFingerprint(_Strict):
@@ -59,6 +53,25 @@ class KeyFingerprints(_Strict):
     master: list[KeyFingerprint]
 
 
+class Header(_Strict):
+    """The clear header of a backup (``header.json``; :mod:`glucoshare.backup.header`)."""
+
+    format: Literal["glucoshare-backup"]
+    version: int
+    cipher: Literal["AES-256-GCM STREAM"]
+    kdf: Literal["HKDF-SHA256"]
+    purpose: str
+    """The HKDF purpose label (``glucoshare-backup:v2``)."""
+    salt: str
+    """Base64 of 32 random bytes, new for every backup: the HKDF salt."""
+    chunk_bytes: int = Field(ge=MIN_CHUNK_BYTES, le=MAX_CHUNK_BYTES)
+    """Plaintext bytes per encrypted chunk."""
+    master_key: KeyFingerprint
+    """The master key the backup key derives from (the key file's primary when it was made)."""
+    keys: KeyFingerprints
+    """What else a restore needs of the key file: the lookup key and the keys wrapping data keys."""
+
+
 class AuditState(_Strict):
     """The audit chain in the backup, as ``glucoshare audit verify`` found it in the snapshot."""
 
@@ -71,7 +84,7 @@ class AuditState(_Strict):
 
 
 class Manifest(_Strict):
-    """The table of contents of one backup (``manifest.json``)."""
+    """The table of contents of one backup (the encrypted member ``manifest``)."""
 
     format: Literal["glucoshare-backup"]
     version: int
@@ -82,10 +95,8 @@ class Manifest(_Strict):
     """The Alembic revision of the schema the rows belong to."""
     source_engine: str
     tables: list[TableEntry]
-    files: list[FileEntry]
-    missing_files: int
-    """Files the rows refer to that were not found (removed after the snapshot began, or lost)."""
-    keys: KeyFingerprints
+    master_key_id: str
+    """The master key the backup is encrypted under (as in the header)."""
     audit: AuditState
 
     @property
@@ -101,20 +112,18 @@ class BackupOut(BaseModel):
     bytes: int
     tables: int
     counts: dict[str, int]
-    files: int
-    missing_files: int
     seconds: float
     backup_id: str
     revision: str
     source_engine: str
     audit_head: str | None
+    master_key_id: str
+    """The master key the backup is encrypted under: the key file to keep (apart) for it."""
 
 
 class RestoredOut(BaseModel):
-    """What a restore stored besides the rows."""
+    """What a restore verified besides the rows."""
 
-    files: int
-    """Data files written (files already in place, identical, are not counted)."""
     audit_events: int
     """Audit events restored and verified."""
 
@@ -125,7 +134,6 @@ class RestoreOut(BaseModel):
     path: str
     tables: int
     counts: dict[str, int]
-    files: int
     seconds: float
     backup_id: str
     revision: str

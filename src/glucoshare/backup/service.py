@@ -3,14 +3,19 @@
 Services flush but never commit. :func:`write_backup` reads through a session that sees one
 snapshot (:func:`glucoshare.backup.snapshot.snapshot_session`); :func:`restore_backup` writes in
 the caller's transaction, so a restore that fails at any point stores nothing. The format is in
-:mod:`glucoshare.backup.format`; the operator's procedure in docs/reliability.md.
+:mod:`glucoshare.backup.format`, its encryption in :mod:`glucoshare.backup.header`,
+:mod:`glucoshare.backup.members` and :mod:`glucoshare.backup.stream`; the operator's procedure in
+docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import itertools
 import json
+import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -39,28 +44,28 @@ from glucoshare.backup.errors import (
     RestoreVerificationError,
 )
 from glucoshare.backup.format import (
-    DATA_FILE,
+    CHUNK_BYTES,
     FORMAT,
+    HEADER_MEMBER,
     MANIFEST_MEMBER,
     MARKER_MEMBER,
     MARKER_TEXT,
-    SEAL_MEMBER,
+    PART_MEMBER,
+    V1_MANIFEST_MEMBER,
     VERSION,
     all_plain,
     copy_decoders,
     decoders,
     encode_rows,
     encoders,
-    file_member,
     key_fingerprint,
-    manifest_seal,
-    seal_matches,
+    part_member,
     selected_columns,
-    table_member,
 )
+from glucoshare.backup.header import member_cipher, new_header, writer_cipher
+from glucoshare.backup.members import MemberCipher
 from glucoshare.backup.schemas import (
     AuditState,
-    FileEntry,
     KeyFingerprint,
     KeyFingerprints,
     Manifest,
@@ -72,11 +77,7 @@ from glucoshare.config import Settings
 from glucoshare.db.base import new_id, utcnow
 from glucoshare.db.migrate import SCRIPT_LOCATION
 from glucoshare.db.models import Base
-from glucoshare.db.session import after_rollback
 from glucoshare.errors import InternalError, UnreadableFileError
-from glucoshare.files import private_binary_file
-from glucoshare.records.models import Upload
-from glucoshare.sharing.models import PendingUpload
 from glucoshare.vault.errors import MasterKeyError, SealBrokenError
 from glucoshare.vault.keyfile import KeyRing, read_key_file
 from glucoshare.vault.models import DataKey
@@ -86,10 +87,11 @@ CHUNK_ROWS = 5000
 """Rows read, written and inserted at a time: memory stays bounded whatever the database's size."""
 COPY_BYTES = 1 << 20
 MAX_MANIFEST_BYTES = 256 << 20
-"""Largest manifest read (about a million data files); ZipFile reads no more than a member's stated size."""
-COMPRESS_LEVEL = 1
-"""zlib level of the table streams: the fastest (a third of level 6's time for a fifth more bytes),
-since the snapshot stays open while they are written; data files are ciphertext, stored as they are."""
+"""Largest manifest read (far more than the schema's tables need)."""
+MAX_CLEAR_BYTES = 1 << 20
+"""Largest clear member read (marker, header); ZipFile reads no more than a member's stated size."""
+OLDER_FORMAT_VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]{0,31}")
+"""A Glucoshare version as a format-1 manifest names it (anything else is not repeated in a message)."""
 
 _ARCHIVE_FAULTS = (
     zipfile.BadZipFile,
@@ -100,7 +102,15 @@ _ARCHIVE_FAULTS = (
     KeyError,
     NotImplementedError,
 )
-"""What reading a damaged zip archive may raise (a bad CRC, a cut-off stream, a broken header)."""
+"""What reading a clear member of a damaged zip archive may raise (a bad CRC, a cut-off stream)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CheckedBackup:
+    """A backup that :func:`check_backup` read whole: its manifest, and how its members open."""
+
+    manifest: Manifest
+    cipher: MemberCipher
 
 
 def code_revision() -> str:
@@ -157,27 +167,20 @@ def check_destination(out: Path, settings: Settings) -> None:
         raise BackupDestinationError(msg)
 
 
-def _data_files(session: Session) -> list[str]:
-    """The data-directory files the snapshot's rows refer to (the paths ingest and sharing use)."""
-    uploads = session.execute(
-        select(Upload.patient_id, Upload.sha256).where(Upload.state == "file").distinct()
-    )
-    held = session.execute(
-        select(PendingUpload.clinic_id, PendingUpload.id).where(PendingUpload.assigned_at.is_(None))
-    )
-    paths = {f"uploads/{owner}/{sha256}" for owner, sha256 in uploads}
-    paths |= {f"pending/{clinic}/{pending}" for clinic, pending in held}
-    return sorted(path for path in paths if DATA_FILE.fullmatch(path))
-
-
-def _write_table(session: Session, archive: zipfile.ZipFile, table: Table, counter: _Counter) -> TableEntry:
-    """Stream one table into the archive, in primary-key order, a chunk of rows at a time."""
-    member = table_member(table.name)
+def _write_table(  # noqa: PLR0917 - the parts of one table's member
+    session: Session,
+    archive: zipfile.ZipFile,
+    cipher: MemberCipher,
+    member: str,
+    table: Table,
+    counter: _Counter,
+) -> TableEntry:
+    """Stream one table into its encrypted member, in primary-key order, a chunk of rows at a time."""
     encode, plain = encoders(table), all_plain(table)
     query = select(*selected_columns(table)).order_by(*table.primary_key.columns)
     digest = hashlib.sha256()
     rows = 0
-    with archive.open(member, "w", force_zip64=True) as out:
+    with cipher.create(archive, member) as out:
         result = session.execute(query, execution_options={"yield_per": CHUNK_ROWS})
         for chunk in result.partitions():
             data = encode_rows(chunk, encode, plain=plain)
@@ -192,27 +195,6 @@ def _write_table(session: Session, archive: zipfile.ZipFile, table: Table, count
         rows=rows,
         sha256=digest.hexdigest(),
     )
-
-
-def _write_file(archive: zipfile.ZipFile, data_dir: Path, path: str) -> FileEntry | None:
-    """Copy one data file into the archive as it is (sealed ciphertext); ``None`` when it is gone."""
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with (data_dir / path).open("rb") as source:
-            info = zipfile.ZipInfo(file_member(path))
-            info.compress_type = zipfile.ZIP_STORED
-            with archive.open(info, "w", force_zip64=True) as out:
-                while block := source.read(COPY_BYTES):
-                    digest.update(block)
-                    size += len(block)
-                    out.write(block)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        msg = f"a data file cannot be read ({type(exc).__name__}); nothing was written"
-        raise InternalError(msg) from exc
-    return FileEntry(path=path, bytes=size, sha256=digest.hexdigest())
 
 
 def _audit_state(session: Session) -> AuditState:
@@ -242,40 +224,42 @@ def _key_fingerprints(session: Session, ring: KeyRing) -> KeyFingerprints:
 
 
 def write_backup(
-    session: Session, sink: IO[bytes], *, settings: Settings, progress: ProgressCallback | None = None
+    session: Session,
+    sink: IO[bytes],
+    *,
+    progress: ProgressCallback | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Manifest:
-    """Write a backup of the whole database and its data files to ``sink`` (a seekable binary file).
+    """Write an encrypted backup of the whole database to ``sink`` (seekable, binary).
 
     ``session`` must see one consistent snapshot for the whole call (the backup command opens it
     with :func:`glucoshare.backup.snapshot.snapshot_session`): every table is read in that
-    snapshot, in foreign-key order, :data:`CHUNK_ROWS` rows at a time. Returns the manifest
-    written into the file. No row, name or value is logged.
+    snapshot, in foreign-key order, :data:`CHUNK_ROWS` rows at a time, and streamed into its
+    member. Every member after the clear marker and header is encrypted under a backup key
+    derived from the key ring's primary master key (:mod:`glucoshare.backup.header`), in chunks of
+    ``chunk_bytes`` plaintext bytes (1 MiB; tests use smaller ones). Returns the manifest written
+    into the file. No row, name or value is logged.
     """
     created_at = utcnow()
     # The first statement fixes the snapshot: everything below sees the database as of now.
     revision = session.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     tables = Base.metadata.sorted_tables
     expected = {t.name: session.execute(select(func.count()).select_from(t)).scalar_one() for t in tables}
-    paths = _data_files(session)
-    counter = _Counter(progress, "backup", sum(expected.values()) + len(paths))
-    with zipfile.ZipFile(
-        sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL
-    ) as archive:
-        archive.writestr(MARKER_MEMBER, MARKER_TEXT, compress_type=zipfile.ZIP_STORED)
+    ring = keyring_of(session)
+    header = new_header(ring, _key_fingerprints(session, ring), chunk_bytes=chunk_bytes)
+    cipher = writer_cipher(header, ring)
+    names = (part_member(number) for number in itertools.count(1))
+    counter = _Counter(progress, "backup", sum(expected.values()))
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(MARKER_MEMBER, MARKER_TEXT)
+        archive.writestr(HEADER_MEMBER, header)
         entries = []
         for table in tables:
-            entry = _write_table(session, archive, table, counter)
+            entry = _write_table(session, archive, cipher, next(names), table, counter)
             if entry.rows != expected[table.name]:
                 msg = f"table {table.name} changed while it was read: the snapshot is not consistent"
                 raise InternalError(msg)
             entries.append(entry)
-        files: list[FileEntry] = []
-        for path in paths:
-            written = _write_file(archive, settings.data_dir, path)
-            if written is not None:
-                files.append(written)
-            counter.advance(1)
-        ring = keyring_of(session)
         manifest = Manifest(
             format=FORMAT,
             version=VERSION,
@@ -285,14 +269,11 @@ def write_backup(
             revision=revision,
             source_engine=session.get_bind().dialect.name,
             tables=entries,
-            files=files,
-            missing_files=len(paths) - len(files),
-            keys=_key_fingerprints(session, ring),
+            master_key_id=ring.primary.id,
             audit=_audit_state(session),
         )
-        document = manifest.model_dump_json(indent=2)
-        archive.writestr(MANIFEST_MEMBER, document)
-        archive.writestr(SEAL_MEMBER, manifest_seal(ring, document) + "\n")
+        with cipher.create(archive, MANIFEST_MEMBER) as out:
+            out.write(manifest.model_dump_json(indent=2).encode("utf-8"))
     return manifest
 
 
@@ -344,34 +325,78 @@ def _open_archive(path: Path) -> Iterator[zipfile.ZipFile]:
         yield archive
 
 
-def _read_small(archive: zipfile.ZipFile, member: str, path: Path) -> str:
-    """A small member read whole (marker, manifest, seal); at most :data:`MAX_MANIFEST_BYTES`."""
+def _read_clear(archive: zipfile.ZipFile, member: str, path: Path, limit: int = MAX_CLEAR_BYTES) -> bytes:
+    """A small clear member read whole (the marker, the header); at most ``limit`` bytes."""
     try:
-        if archive.getinfo(member).file_size > MAX_MANIFEST_BYTES:
+        if archive.getinfo(member).file_size > limit:
             msg = f"{path}: the backup's {member} is implausibly large"
             raise BackupDamagedError(msg)
-        return archive.read(member).decode("utf-8")
+        return archive.read(member)
     except KeyError as exc:
         msg = f"{path}: the backup has no {member} (truncated or damaged)"
         raise BackupDamagedError(msg) from exc
-    except (*_ARCHIVE_FAULTS, UnicodeDecodeError) as exc:
+    except _ARCHIVE_FAULTS as exc:
         msg = f"{path}: the backup's {member} is damaged ({type(exc).__name__})"
         raise BackupDamagedError(msg) from exc
 
 
-def _check_keys(manifest: Manifest, ring: KeyRing) -> None:
-    held = {master.id: key_fingerprint(master.key) for master in ring.keys}
-    needed = [k for k in manifest.keys.master if k.fingerprint is not None]
-    wrong = key_fingerprint(ring.lookup_key) != manifest.keys.lookup or any(
-        held.get(k.id) != k.fingerprint for k in needed
-    )
-    if wrong:
-        names = ", ".join(k.id for k in needed) or "its lookup key"
+def _check_marker(archive: zipfile.ZipFile, path: Path) -> None:
+    """The archive is a Glucoshare backup of the format this version reads (format 2)."""
+    if MARKER_MEMBER not in archive.namelist():
+        msg = f"{path}: not a Glucoshare backup"
+        raise NotABackupError(msg)
+    try:
+        marker = _read_clear(archive, MARKER_MEMBER, path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"{path}: not a Glucoshare backup"
+        raise NotABackupError(msg) from exc
+    first = marker.split("\n", 1)[0].split(" ")
+    if len(first) != 2 or first[0] != FORMAT or not first[1].isdigit():  # noqa: PLR2004 - "name version"
+        msg = f"{path}: not a Glucoshare backup"
+        raise NotABackupError(msg)
+    version = int(first[1])
+    if version < VERSION:
+        made = _older_version(archive, path)
         msg = (
-            f"the configured master key file is not the one this backup was made with (it needs {names}); "
-            "set GLUCOSHARE_SECRET_KEY_FILE to the key file kept with the backup"
+            f"{path}: this backup is in format {version}, made by an older Glucoshare{made} before "
+            f"backups were encrypted; this Glucoshare restores format {VERSION} only: restore it with "
+            "the Glucoshare version that made it, then upgrade and make a new backup"
         )
-        raise BackupKeyError(msg)
+        raise BackupVersionError(msg)
+    if version > VERSION:
+        msg = (
+            f"{path}: this backup is in format {version}, made by a newer Glucoshare; this Glucoshare "
+            f"reads format {VERSION}: restore it with the version that made it or a later one"
+        )
+        raise BackupVersionError(msg)
+
+
+def _older_version(archive: zipfile.ZipFile, path: Path) -> str:
+    """`` (X.Y.Z)``: the Glucoshare version a format-1 backup's clear manifest names, if it names one."""
+    try:
+        manifest = json.loads(_read_clear(archive, V1_MANIFEST_MEMBER, path, MAX_MANIFEST_BYTES))
+        version = manifest["glucoshare_version"]
+    except (BackupDamagedError, ValueError, KeyError, TypeError):
+        return ""
+    return f" ({version})" if isinstance(version, str) and OLDER_FORMAT_VERSION.fullmatch(version) else ""
+
+
+def _read_manifest(archive: zipfile.ZipFile, cipher: MemberCipher, path: Path) -> Manifest:
+    """The backup's manifest, decrypted (its authentication is the backup's: a change is refused)."""
+    with cipher.open(archive, MANIFEST_MEMBER) as stream:
+        document = stream.read(MAX_MANIFEST_BYTES + 1)
+    if len(document) > MAX_MANIFEST_BYTES:
+        msg = f"{path}: the backup's manifest is implausibly large"
+        raise BackupDamagedError(msg)
+    try:
+        manifest = Manifest.model_validate_json(document)
+    except ValidationError as exc:
+        msg = f"{path}: the backup's manifest is damaged"
+        raise BackupDamagedError(msg) from exc
+    if manifest.version != VERSION:
+        msg = f"{path}: the backup's manifest is damaged (format {manifest.version})"
+        raise BackupDamagedError(msg)
+    return manifest
 
 
 def _check_revision(manifest: Manifest) -> None:
@@ -403,17 +428,12 @@ def _check_contents(archive: zipfile.ZipFile, manifest: Manifest, path: Path) ->
     if len(by_name) != len(manifest.tables) or set(by_name) != {t.name for t in Base.metadata.sorted_tables}:
         msg = f"{path}: the backup's tables do not fit this schema"
         raise BackupVersionError(msg)
-    expected = [MARKER_MEMBER, MANIFEST_MEMBER, SEAL_MEMBER]
-    for entry in manifest.tables:
-        if entry.member != table_member(entry.name):
+    expected = [MARKER_MEMBER, HEADER_MEMBER, MANIFEST_MEMBER]
+    for part in manifest.tables:
+        if not PART_MEMBER.fullmatch(part.member):
             msg = f"{path}: the backup's manifest names an unexpected member"
             raise BackupDamagedError(msg)
-        expected.append(entry.member)
-    for item in manifest.files:
-        if not DATA_FILE.fullmatch(item.path):
-            msg = f"{path}: the backup's manifest names a file outside the data folders"
-            raise BackupDamagedError(msg)
-        expected.append(file_member(item.path))
+        expected.append(part.member)
     names = archive.namelist()
     if sorted(names) != sorted(expected) or len(set(expected)) != len(expected):
         msg = f"{path}: the backup's members do not match its manifest (damaged)"
@@ -421,89 +441,61 @@ def _check_contents(archive: zipfile.ZipFile, manifest: Manifest, path: Path) ->
 
 
 def _verify_member(
-    archive: zipfile.ZipFile, member: str, what: str, sha256: str, *, lines: int | None, size: int | None
+    archive: zipfile.ZipFile,
+    cipher: MemberCipher,
+    member: str,
+    what: str,
+    sha256: str,
+    *,
+    lines: int | None,
+    size: int | None,
 ) -> int:
-    """Read one member to its end: its SHA-256, and its line count or size, must be the manifest's."""
+    """Read a member to its authenticated end: its SHA-256, and line count or size, must be the manifest's."""
     digest = hashlib.sha256()
     count = 0
-    try:
-        with archive.open(member) as stream:
-            while block := stream.read(COPY_BYTES):
-                digest.update(block)
-                count += block.count(b"\n") if lines is not None else len(block)
-    except _ARCHIVE_FAULTS as exc:
-        msg = f"the backup is damaged: {what} cannot be read ({type(exc).__name__})"
-        raise BackupDamagedError(msg) from exc
+    with cipher.open(archive, member, what=what) as stream:
+        while block := stream.read(COPY_BYTES):
+            digest.update(block)
+            count += block.count(b"\n") if lines is not None else len(block)
     if digest.hexdigest() != sha256 or count != (lines if lines is not None else size):
         msg = f"the backup is damaged: {what} does not match its SHA-256 in the manifest"
         raise BackupDamagedError(msg)
     return count
 
 
-def _check_free(data_dir: Path, item: FileEntry) -> None:
-    """A data file may be restored where there is none, or the very same one."""
-    target = data_dir / item.path
-    if not target.exists():
-        return
-    digest = hashlib.sha256()
-    with target.open("rb") as handle:
-        while block := handle.read(COPY_BYTES):
-            digest.update(block)
-    if digest.hexdigest() != item.sha256:
-        msg = f"the data folder already holds another {item.path}: restore into an empty data folder"
-        raise RestoreTargetError(msg)
+def check_backup(path: Path, ring: KeyRing, *, progress: ProgressCallback | None = None) -> CheckedBackup:
+    """Check a backup completely before anything is restored; return its manifest and how it opens.
 
-
-def check_backup(
-    path: Path, ring: KeyRing, *, data_dir: Path, progress: ProgressCallback | None = None
-) -> Manifest:
-    """Check a backup completely before anything is restored; return its manifest.
-
-    In this order: the file is a Glucoshare backup of a format this version reads; its manifest
-    parses; ``ring`` is the key file the backup was made with (fingerprints); the manifest's seal
-    (HMAC under that key file) matches, so the manifest is as written; the backup's schema revision
-    is this Glucoshare's; its tables and columns are this schema's; every table stream and data file
-    has the manifest's SHA-256 and row count or size; and no other file would be overwritten in
-    ``data_dir``. Raises a :class:`~glucoshare.errors.InputError` naming what is wrong.
+    In this order: the file is a Glucoshare backup of the format this version reads (format 2;
+    format 1 is refused with the version to restore it with); ``ring`` is the key file the backup
+    was made with (the header's fingerprints: the master key the backup is encrypted under, found
+    by id, retired keys included; the lookup key; the keys that wrap its data keys); the manifest
+    opens (decrypted and authenticated under the backup key, which binds the header too); the
+    backup's schema revision is this Glucoshare's; its tables and columns are this schema's; the
+    archive holds exactly the manifest's members; every member decrypts and authenticates to its
+    last chunk and has the manifest's SHA-256 and row count. Raises a
+    :class:`~glucoshare.errors.InputError` naming what is wrong (a damaged or altered member:
+    which one, and which chunk).
     """
     with _open_archive(path) as archive:
-        if MARKER_MEMBER not in archive.namelist():
-            msg = f"{path}: not a Glucoshare backup"
-            raise NotABackupError(msg)
-        marker = _read_small(archive, MARKER_MEMBER, path)
-        first = marker.split("\n", 1)[0].split(" ")
-        if len(first) != 2 or first[0] != FORMAT or not first[1].isdigit():  # noqa: PLR2004 - "name version"
-            msg = f"{path}: not a Glucoshare backup"
-            raise NotABackupError(msg)
-        if int(first[1]) != VERSION:
-            msg = f"{path}: backup format {first[1]} is not format {VERSION}, which this Glucoshare reads"
-            raise BackupVersionError(msg)
-        document = _read_small(archive, MANIFEST_MEMBER, path)
-        seal = _read_small(archive, SEAL_MEMBER, path)
-        try:
-            manifest = Manifest.model_validate_json(document)
-        except ValidationError as exc:
-            msg = f"{path}: the backup's manifest is damaged"
-            raise BackupDamagedError(msg) from exc
-        _check_keys(manifest, ring)
-        if not seal_matches(ring, document, seal):
-            msg = f"{path}: the backup's manifest was changed after the backup was written"
-            raise BackupDamagedError(msg)
+        _check_marker(archive, path)
+        cipher = member_cipher(_read_clear(archive, HEADER_MEMBER, path), ring, path)
+        manifest = _read_manifest(archive, cipher, path)
         _check_revision(manifest)
         _check_contents(archive, manifest, path)
-        counter = _Counter(progress, "checking", sum(t.rows for t in manifest.tables) + len(manifest.files))
+        counter = _Counter(progress, "checking", sum(t.rows for t in manifest.tables))
         for entry in manifest.tables:
             rows = _verify_member(
-                archive, entry.member, f"table {entry.name}", entry.sha256, lines=entry.rows, size=None
+                archive,
+                cipher,
+                entry.member,
+                f"table {entry.name}",
+                entry.sha256,
+                lines=entry.rows,
+                size=None,
             )
             counter.advance(rows)
-        for item in manifest.files:
-            _verify_member(
-                archive, file_member(item.path), f"file {item.path}", item.sha256, lines=None, size=item.bytes
-            )
-            _check_free(data_dir, item)
-            counter.advance(1)
-    return manifest
+    return CheckedBackup(manifest=manifest, cipher=cipher)
 
 
 # --- restore ------------------------------------------------------------------------------------
@@ -531,19 +523,20 @@ def check_target(session: Session) -> None:
             raise RestoreTargetError(msg)
 
 
-def _lines(archive: zipfile.ZipFile, entry: TableEntry) -> Iterator[list[Any]]:
-    """The rows of a table stream, checked again against the manifest as they are read."""
+def _lines(archive: zipfile.ZipFile, cipher: MemberCipher, entry: TableEntry) -> Iterator[list[Any]]:
+    """The rows of a table's member, decrypted and checked again against the manifest as they are read."""
     digest = hashlib.sha256()
     count = 0
-    try:
-        with archive.open(entry.member) as stream:
-            for line in stream:
-                digest.update(line)
-                count += 1
-                yield json.loads(line)
-    except (*_ARCHIVE_FAULTS, UnicodeDecodeError) as exc:
-        msg = f"the backup is damaged: table {entry.name} cannot be read ({type(exc).__name__})"
-        raise BackupDamagedError(msg) from exc
+    with cipher.open(archive, entry.member, what=f"table {entry.name}") as stream:
+        for line in stream:
+            digest.update(line)
+            count += 1
+            try:
+                values = json.loads(line)
+            except ValueError as exc:  # UnicodeDecodeError too
+                msg = f"the backup is damaged: table {entry.name} cannot be read ({type(exc).__name__})"
+                raise BackupDamagedError(msg) from exc
+            yield values
     if digest.hexdigest() != entry.sha256 or count != entry.rows:
         msg = f"the backup changed while it was restored: table {entry.name} does not match its SHA-256"
         raise BackupDamagedError(msg)
@@ -556,8 +549,13 @@ def _shape(table: Table, values: object, width: int) -> list[Any]:
     return values
 
 
-def _load_table(
-    session: Session, archive: zipfile.ZipFile, table: Table, entry: TableEntry, counter: _Counter
+def _load_table(  # noqa: PLR0917 - the parts of one table's restore
+    session: Session,
+    archive: zipfile.ZipFile,
+    cipher: MemberCipher,
+    table: Table,
+    entry: TableEntry,
+    counter: _Counter,
 ) -> None:
     """Insert one table's rows on the session's connection, in its transaction.
 
@@ -570,11 +568,12 @@ def _load_table(
     dialect = connection.dialect
     dbapi: Any = connection.connection.dbapi_connection
     cursor = dbapi.cursor()
+    rows = _lines(archive, cipher, entry)
     try:
         if dialect.name == "postgresql":
-            _copy_rows(cursor, archive, table, entry, counter)
+            _copy_rows(cursor, rows, table, counter)
         else:
-            _insert_rows(cursor, dialect, archive, table, entry, counter)
+            _insert_rows(cursor, dialect, rows, table, counter)
     except dialect.loaded_dbapi.Error as exc:
         cause = type(exc).__name__
         msg = f"the database refused the rows of table {table.name} ({cause}); nothing was restored"
@@ -583,12 +582,11 @@ def _load_table(
         cursor.close()
 
 
-def _insert_rows(  # noqa: PLR0917 - the parts of one insert
+def _insert_rows(
     cursor: Any,  # noqa: ANN401 - the driver's cursor
     dialect: Dialect,
-    archive: zipfile.ZipFile,
+    rows: Iterator[list[Any]],
     table: Table,
-    entry: TableEntry,
     counter: _Counter,
 ) -> None:
     """SQLite: ``executemany`` in chunks, each value decoded and then bound as SQLAlchemy binds it."""
@@ -601,7 +599,7 @@ def _insert_rows(  # noqa: PLR0917 - the parts of one insert
     marks = ", ".join("?" for _ in table.columns)
     sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"  # noqa: S608 - names from the schema
     chunk: list[list[Any]] = []
-    for values in _lines(archive, entry):
+    for values in rows:
         row = _shape(table, values, len(steps))
         chunk.append([f(v) for f, v in zip(steps, row, strict=True)])
         if len(chunk) >= CHUNK_ROWS:
@@ -619,9 +617,8 @@ def _then(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable
 
 def _copy_rows(
     cursor: Any,  # noqa: ANN401 - psycopg's cursor
-    archive: zipfile.ZipFile,
+    rows: Iterator[list[Any]],
     table: Table,
-    entry: TableEntry,
     counter: _Counter,
 ) -> None:
     """PostgreSQL: one ``COPY ... FROM STDIN``; the server parses timestamps and JSON from their text."""
@@ -629,7 +626,7 @@ def _copy_rows(
     columns = ", ".join(f'"{column.name}"' for column in table.columns)
     with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
         pending = 0
-        for values in _lines(archive, entry):
+        for values in rows:
             row = _shape(table, values, len(decode))
             copy.write_row([f(v) for f, v in zip(decode, row, strict=True)])
             pending += 1
@@ -654,33 +651,6 @@ def _reset_sequences(session: Session) -> None:
             ),
             {"table": table.name, "column": column.name},
         )
-
-
-def _restore_file(session: Session, archive: zipfile.ZipFile, data_dir: Path, item: FileEntry) -> bool:
-    """Put one data file in place (removed again if the transaction rolls back); ``False``: already there."""
-    target = data_dir / item.path
-    if target.exists():  # the very same file (check_backup compared it)
-        return False
-    digest = hashlib.sha256()
-    try:
-        with archive.open(file_member(item.path)) as source, private_binary_file(target) as out:
-            while block := source.read(COPY_BYTES):
-                digest.update(block)
-                out.write(block)
-            if digest.hexdigest() != item.sha256:
-                msg = f"the backup changed while it was restored: file {item.path} does not match its SHA-256"
-                raise BackupDamagedError(msg)
-    except _ARCHIVE_FAULTS as exc:
-        msg = f"the backup is damaged: file {item.path} cannot be read ({type(exc).__name__})"
-        raise BackupDamagedError(msg) from exc
-
-    def forget() -> None:
-        target.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            target.parent.rmdir()  # only when no other file shares the folder
-
-    after_rollback(session, forget)
-    return True
 
 
 def _verify(session: Session, manifest: Manifest) -> int:
@@ -713,29 +683,26 @@ def _verify(session: Session, manifest: Manifest) -> int:
 def restore_backup(
     session: Session,
     path: Path,
-    manifest: Manifest,
+    backup: CheckedBackup,
     *,
-    settings: Settings,
     progress: ProgressCallback | None = None,
 ) -> RestoredOut:
-    """Restore a checked backup (:func:`check_backup`) into the session's empty database and data folder.
+    """Restore a checked backup (:func:`check_backup`) into the session's empty database.
 
     In the caller's transaction: refuses a database that is not empty, inserts every table in
-    foreign-key order a chunk at a time (each stream checked against its SHA-256 again), moves
-    PostgreSQL's sequences past the restored keys, puts the data files in place (removed again on
-    rollback), then verifies every table's row count, the audit chain (the manifest's events, head
-    and verdict) and that every data key opens.
+    foreign-key order a chunk at a time (each member decrypted and authenticated chunk by chunk
+    again, and checked against its SHA-256), moves PostgreSQL's sequences past the restored keys,
+    then verifies every table's row
+    count, the audit chain (the manifest's events, head and verdict) and that every data key opens.
+    Raises on any failure, with nothing flushed that the caller's rollback would not undo.
     """
+    manifest, cipher = backup.manifest, backup.cipher
     check_target(session)
     by_name = {entry.name: entry for entry in manifest.tables}
-    counter = _Counter(progress, "restoring", sum(t.rows for t in manifest.tables) + len(manifest.files))
-    written = 0
+    counter = _Counter(progress, "restoring", sum(t.rows for t in manifest.tables))
     with _open_archive(path) as archive:
         for table in Base.metadata.sorted_tables:
-            _load_table(session, archive, table, by_name[table.name], counter)
+            _load_table(session, archive, cipher, table, by_name[table.name], counter)
         _reset_sequences(session)
-        for item in manifest.files:
-            written += _restore_file(session, archive, settings.data_dir, item)
-            counter.advance(1)
     session.flush()
-    return RestoredOut(files=written, audit_events=_verify(session, manifest))
+    return RestoredOut(audit_events=_verify(session, manifest))

@@ -1,9 +1,11 @@
 """``glucoshare backup --out FILE`` and ``glucoshare restore FILE``: the whole installation in one file.
 
-A backup is read in one consistent snapshot while the server keeps writing, and written atomically
-(owner-only, 0600: it holds health data). A restore checks the whole file first, then restores into
-an empty database in one transaction and verifies the result; on any refusal the database and the
-data folder stay exactly as they were. The master key file is never in a backup: keep it apart.
+A backup is read in one consistent snapshot while the server keeps writing, encrypted as a whole
+under a key derived from the master key (every member but a clear marker and header), and written
+atomically (owner-only, 0600). A restore checks the whole file first, then restores into an empty
+database in one transaction and verifies the result; on any refusal the database and the data
+folder stay exactly as they were. The master key file is never in a backup, and a backup opens only
+with it: keep it apart, and keep both.
 """
 
 from __future__ import annotations
@@ -81,10 +83,11 @@ def backup_command(
     out: Annotated[Path, typer.Option("--out", help="The backup file to write (replaced atomically).")],
     as_json: JsonOption = False,
 ) -> None:
-    """Write a backup of the whole database and its raw files to one file (owner-only, 0600).
+    """Write an encrypted backup of the whole database, kept raw files included, to one file (0600).
 
-    Consistent while the server keeps writing. The master key file is not in the backup: keep a
-    copy of GLUCOSHARE_SECRET_KEY_FILE apart from it; a restore needs both.
+    Consistent while the server keeps writing. Encrypted under the current master key: the
+    master key file is not in the backup, and the backup opens only with it. Keep a copy of
+    GLUCOSHARE_SECRET_KEY_FILE apart from the backups; a restore needs both.
     """
     config = settings()
     check_destination(out, config)
@@ -93,7 +96,7 @@ def backup_command(
     try:
         with private_binary_file(out) as sink, _progress() as progress:
             with snapshot_session(db) as snapshot:
-                manifest = write_backup(snapshot, sink, settings=config, progress=progress)
+                manifest = write_backup(snapshot, sink, progress=progress)
             sink.flush()
             os.fsync(sink.fileno())
             size = sink.tell()
@@ -106,8 +109,6 @@ def backup_command(
                     details={
                         "tables": len(manifest.tables),
                         "rows": sum(manifest.counts.values()),
-                        "files": len(manifest.files),
-                        "missing_files": manifest.missing_files,
                         "engine": manifest.source_engine,
                         "revision": manifest.revision,
                     },
@@ -122,18 +123,13 @@ def backup_command(
         bytes=size,
         tables=len(manifest.tables),
         counts=manifest.counts,
-        files=len(manifest.files),
-        missing_files=manifest.missing_files,
         seconds=round(time.perf_counter() - started, 3),
         backup_id=manifest.backup_id,
         revision=manifest.revision,
         source_engine=manifest.source_engine,
         audit_head=manifest.audit.head,
+        master_key_id=manifest.master_key_id,
     )
-    if manifest.missing_files:
-        stderr.print(
-            f"warning: {manifest.missing_files} raw files the database refers to were not found", markup=False
-        )
     if not manifest.audit.intact:
         stderr.print(
             f"warning: the audit chain in this backup is broken at event {manifest.audit.first_bad_event}",
@@ -144,8 +140,9 @@ def backup_command(
         return
     stdout.print(
         f"backup written to {result.path}: {result.tables} tables, {sum(result.counts.values()):,} rows, "
-        f"{result.files} files, {_megabytes(result.bytes)} in {result.seconds:.1f} s "
-        f"(schema {result.revision}, audit head {result.audit_head})",
+        f"{_megabytes(result.bytes)} in {result.seconds:.1f} s "
+        f"(schema {result.revision}, audit head {result.audit_head}); encrypted under master key "
+        f"{result.master_key_id}: keep its key file apart from the backup",
         markup=False,
         soft_wrap=True,
     )
@@ -158,15 +155,17 @@ def restore_command(
 ) -> None:
     """Restore a backup into the configured database, which must be empty (or not exist yet).
 
-    Needs the master key file the backup was made with (GLUCOSHARE_SECRET_KEY_FILE). The whole
-    file is checked before anything is written; the restore is one transaction and is verified
-    (every table's rows, the audit chain, every data key) before it commits.
+    Needs the master key file the backup was made with (GLUCOSHARE_SECRET_KEY_FILE): it opens the
+    backup's encryption. The whole file is decrypted and checked before anything is written; the
+    restore is one transaction and is verified (every table's rows, the audit chain, every data
+    key) before it commits.
     """
     config = settings()
     started = time.perf_counter()
     ring = require_key_ring(config.effective_secret_key_file)
     with _progress() as progress:
-        manifest = check_backup(file, ring, data_dir=config.data_dir, progress=progress)
+        checked = check_backup(file, ring, progress=progress)
+        manifest = checked.manifest
         db = create_db_engine(config.effective_database_url, keyring=ring)
         try:
             try:
@@ -180,9 +179,9 @@ def restore_command(
                 raise InputError(msg) from exc
             with session_scope(db) as session:
                 check_target(session)  # before the schema is touched
-            upgrade(db, raw_files_dir=config.raw_files_dir)
+            upgrade(db)  # an empty database: no file of an earlier version to move in
             with session_scope(db) as session:
-                restored = restore_backup(session, file, manifest, settings=config, progress=progress)
+                restored = restore_backup(session, file, checked, progress=progress)
                 record_event(
                     session,
                     actor=actor(),
@@ -191,7 +190,6 @@ def restore_command(
                     details={
                         "tables": len(manifest.tables),
                         "rows": sum(manifest.counts.values()),
-                        "files": len(manifest.files),
                         "source_engine": manifest.source_engine,
                         "revision": manifest.revision,
                     },
@@ -203,7 +201,6 @@ def restore_command(
         path=str(file.resolve()),
         tables=len(manifest.tables),
         counts=manifest.counts,
-        files=len(manifest.files),
         seconds=round(time.perf_counter() - started, 3),
         backup_id=manifest.backup_id,
         revision=manifest.revision,
@@ -223,7 +220,7 @@ def restore_command(
     stdout.print(
         f"restored {result.path} ({result.source_engine}, {manifest.created_at:%Y-%m-%d %H:%M} UTC) into "
         f"{result.target_engine}: {result.tables} tables, {sum(result.counts.values()):,} rows, "
-        f"{result.files} files in {result.seconds:.1f} s; every count matches, "
+        f"in {result.seconds:.1f} s; every count matches, "
         f"audit chain {'intact' if result.audit_intact else 'as broken as in the backup'} "
         f"({result.audit_events} events)",
         markup=False,

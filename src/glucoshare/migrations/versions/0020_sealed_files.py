@@ -63,9 +63,7 @@ def upgrade() -> None:
         )
 
 
-def _move(
-    conn: sa.Connection, path: Path, *, place: str, subject: str, size: int, moved: list[Path]
-) -> None:
+def _move(conn: sa.Connection, path: Path, *, place: str, subject: str, size: int, moved: list[Path]) -> None:
     """Copy one sealed file into the table (its bytes as they are); remember it for removal."""
     try:
         sealed = path.read_bytes()

@@ -12,7 +12,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +57,12 @@ def chromium() -> Iterator[Any]:
 
 
 class LiveServer:
-    """A running server: its base URL."""
+    """A running server: its base URL, and how to run the jobs it queued (a worker's part)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, run_jobs: Callable[[], None]) -> None:
         self.url = url
+        self.run_jobs = run_jobs
+        """Run every queued job with a real worker, then return (nothing to do on SQLite)."""
 
 
 @pytest.fixture
@@ -90,7 +92,7 @@ def live_server(settings: Settings, engine: Engine, inbox: Inbox) -> Iterator[Li
         if time.monotonic() > deadline:
             pytest.fail("the live server did not start")
         time.sleep(0.05)
-    yield LiveServer(f"http://127.0.0.1:{port}")
+    yield LiveServer(f"http://127.0.0.1:{port}", inbox.drain)
     server.should_exit = True
     thread.join(timeout=10)
 

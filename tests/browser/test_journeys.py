@@ -63,6 +63,10 @@ def test_sign_up_upload_share_with_a_clinic_and_revoke(
     patient_id = page.url.rsplit("/", 1)[-1]
     page.get_by_label("Export files").set_input_files(str(export))
     page.get_by_role("button", name="Upload").click()
+    # A background import: on SQLite it has run when the answer comes; on PostgreSQL the page
+    # says it waits for a worker, and follows the import until the worker has run it.
+    page.get_by_text(re.compile("new,|Waiting for its turn to be imported")).wait_for()
+    live_server.run_jobs()
     page.get_by_text("new,").wait_for()
     assert "already here" in page.locator(".results").inner_text()
     page.get_by_role("link", name="Show the updated figures").click()
@@ -285,3 +289,26 @@ def test_a_diary_entry_appears_in_the_daily_view(
     assert "note: porridge before school" in table.inner_text()
     screenshot(page, "daily-diary-1440")
     context.close()
+
+
+def test_a_refused_upload_says_why_and_stores_nothing(
+    chromium: Any, live_server: LiveServer, engine: Engine, tmp_path: Path
+) -> None:
+    """The background import fails in the worker; the page follows it and shows the API's words."""
+    person = make_person(engine, "rita@example.org", "patient", patient=True)
+    shopping = tmp_path / "shopping-list.txt"
+    shopping.write_text("milk\nbread\napples\n")
+    phone = chromium.new_context(viewport=PHONE)
+    page = phone.new_page()
+    _sign_in(page, live_server, "rita@example.org")
+    page.goto(f"{live_server.url}/patients/{person.patient_id}")
+    page.get_by_label("Export files").set_input_files(str(shopping))
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text(re.compile("unrecognised format|Waiting for its turn to be imported")).wait_for()
+    live_server.run_jobs()
+    alert = page.locator("#upload [role=alert]")
+    alert.get_by_text("shopping-list.txt: unrecognised format").wait_for()
+    assert page.locator("#upload .results").inner_text() == ""
+    page.reload()
+    assert "Nothing uploaded yet." in page.locator("main").inner_text()
+    phone.close()

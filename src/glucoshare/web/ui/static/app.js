@@ -1,7 +1,8 @@
 // Glucoshare web app: forms that talk to the REST API with the session cookie and its CSRF token.
 // <form data-api="/v1/..." data-method="POST" data-then="reload|/path"> sends its fields as JSON;
-// <form data-upload="/v1/patients/ID/uploads"> sends its files with a progress bar. Errors show in
-// the form's [role=alert] element, in the API's own words. No inline script anywhere (CSP).
+// <form data-upload="/v1/patients/ID/uploads"> sends its files with a progress bar; with data-follow
+// it posts to a background import (/v1/patients/ID/imports) and follows it until it has finished.
+// Errors show in the form's [role=alert] element, in the API's own words. No inline script (CSP).
 (function () {
   "use strict";
 
@@ -115,13 +116,67 @@
     request.send(JSON.stringify(fields(form)));
   }
 
+  // What the import of one or more files stored, a line per upload (or per held device).
+  function showUploads(form, uploads) {
+    var results = form.querySelector(".results");
+    results.textContent = "";
+    uploads.forEach(function (item) {
+      var line = document.createElement("p");
+      if (item.outcome === "pending") {
+        var device = item.pending || {};
+        line.textContent = item.file + ": a device no patient has yet (" + [device.manufacturer, device.model,
+          device.serial].filter(Boolean).join(" ") + "): it waits below until you assign it.";
+        results.appendChild(line);
+      } else {
+        (item.uploads || [item]).forEach(function (upload) {
+          var each = document.createElement("p");
+          each.textContent = upload.file + ": " + upload.new + " new, " + upload.duplicates + " already here" +
+            (upload.rejected_count ? ", " + upload.rejected_count + " rows refused" : "") + "." +
+            (upload.warnings && upload.warnings.length ? " " + upload.warnings.join(" ") : "");
+          results.appendChild(each);
+        });
+      }
+    });
+    var done = document.createElement("a");
+    done.href = window.location.pathname + window.location.search;
+    done.textContent = "Show the updated figures";
+    results.appendChild(done);
+  }
+
+  // A background import (data-follow): its state is asked for until it is done or failed, a
+  // little less often the longer it takes; the results box says what it is waiting for.
+  function follow(form, job, wait) {
+    var results = form.querySelector(".results");
+    if (job.state === "done") {
+      form.removeAttribute("aria-busy");
+      showUploads(form, job.uploads || []);
+      return;
+    }
+    if (job.state === "failed") {
+      form.removeAttribute("aria-busy");
+      results.textContent = "";
+      showError(form, (job.error && job.error.message) || "The import failed; nothing was stored.");
+      return;
+    }
+    results.textContent = job.state === "queued" ? "Waiting for its turn to be imported…" : "Importing…";
+    window.setTimeout(function () {
+      var request = new XMLHttpRequest();
+      request.open("GET", form.getAttribute("data-upload") + "/" + encodeURIComponent(job.id));
+      request.onload = function () {
+        if (request.status === 200) { follow(form, JSON.parse(request.responseText), Math.min(wait * 1.5, 5000)); }
+        else { form.removeAttribute("aria-busy"); showError(form, messageOf(request.status, request.responseText)); }
+      };
+      request.onerror = function () { follow(form, job, Math.min(wait * 2, 10000)); };  // ask again later
+      request.send();
+    }, wait);
+  }
+
   function sendFiles(form) {
     var input = form.querySelector("input[type=file]");
     if (!input.files.length) { showError(form, "Choose one or more export files first."); return; }
     var body = new FormData();
     Array.prototype.forEach.call(input.files, function (file) { body.append("files", file); });
     var bar = form.querySelector("progress");
-    var results = form.querySelector(".results");
     var request = new XMLHttpRequest();
     request.open("POST", form.getAttribute("data-upload"));
     request.setRequestHeader("X-CSRF-Token", csrf());
@@ -129,36 +184,20 @@
       if (bar && event.lengthComputable) { bar.hidden = false; bar.value = Math.round(100 * event.loaded / event.total); }
     };
     request.onload = function () {
-      form.removeAttribute("aria-busy");
       if (request.status >= 200 && request.status < 300) {
-        var uploads = JSON.parse(request.responseText);
-        results.textContent = "";
-        uploads.forEach(function (item) {
-          var line = document.createElement("p");
-          if (item.outcome === "pending") {
-            var device = item.pending || {};
-            line.textContent = item.file + ": a device no patient has yet (" + [device.manufacturer, device.model,
-              device.serial].filter(Boolean).join(" ") + "): it waits below until you assign it.";
-            results.appendChild(line);
-          } else {
-            (item.uploads || [item]).forEach(function (upload) {
-              var each = document.createElement("p");
-              each.textContent = upload.file + ": " + upload.new + " new, " + upload.duplicates + " already here" +
-                (upload.rejected_count ? ", " + upload.rejected_count + " rows refused" : "") + "." +
-                (upload.warnings && upload.warnings.length ? " " + upload.warnings.join(" ") : "");
-              results.appendChild(each);
-            });
-          }
-        });
-        var done = document.createElement("a");
-        done.href = window.location.pathname + window.location.search;
-        done.textContent = "Show the updated figures";
-        results.appendChild(done);
+        var answer = JSON.parse(request.responseText);
+        if (form.hasAttribute("data-follow")) { follow(form, answer, 1000); return; }
+        form.removeAttribute("aria-busy");
+        showUploads(form, answer);
         return;
       }
+      form.removeAttribute("aria-busy");
       showError(form, messageOf(request.status, request.responseText));
     };
-    request.onerror = function () { showError(form, "The server cannot be reached. Check your connection."); };
+    request.onerror = function () {
+      form.removeAttribute("aria-busy");
+      showError(form, "The server cannot be reached. Check your connection.");
+    };
     form.setAttribute("aria-busy", "true");
     request.send(body);
   }

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, delete, event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from glucoshare.db.base import utcnow
@@ -242,10 +244,11 @@ def seal_file(session: Session, subject_id: str, plaintext: bytes, place: str) -
         return
     pieces: list[bytes] = []
     seal_into(data_key(session, subject_id), plaintext, place, pieces.append)
-    session.add(
-        SealedFile(place=place, subject_id=subject_id, size_bytes=len(plaintext), sealed=b"".join(pieces))
-    )
-    session.flush()
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    row = {"place": place, "subject_id": subject_id, "size_bytes": len(plaintext), "sealed": b"".join(pieces)}
+    # Another transaction may keep the same file at the same moment (the same export sent twice):
+    # the first to commit keeps it, the other waits for it and then finds it there.
+    session.execute(insert(SealedFile).values(created_at=utcnow(), **row).on_conflict_do_nothing())
 
 
 def open_file(session: Session, subject_id: str, place: str) -> bytes | None:

@@ -1,0 +1,97 @@
+"""Files kept in the database (``sealed_files``): sealed per subject and place, in the transaction."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import Engine, update
+
+from glucoshare.accounts.service import add_patient, validate_patient
+from glucoshare.db.session import session_scope
+from glucoshare.vault.errors import SealBrokenError
+from glucoshare.vault.models import SealedFile
+from glucoshare.vault.service import open_file, remove_file, remove_files_of, seal_file
+from tests.kept import kept_places, sealed_bytes
+
+DATA = b"Index,Timestamp (YYYY-MM-DDThh:mm:ss)\n" * 1000
+
+
+def _patient(engine: Engine, email: str = "kept@example.org") -> str:
+    with session_scope(engine) as session:
+        return add_patient(session, validate_patient(email=email, name="Kept")).id
+
+
+def test_a_kept_file_is_sealed_opens_and_goes_with_its_transaction(engine: Engine) -> None:
+    patient = _patient(engine)
+    place = f"raw:{patient}:abc"
+    with pytest.raises(RuntimeError), session_scope(engine) as session:
+        seal_file(session, patient, DATA, place)
+        raise RuntimeError  # rolled back: nothing kept
+    assert kept_places(engine) == set()
+    with session_scope(engine) as session:
+        seal_file(session, patient, DATA, place)
+        seal_file(session, patient, b"the same place names the same content", place)  # kept as it is
+    with session_scope(engine) as session:
+        sealed = sealed_bytes(session, place)
+        assert sealed is not None
+        assert DATA[:40] not in sealed
+        assert open_file(session, patient, place) == DATA
+        assert open_file(session, patient, f"raw:{patient}:other") is None
+        remove_file(session, place)
+    assert kept_places(engine) == set()
+
+
+def test_a_file_moved_to_another_place_does_not_open(engine: Engine) -> None:
+    """The place is the sealing's associated data: a row renamed (or copied) elsewhere is refused."""
+    patient = _patient(engine)
+    with session_scope(engine) as session:
+        seal_file(session, patient, DATA, f"raw:{patient}:one")
+        session.execute(
+            update(SealedFile)
+            .where(SealedFile.place == f"raw:{patient}:one")
+            .values(place=f"raw:{patient}:two")
+        )
+    with session_scope(engine) as session, pytest.raises(SealBrokenError):
+        open_file(session, patient, f"raw:{patient}:two")
+
+
+def test_removing_a_subjects_files_leaves_the_others(engine: Engine) -> None:
+    first, second = _patient(engine), _patient(engine, "other@example.org")
+    with session_scope(engine) as session:
+        for subject in (first, second):
+            seal_file(session, subject, DATA, f"raw:{subject}:a")
+            seal_file(session, subject, DATA, f"raw:{subject}:b")
+    with session_scope(engine) as session:
+        assert remove_files_of(session, first) == 2
+    assert kept_places(engine) == {f"raw:{second}:a", f"raw:{second}:b"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_same_file_kept_by_two_transactions_at_once_is_kept_once(engine: Engine) -> None:
+    """The same export sent twice at once: the second waits for the first, then finds the file."""
+    patient = _patient(engine)
+    place = f"raw:{patient}:same"
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with session_scope(engine) as other:
+                other.get(SealedFile, place)  # not there yet for this transaction
+                seal_file(other, patient, DATA, place)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            failures.append(exc)
+
+    with session_scope(engine) as session:
+        seal_file(session, patient, DATA, place)
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # waiting on the first transaction's row
+    thread.join(30)
+    assert not thread.is_alive()
+    assert failures == []
+    assert kept_places(engine) == {place}
+    with session_scope(engine) as session:
+        assert open_file(session, patient, place) == DATA

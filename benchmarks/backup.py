@@ -125,7 +125,8 @@ def _measure(engine: str, targets: tuple[str, ...], folder: Path, patient_days: 
         records = build(url, source_dir, patient_days)
         made, backup_mb = command(url, source_dir, key_file, "backup", "--out", str(backup))
     rows = sum(made["counts"].values())
-    what = f"{patient_days} patient-days ({records:,} records, {rows:,} rows, {made['files']} raw files)"
+    raw_files = made["counts"]["sealed_files"]  # kept raw files are rows
+    what = f"{patient_days} patient-days ({records:,} records, {rows:,} rows, {raw_files} raw files)"
     measurements = [
         Measurement(
             f"backup_{engine}",

@@ -828,6 +828,9 @@ _FILE_CASES: list[tuple[str, str, type[InputError], str]] = [
      "bad.csv: line 2: the header row must name the columns time and type"),
     ("unknown column", _file(_GOOD, header=HEADER.replace(",value,", ",vaule,")), MalformedFileError,
      "bad.csv: line 2: unknown column 'vaule'; version 1 has the columns time, timezone"),
+    # A damaged header's "column" may be huge: the message names it, cut to 40 characters.
+    ("huge unknown column", _file(_GOOD, header=HEADER.replace(",value,", "," + "v" * 10_000 + ",")),
+     MalformedFileError, f"bad.csv: line 2: unknown column '{'v' * 40}'… (10,000 characters); version 1 has"),
     ("column twice", _file(_GOOD, header=HEADER.replace(",value,", ",unit,")), MalformedFileError,
      "bad.csv: line 2: the column 'unit' appears twice"),
     ("unnamed column", _file(_GOOD, header=HEADER.replace(",value,", ",,")), MalformedFileError,

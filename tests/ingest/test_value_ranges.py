@@ -1,4 +1,4 @@
-"""The service's backstop: a record whose value is out of its type's range is a rejected row."""
+"""The service's backstops: values out of their type's range are rejected rows; labels are quoted short."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 
 from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
+from glucoshare.ingest.base import MAX_SHOWN_LABEL, shown
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import GLUCOSE_CEILING_MGDL, IMPLAUSIBLE_GLUCOSE, VALUE_RANGES, ValueRange
 from glucoshare.records.models import Record, Upload
@@ -70,3 +71,9 @@ def test_an_import_rejects_out_of_range_values_and_stores_the_rest(
         "value out of range (0 to 100 U/h)",
     }
     assert stored == [("bolus", 2.5), ("food", 40.0)]
+
+
+def test_a_label_from_a_file_is_quoted_whole_when_short_and_cut_when_long() -> None:
+    assert shown("mg/dL") == "'mg/dL'"
+    assert shown("x" * MAX_SHOWN_LABEL) == repr("x" * MAX_SHOWN_LABEL)
+    assert shown("y" * 5000) == repr("y" * MAX_SHOWN_LABEL) + "… (5,000 characters)"

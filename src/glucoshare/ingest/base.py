@@ -184,6 +184,21 @@ class CsvReader(Protocol):
     def __iter__(self) -> Iterator[list[str]]: ...
 
 
+MAX_SHOWN_LABEL = 40
+"""The most characters of a file's own label (a column, a unit, a field) that a message repeats."""
+
+
+def shown(label: str) -> str:
+    """A label from a file as a message quotes it: ``repr``, cut to :data:`MAX_SHOWN_LABEL` characters.
+
+    A damaged or hostile file's "column name" may be a whole line or megabytes long; the message
+    names it, recognisably, without repeating it all.
+    """
+    if len(label) <= MAX_SHOWN_LABEL:
+        return repr(label)
+    return repr(label[:MAX_SHOWN_LABEL]) + f"… ({len(label):,} characters)"
+
+
 def checked_rows(reader: CsvReader, name: str) -> Iterator[list[str]]:
     """The rows of ``reader``; a row the csv module cannot split refuses the file of ``name``.
 

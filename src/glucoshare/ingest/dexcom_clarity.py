@@ -39,6 +39,7 @@ from glucoshare.ingest.base import (
     RejectedRow,
     SourceText,
     checked_rows,
+    shown,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import wall_ms
@@ -393,7 +394,7 @@ class DexcomClarityImporter:
         elif "mg/dl" in unit_header:
             factor, unit = 1.0, "mg/dL"
         else:
-            msg = f"{source.name}: line 1: unknown glucose unit in column {header[_GLUCOSE]!r}"
+            msg = f"{source.name}: line 1: unknown glucose unit in column {shown(header[_GLUCOSE])}"
             raise MalformedFileError(msg)
         device = DeviceInfo(manufacturer="Dexcom", model="CGM", serial=None)
         result = ParseResult(records=iter(()), devices={_DEVICE_KEY: device}, primary_device=_DEVICE_KEY)

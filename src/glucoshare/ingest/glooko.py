@@ -88,6 +88,7 @@ from glucoshare.ingest.base import (
     ReadingBlock,
     RejectedRow,
     SourceText,
+    shown,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import wall_ms
@@ -436,12 +437,12 @@ def _layout(name: str, head: list[str]) -> _Layout:
             if field is not None:
                 unit = _UNITS.get(match.group(2).replace(" ", "")) if match is not None else None
                 if unit is None:
-                    msg = f"{name}: line 2: unknown glucose unit in column {cell.strip()!r}"
+                    msg = f"{name}: line 2: unknown glucose unit in column {shown(cell.strip())}"
                     raise MalformedFileError(msg)
                 units[field] = unit
         if field is None:
             if folded:
-                notes.append(f"column {cell.strip()!r} is not known to Glucoshare and was not read")
+                notes.append(f"column {shown(cell.strip())} is not known to Glucoshare and was not read")
             continue
         columns.setdefault(field, index)
     kind = _kind(set(columns))

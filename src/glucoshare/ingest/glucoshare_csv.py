@@ -104,6 +104,7 @@ from glucoshare.ingest.base import (
     ReadingBlock,
     RejectedRow,
     SourceText,
+    shown,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock
@@ -684,13 +685,13 @@ def _read_header(text: str, line: int, name: str) -> _Header:
             continue
         if column not in COLUMNS:
             msg = (
-                f"{name}: line {line}: unknown column {cells[at].strip()!r}; version {VERSION} has the "
+                f"{name}: line {line}: unknown column {shown(cells[at].strip())}; version {VERSION} has the "
                 f"columns {', '.join(COLUMNS)} (start a column's name with {IGNORED_PREFIX} to have it "
                 "ignored)"
             )
             raise MalformedFileError(msg)
         if column in columns:
-            msg = f"{name}: line {line}: the column {column!r} appears twice"
+            msg = f"{name}: line {line}: the column {shown(column)} appears twice"
             raise MalformedFileError(msg)
         columns[column] = at
     return _Header(line, delimiter, last_named + 1, columns, tuple(ignored))

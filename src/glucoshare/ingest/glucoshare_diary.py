@@ -42,6 +42,7 @@ from glucoshare.ingest.base import (
     RejectedRow,
     RowOrigin,
     SourceText,
+    shown,
     storable_json,
 )
 from glucoshare.ingest.errors import MalformedFileError
@@ -113,7 +114,7 @@ def _row_object(text: str) -> dict[str, Any]:
         raise DiaryRowError(msg)
     unknown = sorted(set(row) - _FIELDS)
     if unknown:
-        msg = f"unknown field {unknown[0]!r}"
+        msg = f"unknown field {shown(unknown[0])}"
         raise DiaryRowError(msg)
     return row
 
@@ -157,8 +158,9 @@ class GlucoshareDiaryImporter:
         # U+2028 inside a JSON string.
         lines = [line.removesuffix("\r") for line in storable_json(source).text.split("\n")]
         header = json.loads(lines[0])
-        if header.get("version") != VERSION:
-            msg = f"this diary is version {header.get('version')!r}; Glucoshare reads version {VERSION}"
+        version = header.get("version")
+        if version != VERSION:
+            msg = f"this diary is version {shown(str(version))}; Glucoshare reads version {VERSION}"
             raise MalformedFileError(msg)
         result = ParseResult(
             records=iter(()),

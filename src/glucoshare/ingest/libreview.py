@@ -68,6 +68,7 @@ from glucoshare.ingest.base import (
     RejectedRow,
     RowOrigin,
     SourceText,
+    shown,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock, wall_ms
@@ -496,7 +497,7 @@ class LibreViewImporter:
             raise MalformedFileError(msg)
         header = layout.header
         if header.bad_unit is not None:
-            msg = f"{source.name}: line {layout.header_line}: unknown unit in column {header.bad_unit!r}"
+            msg = f"{source.name}: line {layout.header_line}: unknown unit in column {shown(header.bad_unit)}"
             raise MalformedFileError(msg)
         if header.units.get("ketone", "mmol/L") != "mmol/L":
             msg = f"{source.name}: line {layout.header_line}: ketones are expected in mmol/L"

@@ -90,6 +90,7 @@ from glucoshare.ingest.base import (
     RejectedRow,
     RowOrigin,
     SourceText,
+    shown,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock, wall_ms
@@ -268,7 +269,7 @@ def _carb_unit(cell: str, header: _Header) -> None:
         except ValueError:
             factor = 0.0
     if match is None or not 0 < factor <= _CENTURY:
-        header.problem = header.problem or f"unknown carbohydrate unit in column {cell.strip()!r}"
+        header.problem = header.problem or f"unknown carbohydrate unit in column {shown(cell.strip())}"
         return
     label = match.group(1).strip()
     header.carb_unit = _CARB_LABELS.get(_fold(label), label)
@@ -291,7 +292,9 @@ def _read_header(cells: list[str]) -> _Header | None:
                 if kind == "glucose":
                     match = _GLUCOSE_UNIT.fullmatch(rest)
                     if match is None:
-                        header.problem = header.problem or f"unknown glucose unit in column {cell.strip()!r}"
+                        header.problem = (
+                            header.problem or f"unknown glucose unit in column {shown(cell.strip())}"
+                        )
                     else:
                         header.glucose_unit = "mg/dL" if match.group(1) == "mg/dl" else "mmol/L"
                 elif kind == "carbs":

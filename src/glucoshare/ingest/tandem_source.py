@@ -105,6 +105,7 @@ from glucoshare.ingest.base import (
     RejectedRow,
     SourceText,
     checked_rows,
+    shown,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock, wall_ms
@@ -937,7 +938,7 @@ class TandemSourceImporter:
             msg = f"{source.name}: line 1: not a Tandem Source header"
             raise MalformedFileError(msg)
         if header.bad_unit is not None:
-            msg = f"{source.name}: line 1: unknown glucose unit in column {header.bad_unit!r}"
+            msg = f"{source.name}: line 1: unknown glucose unit in column {shown(header.bad_unit)}"
             raise MalformedFileError(msg)
         if header.kind == "damaged":
             msg = (

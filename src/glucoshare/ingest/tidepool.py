@@ -95,6 +95,7 @@ from glucoshare.ingest.base import (
     ReadingBlock,
     RejectedRow,
     SourceText,
+    shown,
     storable_json,
 )
 from glucoshare.ingest.errors import MalformedFileError
@@ -773,7 +774,7 @@ class _Reader:
             raise _DatumError(msg)
         unit = str(units)[:20]
         msg = (
-            f"{self.source.name}: line {self.line}: unknown glucose unit {unit!r} "
+            f"{self.source.name}: line {self.line}: unknown glucose unit {shown(unit)} "
             "(Tidepool writes mmol/L or mg/dL)"
         )
         raise MalformedFileError(msg)

@@ -69,6 +69,7 @@ from glucoshare.ingest.base import (
     ReadingBlock,
     RejectedRow,
     SourceText,
+    shown,
 )
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import LocalClock, wall_ms
@@ -406,7 +407,7 @@ def _header_problem(name: str, header: list[str]) -> str:
         if at >= len(header):
             return f"{name}: line 1: the header ends before column {at + 1}, {expected}"
         if header[at] != expected:
-            return f"{name}: line 1: column {at + 1} is {header[at]!r}, expected {expected}"
+            return f"{name}: line 1: column {at + 1} is {shown(header[at])}, expected {expected}"
     return (
         f"{name}: line 1: the header has {len(header)} columns, expected {len(HEADER)} ({';'.join(HEADER)})"
     )

@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,14 +95,34 @@ def command(url: str, data_dir: Path, key_file: Path, *args: str) -> tuple[dict[
         process = subprocess.Popen(
             [sys.executable, "-m", "glucoshare", *args, "--json"], env=env, stdout=out, stderr=err
         )
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        peak_kib = 0
+        while process.poll() is None:
+            peak_kib = max(peak_kib, _high_water_kib(process.pid))
+            time.sleep(0.01)
         out.seek(0)
         err.seek(0)
         if process.returncode != 0:
             msg = f"glucoshare {args[0]} failed: {err.read().decode(errors='replace').strip()}"
             raise RuntimeError(msg)
-        return json.loads(out.read()), usage.ru_maxrss / 1024
+        return json.loads(out.read()), peak_kib / 1024
+
+
+def _high_water_kib(pid: int) -> int:
+    """The peak resident memory of process ``pid`` so far (``VmHWM``, KiB; 0 once it has ended).
+
+    Read while the command runs, since ``getrusage`` of a child would also count the memory of
+    this (large) benchmark process that the child shared between ``fork`` and ``exec``: Linux
+    carries that over ``exec``. ``VmHWM`` belongs to the command's own address space; it only
+    grows, so the last reading before the end is within 10 ms of the peak.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 @contextlib.contextmanager

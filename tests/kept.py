@@ -6,7 +6,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from glucoshare.db.session import session_scope
-from glucoshare.vault.models import SealedFile
+from glucoshare.vault.models import SealedFile, SealedFilePiece
 
 
 def kept_places(source: Engine | Session, subject_id: str | None = None) -> set[str]:
@@ -26,5 +26,10 @@ def raw_place(patient_id: str, sha256: str) -> str:
 
 
 def sealed_bytes(session: Session, place: str) -> bytes | None:
-    """The sealed bytes kept at ``place`` as they are stored (ciphertext), or ``None``."""
-    return session.scalar(select(SealedFile.sealed).where(SealedFile.place == place))
+    """The sealed bytes kept at ``place`` as they are stored (ciphertext, its pieces joined), or ``None``."""
+    if session.get(SealedFile, place) is None:
+        return None
+    pieces = (
+        select(SealedFilePiece.data).where(SealedFilePiece.place == place).order_by(SealedFilePiece.number)
+    )
+    return b"".join(session.scalars(pieces))

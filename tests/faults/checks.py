@@ -24,7 +24,7 @@ from tests.faults.harness import Running
 VICTIM_APPLICATION = "glucoshare-fault-victim"
 """The PostgreSQL ``application_name`` of the processes the tests kill (``PGAPPNAME``)."""
 
-IMPORT_TABLES = ("records", "uploads", "devices", "device_identifiers", "sealed_files")
+IMPORT_TABLES = ("records", "uploads", "devices", "device_identifiers", "sealed_files", "sealed_file_pieces")
 """The tables an import adds rows to (its kept raw file included) and nothing else changes behind its back.
 
 An import also marks the patient's summary outdated (``summary_backlog``), but a server on

@@ -6,12 +6,12 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, delete, func, select
 
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.db.session import session_scope
 from glucoshare.vault.errors import SealBrokenError
-from glucoshare.vault.models import SealedFile
+from glucoshare.vault.models import PIECE_BYTES, SealedFile, SealedFilePiece
 from glucoshare.vault.service import open_file, remove_file, remove_files_of, seal_file
 from tests.kept import kept_places, sealed_bytes
 
@@ -43,18 +43,63 @@ def test_a_kept_file_is_sealed_opens_and_goes_with_its_transaction(engine: Engin
     assert kept_places(engine) == set()
 
 
-def test_a_file_moved_to_another_place_does_not_open(engine: Engine) -> None:
-    """The place is the sealing's associated data: a row renamed (or copied) elsewhere is refused."""
+def test_a_file_copied_to_another_place_does_not_open(engine: Engine) -> None:
+    """The place is the sealing's associated data: pieces copied under another place are refused."""
     patient = _patient(engine)
+    one, two = f"raw:{patient}:one", f"raw:{patient}:two"
     with session_scope(engine) as session:
-        seal_file(session, patient, DATA, f"raw:{patient}:one")
+        seal_file(session, patient, DATA, one)
+        session.add(SealedFile(place=two, subject_id=patient, size_bytes=len(DATA)))
+        session.flush()
+        for number, data in session.execute(
+            select(SealedFilePiece.number, SealedFilePiece.data).where(SealedFilePiece.place == one)
+        ):
+            session.add(SealedFilePiece(place=two, number=number, data=data))
+    with session_scope(engine) as session, pytest.raises(SealBrokenError):
+        open_file(session, patient, two)
+
+
+def test_a_large_file_is_kept_in_pieces_that_only_open_together_and_in_order(engine: Engine) -> None:
+    """No piece holds more than PIECE_BYTES; a piece left out or two swapped: the file does not open."""
+    patient = _patient(engine)
+    place = f"raw:{patient}:large"
+    large = bytes(range(256)) * (3 * PIECE_BYTES // 256 + 1000)  # a little over 3 pieces
+    with session_scope(engine) as session:
+        seal_file(session, patient, large, place)
+    with session_scope(engine) as session:
+        sizes = session.execute(
+            select(SealedFilePiece.number, func.length(SealedFilePiece.data))
+            .where(SealedFilePiece.place == place)
+            .order_by(SealedFilePiece.number)
+        ).all()
+        assert [number for number, _ in sizes] == [0, 1, 2, 3]
+        assert all(size == PIECE_BYTES for _, size in sizes[:-1])
+        assert 0 < sizes[-1][1] < PIECE_BYTES
+        assert open_file(session, patient, place) == large
+    with session_scope(engine) as session:  # swap the first two pieces
+        first, second = (
+            session.scalars(
+                select(SealedFilePiece).where(SealedFilePiece.place == place, SealedFilePiece.number == n)
+            ).one()
+            for n in (0, 1)
+        )
+        first.data, second.data = second.data, first.data
+    with session_scope(engine) as session, pytest.raises(SealBrokenError):
+        open_file(session, patient, place)
+    with session_scope(engine) as session:  # pieces in order again, but one left out
         session.execute(
-            update(SealedFile)
-            .where(SealedFile.place == f"raw:{patient}:one")
-            .values(place=f"raw:{patient}:two")
+            delete(SealedFilePiece).where(SealedFilePiece.place == place, SealedFilePiece.number == 2)
         )
     with session_scope(engine) as session, pytest.raises(SealBrokenError):
-        open_file(session, patient, f"raw:{patient}:two")
+        open_file(session, patient, place)
+
+
+def test_an_empty_file_is_kept_and_opens_empty(engine: Engine) -> None:
+    patient = _patient(engine)
+    with session_scope(engine) as session:
+        seal_file(session, patient, b"", f"raw:{patient}:empty")
+    with session_scope(engine) as session:
+        assert open_file(session, patient, f"raw:{patient}:empty") == b""
 
 
 def test_removing_a_subjects_files_leaves_the_others(engine: Engine) -> None:

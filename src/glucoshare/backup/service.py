@@ -74,7 +74,7 @@ from glucoshare.backup.schemas import (
     TableEntry,
 )
 from glucoshare.config import Settings
-from glucoshare.db.base import new_id, utcnow
+from glucoshare.db.base import is_bulky, new_id, utcnow
 from glucoshare.db.migrate import SCRIPT_LOCATION
 from glucoshare.db.models import Base
 from glucoshare.errors import InternalError, UnreadableFileError
@@ -85,6 +85,15 @@ from glucoshare.vault.service import keyring_of
 
 CHUNK_ROWS = 5000
 """Rows read, written and inserted at a time: memory stays bounded whatever the database's size."""
+BULKY_CHUNK_ROWS = 8
+"""Rows at a time of a table with a bulky column (kept file pieces of 1 MiB, PDFs, queued uploads)."""
+
+
+def rows_per_chunk(table: Table) -> int:
+    """How many rows of ``table`` are read, written and inserted at a time (bounded bytes, too)."""
+    return BULKY_CHUNK_ROWS if is_bulky(table) else CHUNK_ROWS
+
+
 COPY_BYTES = 1 << 20
 MAX_MANIFEST_BYTES = 256 << 20
 """Largest manifest read (far more than the schema's tables need)."""
@@ -181,7 +190,7 @@ def _write_table(  # noqa: PLR0917 - the parts of one table's member
     digest = hashlib.sha256()
     rows = 0
     with cipher.create(archive, member) as out:
-        result = session.execute(query, execution_options={"yield_per": CHUNK_ROWS})
+        result = session.execute(query, execution_options={"yield_per": rows_per_chunk(table)})
         for chunk in result.partitions():
             data = encode_rows(chunk, encode, plain=plain)
             digest.update(data)
@@ -234,7 +243,7 @@ def write_backup(
 
     ``session`` must see one consistent snapshot for the whole call (the backup command opens it
     with :func:`glucoshare.backup.snapshot.snapshot_session`): every table is read in that
-    snapshot, in foreign-key order, :data:`CHUNK_ROWS` rows at a time, and streamed into its
+    snapshot, in foreign-key order, :func:`rows_per_chunk` rows at a time, and streamed into its
     member. Every member after the clear marker and header is encrypted under a backup key
     derived from the key ring's primary master key (:mod:`glucoshare.backup.header`), in chunks of
     ``chunk_bytes`` plaintext bytes (1 MiB; tests use smaller ones). Returns the manifest written
@@ -559,7 +568,7 @@ def _load_table(  # noqa: PLR0917 - the parts of one table's restore
 ) -> None:
     """Insert one table's rows on the session's connection, in its transaction.
 
-    The rows go through the driver (SQLite: ``executemany`` of :data:`CHUNK_ROWS` rows at a time;
+    The rows go through the driver (SQLite: ``executemany`` of :func:`rows_per_chunk` rows at a time;
     PostgreSQL: one ``COPY``) rather than one SQLAlchemy statement per chunk: three to ten times
     faster, and the values are the same, since each passes through its column type's own bind
     processing (the form the application stores) or, for ``COPY``, the server's text input.
@@ -599,10 +608,11 @@ def _insert_rows(
     marks = ", ".join("?" for _ in table.columns)
     sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"  # noqa: S608 - names from the schema
     chunk: list[list[Any]] = []
+    size = rows_per_chunk(table)
     for values in rows:
         row = _shape(table, values, len(steps))
         chunk.append([f(v) for f, v in zip(steps, row, strict=True)])
-        if len(chunk) >= CHUNK_ROWS:
+        if len(chunk) >= size:
             cursor.executemany(sql, chunk)
             counter.advance(len(chunk))
             chunk = []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Final
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy import DateTime, MetaData, Table, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
@@ -66,3 +67,16 @@ def new_id() -> str:
 def utcnow() -> dt.datetime:
     """The current instant, aware, in UTC."""
     return dt.datetime.now(dt.UTC)
+
+
+BULKY: Final[dict[str, object]] = {"bulky": True}
+"""``info`` of a column whose values may each be megabytes (kept files, PDFs, queued uploads).
+
+Whoever reads or writes a whole table (backup and restore) takes such a table a few rows at a
+time, so that memory stays bounded by bytes, not only by rows.
+"""
+
+
+def is_bulky(table: Table) -> bool:
+    """Whether ``table`` has a column marked :data:`BULKY`."""
+    return any(column.info.get("bulky") for column in table.columns)

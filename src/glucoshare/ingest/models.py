@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
+from glucoshare.db.base import BULKY, Base, UTCDateTime, new_id, utcnow
 
 
 class ImportRequest(Base):
@@ -24,7 +24,7 @@ class ImportRequest(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     state: Mapped[str] = mapped_column(String(12), default="queued")
-    files_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    files_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, info=BULKY)
     file_count: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(Integer)
     timezone: Mapped[str | None] = mapped_column(String(64))

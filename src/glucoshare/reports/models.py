@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import Date, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from glucoshare.db.base import Base, UTCDateTime, new_id, utcnow
+from glucoshare.db.base import BULKY, Base, UTCDateTime, new_id, utcnow
 
 
 class ReportRender(Base):
@@ -31,7 +31,7 @@ class ReportRender(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    pdf_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    pdf_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, info=BULKY)
     size_bytes: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(String(500))

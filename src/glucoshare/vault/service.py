@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, event, select
+from sqlalchemy import Engine, delete, event, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -32,7 +32,7 @@ from glucoshare.vault.keyfile import (
     with_new_primary,
     write_key_file,
 )
-from glucoshare.vault.models import DataKey, SealedFile
+from glucoshare.vault.models import PIECE_BYTES, DataKey, SealedFile, SealedFilePiece
 from glucoshare.vault.schemas import RotationOut
 
 UNWRAPPED_KEYS_KEPT = 50_000
@@ -236,36 +236,74 @@ def seal_value(session: Session, subject_id: str, plaintext: bytes, place: str) 
 def seal_file(session: Session, subject_id: str, plaintext: bytes, place: str) -> None:
     """Keep ``plaintext`` in the database at ``place``, sealed with the subject's data key.
 
-    Sealed piece by piece (see :func:`~glucoshare.vault.cipher.seal_into`). A file already kept at
-    ``place`` stays as it is (a place names its content: the same file arriving again). The row
-    commits or rolls back with the caller's transaction.
+    Sealed as one AES-256-GCM value (:func:`~glucoshare.vault.cipher.seal_into`), written a piece
+    of up to :data:`~glucoshare.vault.models.PIECE_BYTES` at a time: no sealed copy of the whole
+    file is held in memory. A file already kept at ``place`` stays as it is (a place names its
+    content: the same file arriving again). The rows commit or roll back with the caller's
+    transaction.
     """
     if session.get(SealedFile, place) is not None:
         return
-    pieces: list[bytes] = []
-    seal_into(data_key(session, subject_id), plaintext, place, pieces.append)
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    row = {"place": place, "subject_id": subject_id, "size_bytes": len(plaintext), "sealed": b"".join(pieces)}
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    header = {"place": place, "subject_id": subject_id, "size_bytes": len(plaintext), "created_at": utcnow()}
     # Another transaction may keep the same file at the same moment (the same export sent twice):
     # the first to commit keeps it, the other waits for it and then finds it there.
-    session.execute(insert(SealedFile).values(created_at=utcnow(), **row).on_conflict_do_nothing())
+    added = session.scalar(
+        upsert(SealedFile).values(**header).on_conflict_do_nothing().returning(SealedFile.place)
+    )
+    if added is None:
+        return
+    pieces = _PieceWriter(session, place)
+    seal_into(data_key(session, subject_id), plaintext, place, pieces.write)
+    pieces.close()
+
+
+class _PieceWriter:
+    """Collects sealed bytes and inserts them as :class:`SealedFilePiece` rows of up to ``PIECE_BYTES``."""
+
+    def __init__(self, session: Session, place: str) -> None:
+        self.session = session
+        self.place = place
+        self.buffer = bytearray()
+        self.number = 0
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= PIECE_BYTES:
+            self._insert(bytes(self.buffer[:PIECE_BYTES]))
+            del self.buffer[:PIECE_BYTES]
+
+    def close(self) -> None:
+        if self.buffer or not self.number:
+            self._insert(bytes(self.buffer))
+            self.buffer.clear()
+
+    def _insert(self, data: bytes) -> None:
+        piece = {"place": self.place, "number": self.number, "data": data}
+        self.session.execute(insert(SealedFilePiece).values(**piece))
+        self.number += 1
 
 
 def open_file(session: Session, subject_id: str, place: str) -> bytes | None:
     """The plaintext of a file :func:`seal_file` kept at ``place``, or ``None`` when there is none."""
-    sealed = session.scalar(select(SealedFile.sealed).where(SealedFile.place == place))
-    if sealed is None:
+    if session.get(SealedFile, place) is None:
         return None
-    return open_value(session, subject_id, sealed, place)
+    pieces = session.scalars(
+        select(SealedFilePiece.data).where(SealedFilePiece.place == place).order_by(SealedFilePiece.number)
+    )
+    return open_value(session, subject_id, b"".join(pieces), place)
 
 
 def remove_file(session: Session, place: str) -> None:
     """Remove the file kept at ``place`` (nothing when there is none); final once the caller commits."""
+    session.execute(delete(SealedFilePiece).where(SealedFilePiece.place == place))
     session.execute(delete(SealedFile).where(SealedFile.place == place))
 
 
 def remove_files_of(session: Session, subject_id: str) -> int:
     """Remove every file kept for ``subject_id`` (an erased patient or clinic); the count removed."""
+    places = select(SealedFile.place).where(SealedFile.subject_id == subject_id).scalar_subquery()
+    session.execute(delete(SealedFilePiece).where(SealedFilePiece.place.in_(places)))
     removed = session.execute(delete(SealedFile).where(SealedFile.subject_id == subject_id))
     return int(removed.rowcount or 0)  # type: ignore[attr-defined]
 

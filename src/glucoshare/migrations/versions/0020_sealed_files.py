@@ -2,9 +2,10 @@
 
 Until now they lived in the data folder (``uploads/<patient>/<sha256>``, ``pending/<clinic>/<id>``),
 so every application server needed the same folder and a file written just before a crash could
-outlive its rolled-back upload. Each file's bytes, already sealed for its place, are copied into
-``sealed_files`` unchanged; the old files are removed once this revision has committed (see
-:func:`glucoshare.db.migrate.upgrade`). A file that is missing stays missing (it was already lost).
+outlive its rolled-back upload. Each file's bytes, already sealed for its place, are copied
+unchanged into ``sealed_file_pieces`` (1 MiB a row) under a row of ``sealed_files``; the old files
+are removed once this revision has committed (see :func:`glucoshare.db.migrate.upgrade`). A file
+that is missing stays missing (it was already lost).
 
 Revision ID: 0020
 Revises: 0019
@@ -24,10 +25,16 @@ down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_INSERT = sa.text(
-    "INSERT INTO sealed_files (place, subject_id, size_bytes, sealed, created_at) "
-    "VALUES (:place, :subject, :size, :sealed, :created)"
-).bindparams(sa.bindparam("sealed", type_=sa.LargeBinary()), sa.bindparam("created", type_=UTCDateTime()))
+PIECE_BYTES = 1 << 20
+"""The most sealed bytes one row of ``sealed_file_pieces`` holds (as ``vault.models.PIECE_BYTES``)."""
+
+_FILE = sa.text(
+    "INSERT INTO sealed_files (place, subject_id, size_bytes, created_at) "
+    "VALUES (:place, :subject, :size, :created)"
+).bindparams(sa.bindparam("created", type_=UTCDateTime()))
+_PIECE = sa.text(
+    "INSERT INTO sealed_file_pieces (place, number, data) VALUES (:place, :number, :data)"
+).bindparams(sa.bindparam("data", type_=sa.LargeBinary()))
 
 
 def upgrade() -> None:
@@ -36,12 +43,24 @@ def upgrade() -> None:
         "sealed_files",
         sa.Column("place", sa.String(length=128), nullable=False),
         sa.Column("subject_id", sa.String(length=32), nullable=False),
-        sa.Column("size_bytes", sa.Integer(), nullable=False),
-        sa.Column("sealed", sa.LargeBinary(), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("place", name=op.f("pk_sealed_files")),
     )
     op.create_index(op.f("ix_sealed_files_subject_id"), "sealed_files", ["subject_id"], unique=False)
+    op.create_table(
+        "sealed_file_pieces",
+        sa.Column("place", sa.String(length=128), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["place"],
+            ["sealed_files.place"],
+            name=op.f("fk_sealed_file_pieces_place_sealed_files"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("place", "number", name=op.f("pk_sealed_file_pieces")),
+    )
     data_dir: Path | None = context.config.attributes.get("data_dir")
     if data_dir is None:
         return
@@ -64,14 +83,19 @@ def upgrade() -> None:
 
 
 def _move(conn: sa.Connection, path: Path, *, place: str, subject: str, size: int, moved: list[Path]) -> None:
-    """Copy one sealed file into the table (its bytes as they are); remember it for removal."""
-    try:
-        sealed = path.read_bytes()
-    except FileNotFoundError:
+    """Copy one sealed file into the tables (its bytes as they are, in pieces); remember it for removal."""
+    if not path.is_file():
         return
-    conn.execute(
-        _INSERT, {"place": place, "subject": subject, "size": size, "sealed": sealed, "created": utcnow()}
-    )
+    conn.execute(_FILE, {"place": place, "subject": subject, "size": size, "created": utcnow()})
+    with path.open("rb") as handle:
+        number = 0
+        while True:
+            data = handle.read(PIECE_BYTES)
+            if data or number == 0:  # an empty file still has its one (empty) piece
+                conn.execute(_PIECE, {"place": place, "number": number, "data": data})
+                number += 1
+            if len(data) < PIECE_BYTES:
+                break
     moved.append(path)
 
 
@@ -81,5 +105,6 @@ def downgrade() -> None:
     if conn.execute(sa.text("SELECT 1 FROM sealed_files LIMIT 1")).first() is not None:
         msg = "cannot downgrade: sealed_files holds kept files; restore a backup taken before the upgrade"
         raise RuntimeError(msg)
+    op.drop_table("sealed_file_pieces")
     op.drop_index(op.f("ix_sealed_files_subject_id"), table_name="sealed_files")
     op.drop_table("sealed_files")

@@ -10,7 +10,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from glucoshare.accounts.service import add_patient, validate_patient
@@ -132,3 +134,23 @@ def new_patient(engine: Engine, email: str) -> str:
             session, validate_patient(email=email, name="Fault Test", timezone="Europe/Berlin")
         )
         return patient.id
+
+
+def import_with_cli(
+    forks: ForkServer, env: dict[str, str], path: Path, patient: str, scratch: Path, timeout: float = 180
+) -> tuple[int, str, str]:
+    """Run ``glucoshare import PATH --patient PATIENT --json`` (forked): exit code, stdout, stderr."""
+    out, err = scratch / "import.out", scratch / "import.err"
+    run = forks.start(["glucoshare", "import", str(path), "--patient", patient, "--json"], env, out, err)
+    return run.wait(timeout), out.read_text(), err.read_text()
+
+
+def upload_over_http(
+    client: TestClient, patient_id: str, headers: dict[str, str], path: Path
+) -> httpx.Response:
+    """``POST /v1/patients/{id}/uploads`` of the CSV export at ``path`` under ``headers``."""
+    return client.post(
+        f"/v1/patients/{patient_id}/uploads",
+        headers=headers,
+        files={"files": (path.name, path.read_bytes(), "text/csv")},
+    )

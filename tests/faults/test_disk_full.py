@@ -28,7 +28,7 @@ from glucoshare.vault.keyfile import load_or_create
 from glucoshare.web.app import create_app
 from tests.conftest import table_snapshot
 from tests.faults.checks import Outcome, assert_sound, data_dir_files
-from tests.faults.conftest import environment_of, new_patient
+from tests.faults.conftest import environment_of, import_with_cli, new_patient, upload_over_http
 from tests.faults.disk import leave_free, small_disk
 from tests.faults.harness import ForkServer
 from tests.faults.serving import upload_token
@@ -44,12 +44,6 @@ at every stage of the import."""
 FULL = "error: the disk is full; nothing was stored"
 SQLITE_FILES = ("glucoshare.db-wal", "glucoshare.db-shm")
 """Files SQLite keeps beside the database, whose size changes with any write."""
-
-
-def _import(forks: ForkServer, env: dict[str, str], path: Path, scratch: Path) -> tuple[int, str, str]:
-    out, err = scratch / "import.out", scratch / "import.err"
-    run = forks.start(["glucoshare", "import", str(path), "--patient", PATIENT, "--json"], env, out, err)
-    return run.wait(120), out.read_text(), err.read_text()
 
 
 def _files(data: Path) -> list[str]:
@@ -93,7 +87,7 @@ def test_a_full_disk_refuses_an_sqlite_import_and_upload_and_keeps_the_database(
     env = environment_of(settings)
     patient = new_patient(engine, PATIENT)
     headers = upload_token(engine, patient)
-    code, _, err = _import(forks, env, month_export, tmp_path)
+    code, _, err = import_with_cli(forks, env, month_export, PATIENT, tmp_path)
     assert code == 0, err
     before = table_snapshot(engine)
     files = _files(settings.data_dir)
@@ -102,7 +96,7 @@ def test_a_full_disk_refuses_an_sqlite_import_and_upload_and_keeps_the_database(
     while True:
         free = refused * STEP
         leave_free(disk, free)
-        code, out, err = _import(forks, env, upload_export, tmp_path)
+        code, out, err = import_with_cli(forks, env, upload_export, PATIENT, tmp_path)
         if code == 0:
             break
         assert (code, out, err.splitlines()) == (1, "", [FULL]), f"{free} bytes free"
@@ -119,11 +113,7 @@ def test_a_full_disk_refuses_an_sqlite_import_and_upload_and_keeps_the_database(
 
     leave_free(disk, 0)
     with TestClient(create_app(settings, engine), base_url="https://testserver") as client:
-        answer = client.post(
-            f"/v1/patients/{patient}/uploads",
-            headers=headers,
-            files={"files": (month_export.name, month_export.read_bytes(), "text/csv")},
-        )
+        answer = upload_over_http(client, patient, headers, month_export)
     assert answer.status_code == httpx.codes.INSUFFICIENT_STORAGE, answer.text
     assert answer.json() == {
         "error": {"code": "storage_full", "message": FULL.removeprefix("error: "), "status": 507}
@@ -152,18 +142,14 @@ def test_a_full_data_directory_stops_no_import_and_refuses_the_outbox(
         env = environment_of(on_disk)
         leave_free(disk, 0)
 
-        code, out, err = _import(forks, env, upload_export, tmp_path)
+        code, out, err = import_with_cli(forks, env, upload_export, PATIENT, tmp_path)
         assert code == 0, err
         imported = Outcome.of_json(out)
         assert imported.new > 0
         assert data_dir_files(disk) == ["filler"]
 
         with TestClient(create_app(on_disk, engine), base_url="https://testserver") as client:
-            answer = client.post(
-                f"/v1/patients/{patient}/uploads",
-                headers=headers,
-                files={"files": (upload_export.name, upload_export.read_bytes(), "text/csv")},
-            )
+            answer = upload_over_http(client, patient, headers, upload_export)
             assert answer.status_code == httpx.codes.CREATED, answer.text
             assert answer.json()[0]["new"] == 0  # the same file again: every record a duplicate
             assert data_dir_files(disk) == ["filler"]

@@ -32,7 +32,7 @@ from glucoshare.vault.keyfile import load_or_create
 from glucoshare.web.app import create_app
 from tests.conftest import DEFAULT_POSTGRES, table_snapshot
 from tests.faults.checks import Outcome, assert_sound
-from tests.faults.conftest import environment_of, new_patient
+from tests.faults.conftest import environment_of, import_with_cli, new_patient, upload_over_http
 from tests.faults.disk import REQUIRE_TMPFS, leave_free, small_disk
 from tests.faults.harness import ForkServer
 from tests.faults.serving import upload_token
@@ -48,12 +48,6 @@ def _cannot(reason: str) -> None:
     if os.environ.get(REQUIRE_TMPFS) == "1":
         pytest.fail(f"{reason} ({REQUIRE_TMPFS}=1)")
     pytest.skip(reason)
-
-
-def _import(forks: ForkServer, env: dict[str, str], path: Path, scratch: Path) -> tuple[int, str, str]:
-    out, err = scratch / "import.out", scratch / "import.err"
-    run = forks.start(["glucoshare", "import", str(path), "--patient", PATIENT, "--json"], env, out, err)
-    return run.wait(180), out.read_text(), err.read_text()
 
 
 @pytest.fixture
@@ -114,17 +108,13 @@ def test_a_full_tablespace_refuses_an_import_and_an_upload_and_keeps_the_databas
     before = table_snapshot(engine)
 
     leave_free(disk, 0)
-    code, out, err = _import(forks, env, upload_export, tmp_path)
+    code, out, err = import_with_cli(forks, env, upload_export, PATIENT, tmp_path)
     assert (code, out, err.splitlines()) == (1, "", [FULL])
     assert_sound(engine)
     assert table_snapshot(engine) == before
 
     with TestClient(create_app(settings, engine), base_url="https://testserver") as client:
-        answer = client.post(
-            f"/v1/patients/{patient}/uploads",
-            headers=headers,
-            files={"files": (upload_export.name, upload_export.read_bytes(), "text/csv")},
-        )
+        answer = upload_over_http(client, patient, headers, upload_export)
     assert answer.status_code == httpx.codes.INSUFFICIENT_STORAGE, answer.text
     assert answer.json() == {
         "error": {"code": "storage_full", "message": FULL.removeprefix("error: "), "status": 507}
@@ -136,7 +126,7 @@ def test_a_full_tablespace_refuses_an_import_and_an_upload_and_keeps_the_databas
     }  # the token's last use may be noted (an update in place) or not
 
     (disk / "filler").unlink()
-    code, out, err = _import(forks, env, upload_export, tmp_path)
+    code, out, err = import_with_cli(forks, env, upload_export, PATIENT, tmp_path)
     assert code == 0, err
     assert Outcome.of_json(out).new > 30_000
     assert_sound(engine)

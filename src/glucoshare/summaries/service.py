@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Select, case, delete, func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient
@@ -33,6 +31,7 @@ from glucoshare.analytics.ranges import TargetRange, classify_readings, target_r
 from glucoshare.audit.service import record_event
 from glucoshare.audit.tags import AuditTag
 from glucoshare.db.base import utcnow
+from glucoshare.db.upsert import upsert_into
 from glucoshare.records.periods import local_day_start_ms
 from glucoshare.summaries.data import latest_cgm_ms, load_cgm, load_therapy
 from glucoshare.summaries.errors import InvalidStatsPeriodError, InvalidTargetRangeError
@@ -165,8 +164,7 @@ def mark_outdated(session: Session, patient_id: str, first_ms: int, last_ms: int
     read, then an update, would find the row gone and fail).
     """
     session.flush()
-    upsert = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(SummaryBacklog)
-    upsert = upsert.values(
+    upsert = upsert_into(session, SummaryBacklog).values(
         patient_id=patient_id, first_ms=first_ms, last_ms=last_ms, reason=reason, since=utcnow()
     )
     stored = SummaryBacklog.__table__.c

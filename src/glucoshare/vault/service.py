@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, delete, event, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from glucoshare.db.base import utcnow
+from glucoshare.db.upsert import upsert_into
 from glucoshare.vault.cipher import new_key, seal, seal_into, unseal
 from glucoshare.vault.errors import MasterKeyError, SealBrokenError
 from glucoshare.vault.keyfile import (
@@ -244,12 +243,11 @@ def seal_file(session: Session, subject_id: str, plaintext: bytes, place: str) -
     """
     if session.get(SealedFile, place) is not None:
         return
-    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     header = {"place": place, "subject_id": subject_id, "size_bytes": len(plaintext), "created_at": utcnow()}
     # Another transaction may keep the same file at the same moment (the same export sent twice):
     # the first to commit keeps it, the other waits for it and then finds it there.
     added = session.scalar(
-        upsert(SealedFile).values(**header).on_conflict_do_nothing().returning(SealedFile.place)
+        upsert_into(session, SealedFile).values(**header).on_conflict_do_nothing().returning(SealedFile.place)
     )
     if added is None:
         return

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -238,6 +239,20 @@ def collector_paused() -> Iterator[None]:
                 gc.enable()
 
 
+def plausible_readings(
+    block: ReadingBlock, bounds: tuple[int, int]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Which readings of ``block`` an import stores, and which are dated within ``bounds`` (UTC ms).
+
+    A stored reading is dated within the bounds and, for glucose, above 0 and up to
+    :data:`GLUCOSE_CEILING_MGDL` mg/dL (not a number is neither). Returns ``(kept, inside)``.
+    """
+    inside = (block.time_ms >= bounds[0]) & (block.time_ms <= bounds[1])
+    if block.type not in _GLUCOSE_TYPES:
+        return inside, inside
+    return inside & (block.value > 0.0) & (block.value <= GLUCOSE_CEILING_MGDL), inside
+
+
 def _out_of_bounds(time_ms: int, bounds: tuple[int, int]) -> str:
     """Why a record dated outside ``bounds`` (UTC ms) is rejected."""
     return "date is in the future" if time_ms > bounds[1] else "date before 2000 (device clock not set?)"
@@ -419,10 +434,7 @@ class _UploadBuilder:
         """A block of readings as columns to store; readings dated out of ``bounds`` are rejected."""
         times, offsets, line = block.time_ms, block.utc_offset_min, block.line
         values, originals = block.value, block.orig_value
-        inside = (times >= bounds[0]) & (times <= bounds[1])
-        kept = inside
-        if block.type in _GLUCOSE_TYPES:
-            kept = inside & (values > 0.0) & (values <= GLUCOSE_CEILING_MGDL)  # NaN is neither
+        kept, inside = plausible_readings(block, bounds)
         if not kept.all():
             for at in np.flatnonzero(~kept).tolist():
                 why = _out_of_bounds(int(times[at]), bounds) if not inside[at] else IMPLAUSIBLE_GLUCOSE

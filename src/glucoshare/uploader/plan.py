@@ -53,16 +53,15 @@ from glucoshare.ingest.base import (
 )
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import (
-    GLUCOSE_CEILING_MGDL,
     IMPLAUSIBLE_GLUCOSE,
     VALUE_RANGES,
     check_device_text,
     check_outcome,
     collector_paused,
     plausible_bounds,
+    plausible_readings,
     prepare_files,
 )
-from glucoshare.records.vocabulary import RecordType
 
 DATASET_PREFIX: Final = "upload:"
 """Names of the data sets the uploader opens start with this."""
@@ -70,7 +69,6 @@ FUTURE: Final = "dated more than a day in the future"
 """Why a record dated more than a day ahead is left out (an import rejects it too)."""
 BEFORE_2000: Final = "dated before 2000 (device clock not set?)"
 """Why a record dated before 2000 is left out (an import rejects it too)."""
-_GLUCOSE_TYPES: Final = frozenset({RecordType.CBG.value, RecordType.SMBG.value})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -210,12 +208,10 @@ def _keep_plausible(
 ) -> ReadingBlock:
     """The block without the readings an import rejects (each noted as a rejected row).
 
-    Those dated out of ``bounds``, and glucose not above 0 or above :data:`GLUCOSE_CEILING_MGDL` mg/dL.
+    Those :func:`~glucoshare.ingest.service.plausible_readings` leaves out: dated out of ``bounds``,
+    and glucose not above 0 or above the ceiling.
     """
-    inside = (block.time_ms >= bounds[0]) & (block.time_ms <= bounds[1])
-    kept = inside
-    if block.type in _GLUCOSE_TYPES:
-        kept = inside & (block.value > 0.0) & (block.value <= GLUCOSE_CEILING_MGDL)  # NaN is neither
+    kept, inside = plausible_readings(block, bounds)
     if kept.all():
         return block
     for at in np.flatnonzero(~kept).tolist():

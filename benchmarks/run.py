@@ -288,16 +288,17 @@ def storage_floor_lines(
 
     ``parses`` holds the import without storing (``inspect_file``); ``floors`` the record writer
     alone storing as many plain readings (the cheapest record there is) into SQLite
-    (``benchmarks/store_once.py``). An import does both, on two threads of one interpreter.
+    (``benchmarks/store_once.py``). An import does both, one after the other, on one thread.
     """
     lines = [
         (
             "Where the time of an import goes: the parse alone (`inspect_file`, no storing) and the "
             "storing alone (`benchmarks/store_once.py`: as many plain readings as the file holds, the "
             "cheapest record there is, in column blocks, no file and no parsing, into a fresh SQLite "
-            "database), each as a multiple of the csv read of the same file. An import does both, on "
-            "two threads of one interpreter, plus the per-file work (an upload row, the sealed raw "
-            "file, the audit event, for every member of a zip)."
+            "database), each as a multiple of the csv read of the same file. An import does both, one "
+            "after the other on one thread (a writer thread was measured slower: the parse holds the "
+            "interpreter lock), plus the per-file work (an upload row, the sealed raw file, the audit "
+            "event, for every member of a zip)."
         ),
         "",
         "| case | csv read s | parse alone | store alone | import |",

@@ -78,8 +78,8 @@ def main() -> None:
         with session_scope(engine) as session:
             writer = RecordWriter(session)
             for block in blocks:
-                writer.submit(block)
-            stored = writer.drain()
+                writer.write(block)
+            stored = writer.new
         seconds = time.perf_counter() - start
     engine.dispose()
     print(json.dumps({"seconds": seconds, "records": stored}))

@@ -5,16 +5,24 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from glucoshare.config import Settings
 from glucoshare.db.session import session_scope
-from glucoshare.ingest.base import MAX_SHOWN_LABEL, shown
+from glucoshare.ingest.base import MAX_SHOWN_LABEL, ReadingBlock, shown
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import GLUCOSE_CEILING_MGDL, IMPLAUSIBLE_GLUCOSE, VALUE_RANGES, ValueRange
+from glucoshare.ingest.service import (
+    GLUCOSE_CEILING_MGDL,
+    IMPLAUSIBLE_GLUCOSE,
+    VALUE_RANGES,
+    ValueRange,
+    plausible_part,
+)
 from glucoshare.records.models import Record, Upload
+from glucoshare.records.service import dedup_key, dedup_keys
 from tests.ingest.helpers import committed_upload
 
 MS = 1_717_315_200_000  # 2024-06-02 08:00 UTC
@@ -77,3 +85,70 @@ def test_a_label_from_a_file_is_quoted_whole_when_short_and_cut_when_long() -> N
     assert shown("mg/dL") == "'mg/dL'"
     assert shown("x" * MAX_SHOWN_LABEL) == repr("x" * MAX_SHOWN_LABEL)
     assert shown("y" * 5000) == repr("y" * MAX_SHOWN_LABEL) + "… (5,000 characters)"
+
+
+def _date_reason(time_ms: int, bounds: tuple[int, int]) -> str:
+    return "late" if time_ms > bounds[1] else "early"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=-2, max_value=12),
+            st.floats(allow_nan=True, allow_infinity=True, width=64),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from(["cbg", "basal", "bolus", "physicalActivity"]),
+)
+def test_a_block_keeps_exactly_the_rows_a_single_record_would_keep(
+    rows: list[tuple[int, float]], kind: str
+) -> None:
+    """Dates within the bounds and values in their type's range; durations follow their rows."""
+    bounds = (0, 10)
+    block = ReadingBlock(
+        type=kind,
+        subtype="automated",
+        device="d",
+        orig_unit="U",
+        time_ms=np.array([t for t, _ in rows], np.int64),
+        utc_offset_min=np.zeros(len(rows), np.int64),
+        value=np.array([v for _, v in rows], np.float64),
+        orig_value=np.array([v for _, v in rows], np.float64),
+        line=np.arange(2, len(rows) + 2, dtype=np.int64),
+        duration_ms=np.arange(len(rows), dtype=np.int64) * 1000,
+    )
+    kept, rejected = plausible_part(block, bounds, _date_reason)
+    span = VALUE_RANGES.get(kind)
+    expected_kept, expected_rejected = [], []
+    for at, (time_ms, value) in enumerate(rows):
+        if not bounds[0] <= time_ms <= bounds[1]:
+            expected_rejected.append((at + 2, _date_reason(time_ms, bounds)))
+        elif span is not None and not span.admits(value):
+            expected_rejected.append((at + 2, span.reason))
+        else:
+            expected_kept.append(at)
+    assert [(row.line, row.reason) for row in rejected] == expected_rejected
+    assert kept.line.tolist() == [at + 2 for at in expected_kept]
+    assert kept.duration_ms is not None
+    assert kept.duration_ms.tolist() == [at * 1000 for at in expected_kept]
+    assert [r.duration_ms for r in kept.records()] == [at * 1000 for at in expected_kept]
+
+
+@given(
+    st.sampled_from(["basal", "bolus", "food", "cbg"]),
+    st.text(min_size=0, max_size=80),
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20),
+)
+def test_keys_of_a_block_are_the_keys_of_its_single_records(
+    kind: str, subtype: str, values: list[float]
+) -> None:
+    """A dose stored from a block and the same dose stored alone are one record (same key)."""
+    keys = dedup_keys(kind, subtype, values)
+    singles = [dedup_key(kind, subtype, None if kind == "cbg" else value, "") for value in values]
+    if isinstance(keys, str):
+        assert kind == "cbg"
+        assert all(key == keys for key in singles)
+    else:
+        assert keys == singles

@@ -1,4 +1,4 @@
-"""The bulk record writer on both databases: new counts, id bounds, errors from its thread."""
+"""The bulk record writer on both databases: new counts, id bounds, database errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.devices.service import resolve_device
 from glucoshare.records.models import Record, Upload
-from glucoshare.records.service import ReadingColumns, RecordWriter
+from glucoshare.records.service import RECORD_COLUMNS, ReadingColumns, RecordWriter, dedup_keys
 
 
 def _setup(session: Session) -> tuple[int, int]:
@@ -42,9 +42,9 @@ def _row(device: int, upload: int, i: int, kind: str | None = "cbg") -> tuple[ob
 def test_batches_count_new_records_and_bound_their_ids(session: Session) -> None:
     device, upload = _setup(session)
     writer = RecordWriter(session)
-    writer.submit([_row(device, upload, i) for i in range(7000)])
-    writer.submit([_row(device, upload, i) for i in range(6000, 9000)])  # 1000 duplicates
-    assert writer.drain() == 9000
+    assert writer.write([_row(device, upload, i) for i in range(7000)]) == 7000
+    assert writer.write([_row(device, upload, i) for i in range(6000, 9000)]) == 2000  # 1000 duplicates
+    assert writer.new == 9000
     ids = session.execute(select(func.min(Record.id), func.max(Record.id), func.count())).one()
     assert (writer.first_id, writer.last_id) == (ids[0], ids[1])
     assert ids[2] == 9000
@@ -56,9 +56,8 @@ def test_batches_count_new_records_and_bound_their_ids(session: Session) -> None
 def test_a_database_error_reaches_the_caller(session: Session) -> None:
     device, upload = _setup(session)
     writer = RecordWriter(session)
-    writer.submit([_row(device, upload, 1, kind=None)])
     with pytest.raises((sqlite3.IntegrityError, psycopg.errors.NotNullViolation)):
-        writer.drain()
+        writer.write([_row(device, upload, 1, kind=None)])
 
 
 @pytest.mark.parametrize("count", [1, 250, 251, 1000, 4103])
@@ -80,9 +79,9 @@ def test_columns_store_the_same_rows_as_tuples(session: Session, count: int) -> 
     )
     assert list(columns.rows()) == rows
     writer = RecordWriter(session)
-    writer.submit(columns)
-    writer.submit(columns)  # all duplicates the second time
-    assert writer.drain() == count
+    assert writer.write(columns) == count
+    assert writer.write(columns) == 0  # all duplicates the second time
+    assert writer.new == count
     stored = session.execute(
         select(
             Record.device_seq,
@@ -99,3 +98,52 @@ def test_columns_store_the_same_rows_as_tuples(session: Session, count: int) -> 
         ).order_by(Record.time_ms)
     ).all()
     assert [tuple(row) for row in stored] == rows
+
+
+@pytest.mark.parametrize("count", [1, 3, 250, 517])
+def test_columns_with_durations_and_keys_per_row_store_the_same_rows_as_tuples(
+    session: Session, count: int
+) -> None:
+    """Evenly logged doses: a key and a duration per row, no payload."""
+    device, upload = _setup(session)
+    rates = [0.5 + (i % 40) / 20 for i in range(count)]
+    columns = ReadingColumns(
+        device_seq=device,
+        upload_seq=upload,
+        type="basal",
+        subtype="automated",
+        orig_unit="U",
+        dedup_key=dedup_keys("basal", "automated", rates),
+        time_ms=[1_700_000_000_000 + i * 300_000 for i in range(count)],
+        utc_offset_min=[60] * count,
+        value=rates,
+        orig_value=[rate / 12 for rate in rates],
+        source_line=[i + 2 for i in range(count)],
+        duration_ms=[300_000 - i % 3 for i in range(count)],
+    )
+    rows = list(columns.rows())
+    assert all(len(row) == len(RECORD_COLUMNS) for row in rows)
+    writer = RecordWriter(session)
+    assert writer.write(columns) == count
+    assert writer.write(list(rows)) == 0  # the same records as tuples are duplicates
+    stored = session.execute(
+        select(*(getattr(Record, name) for name in RECORD_COLUMNS)).order_by(Record.time_ms)
+    ).all()
+    assert [tuple(row) for row in stored] == rows
+
+
+def test_long_runs_of_full_rows_are_stored_whole(session: Session) -> None:
+    """Full rows go many to a statement: every row arrives once, with its payload."""
+    device, upload = _setup(session)
+    rows = [
+        (*_row(device, upload, i)[:11], 60_000 * i, None, {"i": i, "note": "x" * (i % 50)})
+        for i in range(777)
+    ]
+    writer = RecordWriter(session)
+    assert writer.write(rows) == 777
+    assert writer.write(rows[100:300]) == 0
+    payloads = session.scalars(select(Record.payload).order_by(Record.source_line)).all()
+    assert payloads == [row[13] for row in rows]
+    assert (writer.first_id, writer.last_id) == tuple(
+        session.execute(select(func.min(Record.id), func.max(Record.id))).one()
+    )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import re
 import zoneinfo
 from collections.abc import Iterable, Iterator, Sequence
@@ -129,10 +130,11 @@ class RowOrigin:
 
 @dataclasses.dataclass(slots=True)
 class ReadingBlock:
-    """Plain readings of one type, subtype, device and unit, as columns of equal length.
+    """Plain records of one type, subtype, device and unit, as columns of equal length.
 
-    Equivalent to one :class:`ParsedRecord` per index (without duration, annotation, payload or
-    identity); ``value`` in the canonical unit, ``orig_value`` in ``orig_unit`` as the file wrote it.
+    Equivalent to one :class:`ParsedRecord` per index (without annotation, payload or identity);
+    ``value`` in the canonical unit, ``orig_value`` in ``orig_unit`` as the file wrote it. Readings
+    have no ``duration_ms``; evenly logged doses (a pump's basal segments) have one per row.
     """
 
     type: str
@@ -144,23 +146,48 @@ class ReadingBlock:
     value: npt.NDArray[np.float64]
     orig_value: npt.NDArray[np.float64]
     line: npt.NDArray[np.int64]
+    duration_ms: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self.time_ms)
 
     def records(self) -> Iterator[ParsedRecord]:
-        """The block as one :class:`ParsedRecord` per reading."""
-        for time_ms, offset, value, original, line in zip(
+        """The block as one :class:`ParsedRecord` per row."""
+        count = len(self.time_ms)
+        durations = itertools.repeat(None, count) if self.duration_ms is None else self.duration_ms.tolist()
+        for time_ms, offset, value, original, line, duration in zip(
             self.time_ms.tolist(),
             self.utc_offset_min.tolist(),
             self.value.tolist(),
             self.orig_value.tolist(),
             self.line.tolist(),
+            durations,
             strict=True,
         ):
             yield ParsedRecord(
-                self.type, self.subtype, time_ms, offset, line, self.device, value, original, self.orig_unit
+                self.type,
+                self.subtype,
+                time_ms,
+                offset,
+                line,
+                self.device,
+                value,
+                original,
+                self.orig_unit,
+                duration,
             )
+
+    def kept(self, keep: npt.NDArray[np.bool_]) -> ReadingBlock:
+        """The block with only the rows where ``keep`` is true."""
+        return dataclasses.replace(
+            self,
+            time_ms=self.time_ms[keep],
+            utc_offset_min=self.utc_offset_min[keep],
+            value=self.value[keep],
+            orig_value=self.orig_value[keep],
+            line=self.line[keep],
+            duration_ms=None if self.duration_ms is None else self.duration_ms[keep],
+        )
 
 
 ParsedItem = ParsedRecord | ReadingBlock

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -65,6 +64,7 @@ from glucoshare.records.service import (
     ReadingColumns,
     RecordWriter,
     dedup_key,
+    dedup_keys,
     delete_upload,
     note_place,
     upload_out,
@@ -95,8 +95,6 @@ reports it. The backstop behind the importers' own, narrower, limits (the widest
 
 IMPLAUSIBLE_GLUCOSE = f"glucose out of range (0 to {GLUCOSE_CEILING_MGDL:g} mg/dL)"
 """The reason a row with such a glucose is rejected."""
-
-_GLUCOSE_TYPES = frozenset({RecordType.CBG.value, RecordType.SMBG.value})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -239,18 +237,31 @@ def collector_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def plausible_readings(
-    block: ReadingBlock, bounds: tuple[int, int]
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Which readings of ``block`` an import stores, and which are dated within ``bounds`` (UTC ms).
+def plausible_part(
+    block: ReadingBlock, bounds: tuple[int, int], date_reason: Callable[[int, tuple[int, int]], str]
+) -> tuple[ReadingBlock, list[RejectedRow]]:
+    """The rows of ``block`` an import stores, and the others as rejected rows with their reason.
 
-    A stored reading is dated within the bounds and, for glucose, above 0 and up to
-    :data:`GLUCOSE_CEILING_MGDL` mg/dL (not a number is neither). Returns ``(kept, inside)``.
+    A stored row is dated within ``bounds`` (UTC ms; ``date_reason(time_ms, bounds)`` says why not)
+    and its value is in the range of its type (:data:`VALUE_RANGES`; glucose above 0, not a number
+    never). The one rule of every import and of the command-line uploader's plan.
     """
     inside = (block.time_ms >= bounds[0]) & (block.time_ms <= bounds[1])
-    if block.type not in _GLUCOSE_TYPES:
-        return inside, inside
-    return inside & (block.value > 0.0) & (block.value <= GLUCOSE_CEILING_MGDL), inside
+    kept = inside
+    span = VALUE_RANGES.get(block.type)
+    if span is not None:
+        floor = (block.value > 0.0) if span.glucose else (block.value >= 0.0)
+        kept = inside & floor & (block.value <= span.ceiling)
+    if kept.all():
+        return block, []
+    rejected = [
+        RejectedRow(
+            int(block.line[at]),
+            span.reason if span is not None and inside[at] else date_reason(int(block.time_ms[at]), bounds),
+        )
+        for at in np.flatnonzero(~kept).tolist()
+    ]
+    return block.kept(kept), rejected
 
 
 def _out_of_bounds(time_ms: int, bounds: tuple[int, int]) -> str:
@@ -336,79 +347,73 @@ class _UploadBuilder:
         cbg, note = RecordType.CBG.value, RecordType.NOTE.value
         ranges = VALUE_RANGES
         ring = keyring_of(self.session)
-        note_key = data_key(self.session, self.patient.id)  # before the writer thread owns the connection
+        note_key = data_key(self.session, self.patient.id)
         notes_at = note_place(self.patient.id)
-        try:
-            for record in self.result.records:
-                if type(record) is ReadingBlock:
-                    columns = self._block_columns(record, writer, device_seqs, (min_ms, max_ms))
-                    if columns is not None:
-                        writer.submit(columns)
-                        if progress is not None:
-                            progress(len(columns))
-                    continue
-                assert type(record) is ParsedRecord  # noqa: S101 - narrows the type for mypy
-                time_ms = record.time_ms
-                if not min_ms <= time_ms <= max_ms:
-                    rejected(RejectedRow(record.line, _out_of_bounds(time_ms, (min_ms, max_ms))))
-                    continue
-                kind, subtype, value = record.type, record.subtype, record.value
-                span = ranges.get(kind)
-                if span is not None and not span.admits(value):
-                    rejected(RejectedRow(record.line, span.reason))
-                    continue
-                device_key = record.device
-                device_seq = device_seqs.get(device_key)
-                if device_seq is None:
-                    writer.drain()  # the session is about to be used on this thread
-                    device_seq = device_seqs[device_key] = self._device_seq(device_key)
-                counts[kind] += 1
-                device_counts[device_key] += 1
-                if time_ms < first:  # noqa: PLR1730 - faster than min() in this loop
-                    first = time_ms
-                if time_ms > last:  # noqa: PLR1730
-                    last = time_ms
-                payload = record.payload
-                if kind == note:  # free text the patient wrote: sealed, and identified by a keyed hash
-                    identity = ring.mac("note", record.identity)
-                    if payload is not None:
-                        payload = seal_mapping(note_key, payload, notes_at)
-                else:
-                    identity = record.identity
-                key = subtype if kind == cbg else dedup_key(kind, subtype, value, identity)
-                row = (
-                    device_seq,
-                    upload_seq,
-                    kind,
-                    subtype,
-                    time_ms,
-                    record.utc_offset_min,
-                    value,
-                    record.orig_value,
-                    record.orig_unit,
-                    record.line,
-                    key,
-                )
-                duration, annotation = record.duration_ms, record.annotation
-                if duration is None and annotation is None and payload is None:
-                    append(row)  # a plain row: see RecordWriter
-                else:
-                    append((*row, duration, annotation, payload))
-                if len(batch) >= BATCH_SIZE:
-                    writer.submit(batch)
+        for record in self.result.records:
+            if type(record) is ReadingBlock:
+                columns = self._block_columns(record, device_seqs, (min_ms, max_ms))
+                if columns is not None:
+                    writer.write(columns)
                     if progress is not None:
-                        progress(len(batch))
-                    batch = []
-                    append = batch.append
-            if batch:
-                writer.submit(batch)
+                        progress(len(columns))
+                continue
+            assert type(record) is ParsedRecord  # noqa: S101 - narrows the type for mypy
+            time_ms = record.time_ms
+            if not min_ms <= time_ms <= max_ms:
+                rejected(RejectedRow(record.line, _out_of_bounds(time_ms, (min_ms, max_ms))))
+                continue
+            kind, subtype, value = record.type, record.subtype, record.value
+            span = ranges.get(kind)
+            if span is not None and not span.admits(value):
+                rejected(RejectedRow(record.line, span.reason))
+                continue
+            device_key = record.device
+            device_seq = device_seqs.get(device_key)
+            if device_seq is None:
+                device_seq = device_seqs[device_key] = self._device_seq(device_key)
+            counts[kind] += 1
+            device_counts[device_key] += 1
+            if time_ms < first:  # noqa: PLR1730 - faster than min() in this loop
+                first = time_ms
+            if time_ms > last:  # noqa: PLR1730
+                last = time_ms
+            payload = record.payload
+            if kind == note:  # free text the patient wrote: sealed, and identified by a keyed hash
+                identity = ring.mac("note", record.identity)
+                if payload is not None:
+                    payload = seal_mapping(note_key, payload, notes_at)
+            else:
+                identity = record.identity
+            key = subtype if kind == cbg else dedup_key(kind, subtype, value, identity)
+            row = (
+                device_seq,
+                upload_seq,
+                kind,
+                subtype,
+                time_ms,
+                record.utc_offset_min,
+                value,
+                record.orig_value,
+                record.orig_unit,
+                record.line,
+                key,
+            )
+            duration, annotation = record.duration_ms, record.annotation
+            if duration is None and annotation is None and payload is None:
+                append(row)  # a plain row: see RecordWriter
+            else:
+                append((*row, duration, annotation, payload))
+            if len(batch) >= BATCH_SIZE:
+                writer.write(batch)
                 if progress is not None:
                     progress(len(batch))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                writer.drain()  # never leave the thread writing on a connection about to roll back
-            raise
-        self.new = writer.drain()
+                batch = []
+                append = batch.append
+        if batch:
+            writer.write(batch)
+            if progress is not None:
+                progress(len(batch))
+        self.new = writer.new
         self.first_record_id, self.last_record_id = writer.first_id, writer.last_id
         upload = self.upload
         for record_id in (writer.first_id, writer.last_id):
@@ -427,44 +432,37 @@ class _UploadBuilder:
     def _block_columns(
         self,
         block: ReadingBlock,
-        writer: RecordWriter,
         device_seqs: dict[str, int],
         bounds: tuple[int, int],
     ) -> ReadingColumns | None:
-        """A block of readings as columns to store; readings dated out of ``bounds`` are rejected."""
-        times, offsets, line = block.time_ms, block.utc_offset_min, block.line
-        values, originals = block.value, block.orig_value
-        kept, inside = plausible_readings(block, bounds)
-        if not kept.all():
-            for at in np.flatnonzero(~kept).tolist():
-                why = _out_of_bounds(int(times[at]), bounds) if not inside[at] else IMPLAUSIBLE_GLUCOSE
-                self.rejected.append(RejectedRow(int(line[at]), why))
-            times, offsets, line = times[kept], offsets[kept], line[kept]
-            values, originals = values[kept], originals[kept]
-        count = len(times)
+        """A block as columns to store; its implausible rows are rejected (:func:`plausible_part`)."""
+        block, rejected = plausible_part(block, bounds, _out_of_bounds)
+        self.rejected += rejected
+        count = len(block)
         if not count:
             return None
         device_seq = device_seqs.get(block.device)
         if device_seq is None:
-            writer.drain()  # the session is about to be used on this thread
             device_seq = device_seqs[block.device] = self._device_seq(block.device)
         self.counts[block.type] += count
         self.device_counts[block.device] += count
-        low, high = int(times.min()), int(times.max())
+        low, high = int(block.time_ms.min()), int(block.time_ms.max())
         self.first_ms = low if self.first_ms is None else min(self.first_ms, low)
         self.last_ms = high if self.last_ms is None else max(self.last_ms, high)
+        values = block.value.tolist()
         return ReadingColumns(
             device_seq=device_seq,
             upload_seq=self.upload.seq,
             type=block.type,
             subtype=block.subtype,
             orig_unit=block.orig_unit,
-            dedup_key=dedup_key(block.type, block.subtype, None, ""),
-            time_ms=times.tolist(),
-            utc_offset_min=offsets.tolist(),
-            value=values.tolist(),
-            orig_value=originals.tolist(),
-            source_line=line.tolist(),
+            dedup_key=dedup_keys(block.type, block.subtype, values),
+            time_ms=block.time_ms.tolist(),
+            utc_offset_min=block.utc_offset_min.tolist(),
+            value=values,
+            orig_value=block.orig_value.tolist(),
+            source_line=block.line.tolist(),
+            duration_ms=None if block.duration_ms is None else block.duration_ms.tolist(),
         )
 
     def claim_devices(self) -> Device | None:

@@ -84,7 +84,6 @@ import csv
 import dataclasses
 import datetime as dt
 import functools
-import itertools
 import math
 import re
 import warnings
@@ -1053,9 +1052,11 @@ class _FileReader:
         streams = self._rows_by_serial(self.columns["dose"])
         for serial, stream in streams.items():
             device = self.device(serial, stream.model)
-            yield from self._dose_records(stream, device, self.clock(serial))
+            block = self._dose_block(stream, device, self.clock(serial))
+            if block is not None:
+                yield block
 
-    def _dose_records(self, rows: ReadingRows, device: str, clock: LocalClock) -> list[ParsedRecord]:
+    def _dose_block(self, rows: ReadingRows, device: str, clock: LocalClock) -> ReadingBlock | None:
         """The basal records of one serial's doses (module notes); unreadable rows are rejected."""
         walls, readable = wall_times(rows.stamps)
         doses = numbers(rows.values, decimal_comma=self.decimal_comma)
@@ -1074,7 +1075,7 @@ class _FileReader:
                 self.reject(RejectedRow(rows.lines[at], reason))
         timed = np.flatnonzero(readable)
         if not good.any():
-            return []
+            return None
         # Every timed row is fed to the clock (as the readings are), then the unreadable doses dropped.
         all_instants, all_offsets = resolve_stream(clock, walls[timed])
         usable = good[timed]
@@ -1089,23 +1090,17 @@ class _FileReader:
             keep, instants, offsets = keep[plausible], instants[plausible], offsets[plausible]
             segments = segments[plausible]
         rates = doses[keep] * HOUR_MS / segments
-        count = keep.size
-        lines = np.array(rows.lines, np.int64)[keep]
-        # map() builds the records from C: the hot loop of a year of 5-minute doses.
-        return list(
-            map(
-                ParsedRecord,
-                itertools.repeat("basal", count),
-                itertools.repeat("automated", count),
-                instants.tolist(),
-                offsets.tolist(),
-                lines.tolist(),
-                itertools.repeat(device, count),
-                rates.tolist(),
-                doses[keep].tolist(),
-                itertools.repeat("U", count),
-                segments.tolist(),
-            )
+        return ReadingBlock(
+            type="basal",
+            subtype="automated",
+            device=device,
+            orig_unit="U",
+            time_ms=instants,
+            utc_offset_min=offsets,
+            value=rates,
+            orig_value=doses[keep],
+            line=np.array(rows.lines, np.int64)[keep],
+            duration_ms=segments,
         )
 
     # -- Bolus ---------------------------------------------------------------------------------------

@@ -6,9 +6,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import queue
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from functools import cache
 from typing import Any, cast
@@ -24,8 +22,8 @@ from glucoshare.records.schemas import RejectedRowOut, UploadOut, iso_utc
 from glucoshare.records.vocabulary import RecordType
 
 BATCH_SIZE = 5000
-"""Rows per round trip of :class:`RecordWriter`."""
-_SQLITE_ROWS_PER_STATEMENT = 250  # 250 rows x 11 values stays far below SQLite's 32766 variables
+"""Rows per call of :meth:`RecordWriter.write` from the import loop."""
+_SQLITE_ROWS_PER_STATEMENT = 250  # 250 rows x 14 values stays far below SQLite's 32766 variables
 _POSTGRES_DIRECT_ROWS = 200
 """Up to this many rows, PostgreSQL gets one multi-row ``INSERT`` instead of ``COPY`` via a staging table."""
 _MAX_KEY = 120
@@ -47,17 +45,17 @@ PLAIN_COLUMNS = (
 RECORD_COLUMNS = (*PLAIN_COLUMNS, "duration_ms", "annotation", "payload")
 """The columns of a full row."""
 _PAYLOAD_AT = RECORD_COLUMNS.index("payload")
-_SHARED = ("device_seq", "upload_seq", "type", "subtype", "orig_unit", "dedup_key")
-_VARYING = ("time_ms", "utc_offset_min", "value", "orig_value", "source_line")
 _FILL = (None, None, None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReadingColumns:
-    """Plain rows that share device, upload, type, subtype, unit and dedup key, as columns.
+    """Rows that share device, upload, type, subtype and unit, as columns (no annotation or payload).
 
-    The bulk form of CGM readings: :class:`RecordWriter` binds the shared values once per statement
-    and the columns as they are, without a tuple per row.
+    The bulk form of readings and of evenly logged doses: :class:`RecordWriter` binds the shared
+    values once per statement and the columns as they are, without a tuple per row. ``dedup_key``
+    is one key for every row (readings) or a list of one per row; ``duration_ms`` is ``None`` for
+    records without a duration.
     """
 
     device_seq: int
@@ -65,20 +63,22 @@ class ReadingColumns:
     type: str
     subtype: str
     orig_unit: str
-    dedup_key: str
+    dedup_key: str | list[str]
     time_ms: list[int]
     utc_offset_min: list[int]
     value: list[float]
     orig_value: list[float]
     source_line: list[int]
+    duration_ms: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.time_ms)
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
-        """The same rows as tuples in :data:`PLAIN_COLUMNS` order."""
+        """The rows as tuples: :data:`PLAIN_COLUMNS`, or all :data:`RECORD_COLUMNS` with a duration."""
         count = len(self.time_ms)
-        return zip(
+        keys = itertools.repeat(self.dedup_key, count) if isinstance(self.dedup_key, str) else self.dedup_key
+        plain = zip(
             itertools.repeat(self.device_seq, count),
             itertools.repeat(self.upload_seq, count),
             itertools.repeat(self.type, count),
@@ -89,33 +89,74 @@ class ReadingColumns:
             self.orig_value,
             itertools.repeat(self.orig_unit, count),
             self.source_line,
-            itertools.repeat(self.dedup_key, count),
+            keys,
             strict=True,
         )
+        if self.duration_ms is None:
+            return plain
+        return ((*row, duration, None, None) for row, duration in zip(plain, self.duration_ms, strict=True))
+
+    def layout(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(shared, varying)``: the columns bound once per statement and those bound per row."""
+        shared = ["device_seq", "upload_seq", "type", "subtype", "orig_unit"]
+        varying = ["time_ms", "utc_offset_min", "value", "orig_value", "source_line"]
+        (shared if isinstance(self.dedup_key, str) else varying).append("dedup_key")
+        if self.duration_ms is not None:
+            varying.append("duration_ms")
+        return tuple(shared), tuple(varying)
 
 
 Batch = list[tuple[Any, ...]] | ReadingColumns
-"""What :meth:`RecordWriter.submit` takes."""
+"""What :meth:`RecordWriter.write` takes."""
 
 
 @cache
-def _columns_sql(rows: int) -> str:
-    """A multi-row insert of ``rows`` plain rows, with column-major parameters.
+def _columns_sql(rows: int, shared: tuple[str, ...], varying: tuple[str, ...]) -> str:
+    """A multi-row insert of ``rows`` rows with column-major parameters.
 
-    The shared values of :class:`ReadingColumns` are bound once (``?1`` to ``?6``), then each of
-    its columns in turn, so the caller concatenates list slices instead of building a tuple per row.
+    The ``shared`` values of :class:`ReadingColumns` are bound once (``?1`` to ``?k``), then each of
+    its ``varying`` columns in turn, so the caller concatenates list slices instead of building a
+    tuple per row.
     """
-    first = len(_SHARED) + 1
+    names = (*shared, *varying)
+    first = len(shared) + 1
     values = []
     for at in range(rows):
-        column = {name: f"?{first + at + rows * k}" for k, name in enumerate(_VARYING)}
-        column.update({name: f"?{k + 1}" for k, name in enumerate(_SHARED)})
-        values.append("(" + ", ".join(column[name] for name in PLAIN_COLUMNS) + ")")
+        column = {name: f"?{first + at + rows * k}" for k, name in enumerate(varying)}
+        column.update({name: f"?{k + 1}" for k, name in enumerate(shared)})
+        values.append("(" + ", ".join(column[name] for name in names) + ")")
     return (
-        f"INSERT INTO records ({', '.join(PLAIN_COLUMNS)}) VALUES "  # noqa: S608 - only placeholders
+        f"INSERT INTO records ({', '.join(names)}) VALUES "  # noqa: S608 - only placeholders
         + ", ".join(values)
         + " ON CONFLICT DO NOTHING"
     )
+
+
+@cache
+def _rows_sql(rows: int, width: int) -> str:
+    """A multi-row insert of ``rows`` row-major rows of the first ``width`` :data:`RECORD_COLUMNS`."""
+    one = "(" + ", ".join(["?"] * width) + ")"
+    return (
+        f"INSERT INTO records ({', '.join(RECORD_COLUMNS[:width])}) VALUES "  # noqa: S608 - placeholders
+        + ", ".join([one] * rows)
+        + " ON CONFLICT DO NOTHING"
+    )
+
+
+def _statement_sizes(total: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each multi-row statement for ``total`` rows.
+
+    Full statements, then the rest in powers of two: few statement shapes for SQLite to prepare
+    (and keep in its statement cache).
+    """
+    start = 0
+    while start < total:
+        left = total - start
+        size = _SQLITE_ROWS_PER_STATEMENT
+        if left < _SQLITE_ROWS_PER_STATEMENT:
+            size = 1 << (left.bit_length() - 1)
+        yield start, start + size
+        start += size
 
 
 def note_place(patient_id: str) -> str:
@@ -140,40 +181,39 @@ def dedup_key(record_type: str, subtype: str, value: float | None, identity: str
     return key
 
 
+def dedup_keys(record_type: str, subtype: str, values: Sequence[float]) -> str | list[str]:
+    """:func:`dedup_key` of records without identity text, for many values at once.
+
+    One key for every CGM reading (the value is not part of its identity), else one per value:
+    the hot path of a block of evenly logged doses.
+    """
+    if record_type == RecordType.CBG:
+        return dedup_key(record_type, subtype, None, "")
+    if len(subtype) > _MAX_KEY // 2:  # a key that may need hashing: the general way
+        return [dedup_key(record_type, subtype, value, "") for value in values]
+    return [f"{subtype}|{value:.6g}|" for value in values]
+
+
 class RecordWriter:
     """Insert records in batches; a record whose natural identity is already stored is skipped.
 
     Rows are tuples in :data:`RECORD_COLUMNS` order (``payload`` a mapping or ``None``), or shorter
     tuples in :data:`PLAIN_COLUMNS` order for rows without duration, annotation and payload, which
-    SQLite inserts about twice as fast (fewer values to bind), handed over in batches of
-    :data:`BATCH_SIZE`; or as :class:`ReadingColumns`, which is faster still. Works inside the
-    caller's transaction, on its DBAPI connection: multi-row ``INSERT ... ON CONFLICT DO NOTHING``
-    on SQLite; ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON CONFLICT DO
-    NOTHING`` per batch on PostgreSQL. This is the hot path of every import, so it skips the
-    ORM's per-row processing.
+    SQLite inserts faster (fewer values to bind); or :class:`ReadingColumns`, which is faster still.
+    Works inside the caller's transaction, on its DBAPI connection: multi-row ``INSERT ... ON
+    CONFLICT DO NOTHING`` on SQLite; ``COPY`` into a temporary table and one ``INSERT ... SELECT ...
+    ON CONFLICT DO NOTHING`` per batch on PostgreSQL. This is the hot path of every import, so it
+    skips the ORM's per-row processing.
 
-    :meth:`submit` writes on a background thread, so that the database works (the drivers release
-    the GIL while SQLite or the server works) while the caller parses the next batch. The caller
-    must :meth:`drain` before it uses the session for anything else, and at the end; a database
-    error is raised there (or by the next :meth:`submit`).
+    It writes on the caller's thread. A background writer thread was tried and measured slower: the
+    parse holds the interpreter lock, and the writer waits for it after every statement.
     """
 
     def __init__(self, session: Session) -> None:
         self._connection = session.connection()
         self._dialect = self._connection.dialect.name
         columns = ", ".join(RECORD_COLUMNS)
-        if self._dialect == "sqlite":
-            full = "(" + ", ".join("?" for _ in RECORD_COLUMNS) + ")"
-            plain = "(" + ", ".join("?" for _ in PLAIN_COLUMNS) + ")"
-            plain_columns = ", ".join(PLAIN_COLUMNS)
-            self._sql = f"INSERT INTO records ({columns}) VALUES {full} ON CONFLICT DO NOTHING"  # noqa: S608
-            self._plain_sql = f"INSERT INTO records ({plain_columns}) VALUES {plain} ON CONFLICT DO NOTHING"  # noqa: S608
-            self._multi_sql = (
-                f"INSERT INTO records ({plain_columns}) VALUES "  # noqa: S608
-                + ", ".join([plain] * _SQLITE_ROWS_PER_STATEMENT)
-                + " ON CONFLICT DO NOTHING"
-            )
-        elif self._dialect == "postgresql":
+        if self._dialect == "postgresql":
             # Only the written columns, without defaults: staged rows draw nothing from the id sequence.
             self._staging = (
                 "CREATE TEMPORARY TABLE IF NOT EXISTS records_incoming ON COMMIT DROP "  # noqa: S608
@@ -188,51 +228,13 @@ class RecordWriter:
                 f"SELECT {columns} FROM records_incoming ON CONFLICT DO NOTHING RETURNING id) "
                 "SELECT count(*), min(id), max(id) FROM inserted"
             )
-        else:  # pragma: no cover - only the two engines are supported
+        elif self._dialect != "sqlite":  # pragma: no cover - only the two engines are supported
             msg = f"unsupported database {self._dialect}"
             raise RuntimeError(msg)
-
         self.first_id: int | None = None
         self.last_id: int | None = None
         self.new = 0
-        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def submit(self, batch: Batch) -> None:
-        """Queue a batch for writing on the background thread (the writer owns the list now)."""
-        if self._error is not None:
-            self.drain()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="record-writer", daemon=True)
-            self._thread.start()
-        self._queue.put(batch)
-
-    def drain(self) -> int:
-        """Wait until every submitted batch is written; return the records that were new so far.
-
-        Re-raises the first database error of the background thread.
-        """
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return self.new
-
-    def _work(self) -> None:
-        while True:
-            batch = self._queue.get()
-            if batch is None:
-                return
-            if self._error is not None:
-                continue  # keep taking batches so that submit() never blocks; drain() raises
-            try:
-                self.new += self.write(batch)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by drain()
-                self._error = exc
+        """How many of the records written so far were new."""
 
     def _note_ids(self, first: int | None, last: int | None) -> None:
         if first is not None and (self.first_id is None or first < self.first_id):
@@ -241,7 +243,7 @@ class RecordWriter:
             self.last_id = last
 
     def write(self, batch: Sequence[tuple[Any, ...]] | ReadingColumns) -> int:
-        """Write rows (tuples, or columns); return how many were new.
+        """Write rows (tuples, or columns); return how many were new (and add them to :attr:`new`).
 
         :attr:`first_id` and :attr:`last_id` follow the lowest and highest record id written.
         """
@@ -254,26 +256,32 @@ class RecordWriter:
         cursor = dbapi.cursor()
         try:
             if self._dialect == "sqlite":
-                return self._write_sqlite(
+                inserted = self._write_sqlite(
                     cast("sqlite3.Connection", dbapi), cast("sqlite3.Cursor", cursor), batch
                 )
-            plain_width = len(PLAIN_COLUMNS)
-            if not isinstance(batch, ReadingColumns) and len(batch) <= _POSTGRES_DIRECT_ROWS:
-                return self._insert_direct(cast("Any", cursor), batch)
-            if not self._staged:
-                cursor.execute(self._staging)
-                self._staged = True
-            rows = batch.rows() if isinstance(batch, ReadingColumns) else batch
-            with cursor.copy(self._copy) as copy:
-                for row in rows:
-                    copy.write_row(row + _FILL if len(row) == plain_width else _with_json_payload(row))
-            cursor.execute(self._sql)
-            inserted, first, last = cursor.fetchone() or (0, None, None)
-            cursor.execute("TRUNCATE records_incoming")
-            self._note_ids(first, last)
-            return int(inserted)
+            else:
+                inserted = self._write_postgres(cast("Any", cursor), batch)
         finally:
             cursor.close()
+        self.new += inserted
+        return inserted
+
+    def _write_postgres(self, cursor: Any, batch: Sequence[tuple[Any, ...]] | ReadingColumns) -> int:  # noqa: ANN401 - psycopg's
+        plain_width = len(PLAIN_COLUMNS)
+        if not isinstance(batch, ReadingColumns) and len(batch) <= _POSTGRES_DIRECT_ROWS:
+            return self._insert_direct(cursor, batch)
+        if not self._staged:
+            cursor.execute(self._staging)
+            self._staged = True
+        rows = batch.rows() if isinstance(batch, ReadingColumns) else batch
+        with cursor.copy(self._copy) as copy:
+            for row in rows:
+                copy.write_row(row + _FILL if len(row) == plain_width else _with_json_payload(row))
+        cursor.execute(self._sql)
+        inserted, first, last = cursor.fetchone() or (0, None, None)
+        cursor.execute("TRUNCATE records_incoming")
+        self._note_ids(first, last)
+        return int(inserted)
 
     def _insert_direct(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> int:  # noqa: ANN401 - psycopg's
         """A few rows on PostgreSQL: one multi-row insert (a staging table costs more than it saves)."""
@@ -303,53 +311,42 @@ class RecordWriter:
         cursor.execute("SELECT coalesce(max(id), 0) FROM records")
         before = int(cursor.fetchone()[0])
         changes = dbapi.total_changes
-        plain_width = len(PLAIN_COLUMNS)
-        start = 0
         if isinstance(rows, ReadingColumns):
-            self._insert_columns(cursor, rows)
-            rows = ()
-        while start < len(rows):  # runs of plain and of full rows, in order
-            plain = len(rows[start]) == plain_width
-            end = start + 1
-            while end < len(rows) and (len(rows[end]) == plain_width) == plain:
-                end += 1
-            if plain:
-                self._insert_plain(cursor, rows[start:end])
-            else:
-                cursor.executemany(self._sql, [_with_json_payload(row) for row in rows[start:end]])
-            start = end
+            _insert_columns(cursor, rows)
+        else:
+            plain_width = len(PLAIN_COLUMNS)
+            start = 0
+            while start < len(rows):  # runs of plain and of full rows, in order
+                plain = len(rows[start]) == plain_width
+                end = start + 1
+                while end < len(rows) and (len(rows[end]) == plain_width) == plain:
+                    end += 1
+                run = rows[start:end] if plain else [_with_json_payload(row) for row in rows[start:end]]
+                _insert_rows(cursor, run, plain_width if plain else len(RECORD_COLUMNS))
+                start = end
         inserted = int(dbapi.total_changes - changes)
         if inserted:
             cursor.execute("SELECT max(id) FROM records")
             self._note_ids(before + 1, int(cursor.fetchone()[0]))
         return inserted
 
-    @staticmethod
-    def _insert_columns(cursor: sqlite3.Cursor, columns: ReadingColumns) -> None:
-        shared = [getattr(columns, name) for name in _SHARED]
-        varying = [getattr(columns, name) for name in _VARYING]
-        start, total = 0, len(columns)
-        while start < total:
-            # Full statements, then the rest in powers of two: few statement shapes to prepare.
-            left = total - start
-            end = start + (
-                _SQLITE_ROWS_PER_STATEMENT
-                if left >= _SQLITE_ROWS_PER_STATEMENT
-                else 1 << (left.bit_length() - 1)
-            )
-            parameters = shared.copy()
-            for column in varying:
-                parameters += column[start:end]
-            cursor.execute(_columns_sql(end - start), parameters)
-            start = end
 
-    def _insert_plain(self, cursor: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]) -> None:
-        per = _SQLITE_ROWS_PER_STATEMENT
-        whole = len(rows) - len(rows) % per
-        for start in range(0, whole, per):
-            cursor.execute(self._multi_sql, list(itertools.chain.from_iterable(rows[start : start + per])))
-        if whole < len(rows):
-            cursor.executemany(self._plain_sql, rows[whole:])
+def _insert_columns(cursor: sqlite3.Cursor, columns: ReadingColumns) -> None:
+    """Insert :class:`ReadingColumns` on SQLite: shared values bound once per statement."""
+    shared_names, varying_names = columns.layout()
+    shared = [getattr(columns, name) for name in shared_names]
+    varying = [getattr(columns, name) for name in varying_names]
+    for start, end in _statement_sizes(len(columns)):
+        parameters = shared.copy()
+        for column in varying:
+            parameters += column[start:end]
+        cursor.execute(_columns_sql(end - start, shared_names, varying_names), parameters)
+
+
+def _insert_rows(cursor: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]], width: int) -> None:
+    """Insert rows of ``width`` values on SQLite, many rows per statement."""
+    for start, end in _statement_sizes(len(rows)):
+        cursor.execute(_rows_sql(end - start, width), list(itertools.chain.from_iterable(rows[start:end])))
 
 
 def _with_json_payload(row: tuple[Any, ...]) -> tuple[Any, ...]:

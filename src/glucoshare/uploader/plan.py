@@ -36,8 +36,6 @@ import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
-import numpy as np
-
 from glucoshare.config import Settings
 from glucoshare.datasets.errors import RecordsInvalidError
 from glucoshare.datasets.records import MAX_RECORDS, record_json, validate_records
@@ -53,13 +51,12 @@ from glucoshare.ingest.base import (
 )
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import (
-    IMPLAUSIBLE_GLUCOSE,
     VALUE_RANGES,
     check_device_text,
     check_outcome,
     collector_paused,
     plausible_bounds,
-    plausible_readings,
+    plausible_part,
     prepare_files,
 )
 
@@ -208,24 +205,13 @@ def _keep_plausible(
 ) -> ReadingBlock:
     """The block without the readings an import rejects (each noted as a rejected row).
 
-    Those :func:`~glucoshare.ingest.service.plausible_readings` leaves out: dated out of ``bounds``,
-    and glucose not above 0 or above the ceiling.
+    Those :func:`~glucoshare.ingest.service.plausible_part` leaves out: dated out of ``bounds``,
+    and values out of their type's range.
     """
-    kept, inside = plausible_readings(block, bounds)
-    if kept.all():
-        return block
-    for at in np.flatnonzero(~kept).tolist():
-        reason = _date_reason(int(block.time_ms[at]), bounds) if not inside[at] else IMPLAUSIBLE_GLUCOSE
-        rejected.append(RejectedRow(int(block.line[at]), reason))
-        left_out[reason] += 1
-    return dataclasses.replace(
-        block,
-        time_ms=block.time_ms[kept],
-        utc_offset_min=block.utc_offset_min[kept],
-        value=block.value[kept],
-        orig_value=block.orig_value[kept],
-        line=block.line[kept],
-    )
+    kept, left = plausible_part(block, bounds, _date_reason)
+    rejected += left
+    left_out.update(row.reason for row in left)
+    return kept
 
 
 def read_records(prepared: Prepared, *, timezone: str, siblings: Sequence[SourceText] = ()) -> FilePlan:

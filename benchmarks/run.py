@@ -298,18 +298,23 @@ def storage_floor_lines(
             "database), each as a multiple of the csv read of the same file. An import does both, one "
             "after the other on one thread (a writer thread was measured slower: the parse holds the "
             "interpreter lock), plus the per-file work (an upload row, the sealed raw file, the audit "
-            "event, for every member of a zip)."
+            "event, for every member of a zip). Their sum is the least an import on one core takes with "
+            "today's parsers; the store alone plus 1x (the read itself, which any parser does) is the "
+            f"least with any parser. Where that is near or above {TARGET_RATIO:.0f}x, the ratio target "
+            "needs the parse and the store on two cores (two processes: one interpreter runs Python "
+            "on one core at a time)."
         ),
         "",
-        "| case | csv read s | parse alone | store alone | import |",
-        "|---|---:|---:|---:|---:|",
+        "| case | csv read s | parse alone | store alone | parse + store | import |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for case, engine, report, csv_s in rows:
         if engine != "sqlite" or report is None or case.name not in floors:
             continue
+        parse, store = parses[case.name] / csv_s, floors[case.name] / csv_s
         lines.append(
-            f"| {case.description} | {csv_s:.3f} | {parses[case.name] / csv_s:.1f}x | "
-            f"{floors[case.name] / csv_s:.1f}x | {report['seconds'] / csv_s:.1f}x |"
+            f"| {case.description} | {csv_s:.3f} | {parse:.1f}x | {store:.1f}x | {parse + store:.1f}x | "
+            f"{report['seconds'] / csv_s:.1f}x |"
         )
     return lines
 

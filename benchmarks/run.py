@@ -211,37 +211,41 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE.parent / "BENCHMARKS.md")
     parser.add_argument("--runs", type=int, default=3, help="imports per case and engine; the best is kept")
     args = parser.parse_args()
-    rows = []
-    parses: dict[str, float] = {}
+    rows: list[tuple[Case, str, dict[str, float] | None, float]] = []
+    # Each time is paired with a csv read of the same file just before it, and each ratio is taken
+    # within its pair: the machine's speed drifts over minutes (shared virtual machine), and a ratio
+    # of two times measured far apart would carry that drift.
+    parses: dict[str, tuple[float, float]] = {}
+    floors: dict[str, tuple[float, float]] = {}
     for case in CASES:
         path, warmup = build_input(case)
-        csv_seconds = csv_read_seconds(path)
-        parses[case.name] = parse_seconds(path, case.timezone)
+        parse_csv = csv_read_seconds(path)
+        parses[case.name] = (parse_seconds(path, case.timezone), parse_csv)
         for engine in ("sqlite", "postgresql"):
             reports = []
             for _ in range(args.runs):
+                csv_seconds = csv_read_seconds(path)
                 if engine == "sqlite":
                     db = DATA / "bench.db"
                     for suffix in ("", "-wal", "-shm"):
                         Path(f"{db}{suffix}").unlink(missing_ok=True)
-                    reports.append(import_once(f"sqlite:///{db}", path, warmup, case.timezone))
+                    report = import_once(f"sqlite:///{db}", path, warmup, case.timezone)
                 else:
                     with scratch_postgres() as url:
                         if url is None:
                             break
-                        reports.append(import_once(url, path, warmup, case.timezone))
+                        report = import_once(url, path, warmup, case.timezone)
+                reports.append({**report, "csv_seconds": csv_seconds})
             if not reports:
-                rows.append((case, engine, None, csv_seconds))
+                rows.append((case, engine, None, parse_csv))
                 continue
             best = min(reports, key=lambda r: r["seconds"])
             best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in reports)
-            rows.append((case, engine, best, csv_seconds))
-            print(case.name, engine, json.dumps(best), f"csv {csv_seconds:.3f}s", file=sys.stderr)
-    floors = {
-        case.name: store_seconds(int(report["records"]))
-        for case, engine, report, _ in rows
-        if engine == "sqlite" and report is not None
-    }
+            rows.append((case, engine, best, best["csv_seconds"]))
+            print(case.name, engine, json.dumps(best), file=sys.stderr)
+            if engine == "sqlite":
+                floor_csv = csv_read_seconds(path)
+                floors[case.name] = (store_seconds(int(best["records"])), floor_csv)
     write_report(
         args.out,
         rows,
@@ -278,17 +282,23 @@ def store_seconds(records: int) -> float:
     return best
 
 
+def _ratio(pair: tuple[float, float]) -> float:
+    """A time over the csv read measured just before it."""
+    return pair[0] / pair[1]
+
+
 def storage_floor_lines(
     rows: list[tuple[Case, str, dict[str, float] | None, float]],
     *,
-    parses: dict[str, float],
-    floors: dict[str, float],
+    parses: dict[str, tuple[float, float]],
+    floors: dict[str, tuple[float, float]],
 ) -> list[str]:
     """The two halves of an import, each measured alone against the ``csv`` read of the same file.
 
     ``parses`` holds the import without storing (``inspect_file``); ``floors`` the record writer
     alone storing as many plain readings (the cheapest record there is) into SQLite
-    (``benchmarks/store_once.py``). An import does both, one after the other, on one thread.
+    (``benchmarks/store_once.py``); each with the csv read measured just before it. An import does
+    both, one after the other, on one thread.
     """
     lines = [
         (
@@ -311,7 +321,7 @@ def storage_floor_lines(
     for case, engine, report, csv_s in rows:
         if engine != "sqlite" or report is None or case.name not in floors:
             continue
-        parse, store = parses[case.name] / csv_s, floors[case.name] / csv_s
+        parse, store = _ratio(parses[case.name]), _ratio(floors[case.name])
         lines.append(
             f"| {case.description} | {csv_s:.3f} | {parse:.1f}x | {store:.1f}x | {parse + store:.1f}x | "
             f"{report['seconds'] / csv_s:.1f}x |"
@@ -323,8 +333,8 @@ def write_report(
     out: Path,
     rows: list[tuple[Case, str, dict[str, float] | None, float]],
     *,
-    parses: dict[str, float],
-    floors: dict[str, float],
+    parses: dict[str, tuple[float, float]],
+    floors: dict[str, tuple[float, float]],
     measurements: list[analytics.Measurement],
     report_measurements: list[analytics.Measurement],
     nightscout_measurements: list[analytics.Measurement],
@@ -354,9 +364,11 @@ def write_report(
             "same format), as a running server has: decoding, format detection, "
             "parsing, time-zone resolution, deduplicating insert, raw-file storage and the audit event. "
             "The `csv` column is the time to unpack (a zip) and decode the same file(s) and read their "
-            "rows with Python's `csv` module in the same run; the ratio is import time over that. The "
-            "`parse` column is the import without storing (unpack, decode, detect, parse every record: "
-            "`inspect_file`), and the parse ratio is that over the `csv` read."
+            "rows with Python's `csv` module, measured just before each import (best of three); the "
+            "row shows the fastest import and the csv read paired with it, and the ratio is the one "
+            "over the other, so that the machine's drift over minutes cancels out. The `parse` column "
+            "is the import without storing (unpack, decode, detect, parse every record: "
+            "`inspect_file`), and the parse ratio is that over a csv read measured just before it."
         ),
         "",
         (
@@ -366,18 +378,18 @@ def write_report(
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case, engine, report, csv_seconds in rows:
-        parse = parses[case.name]
+        parse = parses[case.name][0]
         if report is None:
             lines.append(
                 f"| {case.description} | {engine} | not run (no server) | | | {csv_seconds:.3f} | | "
-                f"{parse:.3f} | {parse / csv_seconds:.1f} | |"
+                f"{parse:.3f} | {_ratio(parses[case.name]):.1f} | |"
             )
             continue
         rate = report["records"] / report["seconds"]
         lines.append(
             f"| {case.description} | {engine} | {int(report['records']):,} | {report['seconds']:.2f} | "
             f"{rate:,.0f} | {csv_seconds:.3f} | {report['seconds'] / csv_seconds:.1f} | {parse:.3f} | "
-            f"{parse / csv_seconds:.1f} | {report['peak_rss_mb']:.0f} |"
+            f"{_ratio(parses[case.name]):.1f} | {report['peak_rss_mb']:.0f} |"
         )
     lines += [
         "",
@@ -393,7 +405,7 @@ def write_report(
             continue
         rate = report["records"] / report["seconds"]
         ratio = report["seconds"] / csv_seconds
-        parse_ratio = parses[case.name] / csv_seconds
+        parse_ratio = _ratio(parses[case.name])
         verdicts = [
             f"{rate:,.0f} records/s ({'met' if rate >= TARGET_RATE else 'NOT met'})",
             f"ratio {ratio:.1f} ({'met' if ratio <= TARGET_RATIO else 'NOT met'})",

@@ -60,11 +60,10 @@ def test_a_database_error_reaches_the_caller(session: Session) -> None:
         writer.write([_row(device, upload, 1, kind=None)])
 
 
-@pytest.mark.parametrize("count", [1, 250, 251, 1000, 4103])
-def test_columns_store_the_same_rows_as_tuples(session: Session, count: int) -> None:
-    device, upload = _setup(session)
+def _readings(device: int, upload: int, count: int) -> ReadingColumns:
+    """CGM readings: one key for every row, no duration."""
     rows = [_row(device, upload, i)[:11] for i in range(count)]
-    columns = ReadingColumns(
+    return ReadingColumns(
         device_seq=device,
         upload_seq=upload,
         type="cbg",
@@ -77,37 +76,12 @@ def test_columns_store_the_same_rows_as_tuples(session: Session, count: int) -> 
         orig_value=[row[7] for row in rows],  # type: ignore[misc]
         source_line=[row[9] for row in rows],  # type: ignore[misc]
     )
-    assert list(columns.rows()) == rows
-    writer = RecordWriter(session)
-    assert writer.write(columns) == count
-    assert writer.write(columns) == 0  # all duplicates the second time
-    assert writer.new == count
-    stored = session.execute(
-        select(
-            Record.device_seq,
-            Record.upload_seq,
-            Record.type,
-            Record.subtype,
-            Record.time_ms,
-            Record.utc_offset_min,
-            Record.value,
-            Record.orig_value,
-            Record.orig_unit,
-            Record.source_line,
-            Record.dedup_key,
-        ).order_by(Record.time_ms)
-    ).all()
-    assert [tuple(row) for row in stored] == rows
 
 
-@pytest.mark.parametrize("count", [1, 3, 250, 517])
-def test_columns_with_durations_and_keys_per_row_store_the_same_rows_as_tuples(
-    session: Session, count: int
-) -> None:
+def _doses(device: int, upload: int, count: int) -> ReadingColumns:
     """Evenly logged doses: a key and a duration per row, no payload."""
-    device, upload = _setup(session)
     rates = [0.5 + (i % 40) / 20 for i in range(count)]
-    columns = ReadingColumns(
+    return ReadingColumns(
         device_seq=device,
         upload_seq=upload,
         type="basal",
@@ -121,13 +95,28 @@ def test_columns_with_durations_and_keys_per_row_store_the_same_rows_as_tuples(
         source_line=[i + 2 for i in range(count)],
         duration_ms=[300_000 - i % 3 for i in range(count)],
     )
+
+
+@pytest.mark.parametrize(
+    ("count", "doses"),
+    [(1, False), (250, False), (251, False), (1000, False), (4103, False), (1, True), (3, True), (517, True)],
+)
+def test_columns_store_the_same_rows_as_tuples(session: Session, count: int, doses: bool) -> None:
+    device, upload = _setup(session)
+    columns = (_doses if doses else _readings)(device, upload, count)
     rows = list(columns.rows())
-    assert all(len(row) == len(RECORD_COLUMNS) for row in rows)
+    if doses:
+        assert all(len(row) == len(RECORD_COLUMNS) for row in rows)
+    else:
+        assert rows == [_row(device, upload, i)[:11] for i in range(count)]
     writer = RecordWriter(session)
     assert writer.write(columns) == count
-    assert writer.write(list(rows)) == 0  # the same records as tuples are duplicates
+    assert writer.write(columns) == 0  # all duplicates the second time
+    assert writer.write(rows) == 0  # and the same records as tuples
+    assert writer.new == count
+    width = len(rows[0])
     stored = session.execute(
-        select(*(getattr(Record, name) for name in RECORD_COLUMNS)).order_by(Record.time_ms)
+        select(*(getattr(Record, name) for name in RECORD_COLUMNS[:width])).order_by(Record.time_ms)
     ).all()
     assert [tuple(row) for row in stored] == rows
 

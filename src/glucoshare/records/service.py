@@ -106,7 +106,7 @@ class ReadingColumns:
         return tuple(shared), tuple(varying)
 
 
-Batch = list[tuple[Any, ...]] | ReadingColumns
+Batch = Sequence[tuple[Any, ...]] | ReadingColumns
 """What :meth:`RecordWriter.write` takes."""
 
 
@@ -242,7 +242,7 @@ class RecordWriter:
         if last is not None and (self.last_id is None or last > self.last_id):
             self.last_id = last
 
-    def write(self, batch: Sequence[tuple[Any, ...]] | ReadingColumns) -> int:
+    def write(self, batch: Batch) -> int:
         """Write rows (tuples, or columns); return how many were new (and add them to :attr:`new`).
 
         :attr:`first_id` and :attr:`last_id` follow the lowest and highest record id written.
@@ -266,7 +266,7 @@ class RecordWriter:
         self.new += inserted
         return inserted
 
-    def _write_postgres(self, cursor: Any, batch: Sequence[tuple[Any, ...]] | ReadingColumns) -> int:  # noqa: ANN401 - psycopg's
+    def _write_postgres(self, cursor: Any, batch: Batch) -> int:  # noqa: ANN401 - psycopg's
         plain_width = len(PLAIN_COLUMNS)
         if not isinstance(batch, ReadingColumns) and len(batch) <= _POSTGRES_DIRECT_ROWS:
             return self._insert_direct(cursor, batch)
@@ -304,7 +304,7 @@ class RecordWriter:
         self,
         dbapi: sqlite3.Connection,
         cursor: sqlite3.Cursor,
-        rows: Sequence[tuple[Any, ...]] | ReadingColumns,
+        rows: Batch,
     ) -> int:
         # SQLite hands out rowids above the current maximum, and this transaction holds the write
         # lock (the upload row was written first), so the new records are the ids above ``before``.

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from glucoshare.db.checkpoint import checkpoint_off_the_commit
 from glucoshare.db.errors import DatabaseUnavailableError, database_fault
 from glucoshare.files import private_file
 from glucoshare.vault.keyfile import KeyRing
@@ -43,17 +44,21 @@ def create_db_engine(url: str, keyring: KeyRing | None = None, key_file: Path | 
     ``key_file`` is where the key ring came from: it is read again when it changes (key rotation).
 
     For SQLite the database file is created owner-only and safe pragmas are set (foreign keys, WAL,
-    secure delete); a lock held by another process is waited for :data:`SQLITE_BUSY_TIMEOUT_S`
-    unless the URL says otherwise (``sqlite:///PATH?timeout=SECONDS``).
+    secure delete), and the WAL log is checkpointed on a thread of its own
+    (:mod:`glucoshare.db.checkpoint`), not inside a commit; a lock held by another process is
+    waited for :data:`SQLITE_BUSY_TIMEOUT_S` unless the URL says otherwise
+    (``sqlite:///PATH?timeout=SECONDS``).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            # Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
-            private_file(Path(parsed.database))
         waits = {} if "timeout" in parsed.query else {"timeout": SQLITE_BUSY_TIMEOUT_S}
         engine = create_engine(url, connect_args=waits)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if parsed.database and parsed.database != ":memory:":
+            # Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
+            database = Path(parsed.database).absolute()
+            private_file(database)
+            checkpoint_off_the_commit(engine, database)
     else:
         engine = create_engine(url, pool_pre_ping=True)
     if keyring is not None:

@@ -173,14 +173,24 @@ def test_a_committed_transaction_survives_a_crash_before_its_checkpoint(tmp_path
         engine.dispose()
 
 
-def test_a_checkpoint_of_a_removed_database_creates_nothing_and_logs_no_path(
+def test_a_checkpoint_of_a_removed_database_creates_nothing_and_says_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "patient-jane-doe.db"
-    with caplog.at_level(logging.WARNING, logger="glucoshare.db.checkpoint"):
+    with caplog.at_level(logging.DEBUG, logger="glucoshare.db.checkpoint"):
         checkpoint(path, timeout_s=1)
     assert not path.exists()
-    assert "WAL checkpoint failed" in caplog.text
+    assert caplog.text == ""
+
+
+def test_a_failed_checkpoint_is_logged_without_the_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "patient-jane-doe.db"
+    path.write_bytes(b"this is not a database file, but it is long enough to be read as one" * 100)
+    with caplog.at_level(logging.WARNING, logger="glucoshare.db.checkpoint"):
+        checkpoint(path, timeout_s=1)
+    assert "WAL checkpoint failed (DatabaseError)" in caplog.text
     assert "jane" not in caplog.text
 
 

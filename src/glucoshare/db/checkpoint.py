@@ -44,16 +44,17 @@ _CHANGES = "glucoshare_total_changes"
 def checkpoint(database: Path, *, timeout_s: float) -> None:
     """Copy the WAL log of ``database`` into the database file as far as readers allow (PASSIVE).
 
-    Opens the file read-write without ever creating it (a database removed meanwhile is left
-    alone). A failure is logged, without the path, and left for the next checkpoint: the log
-    keeps every committed page until then.
+    Opens the file read-write without ever creating it: a database removed meanwhile (a test's,
+    a restore's scratch file) is left alone, silently. Any other failure is logged, without the
+    path, and left for the next checkpoint: the log keeps every committed page until then.
     """
     uri = f"file:{quote(str(database))}?mode=rw"
     try:
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=timeout_s)) as conn:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     except sqlite3.Error as exc:
-        logger.warning("WAL checkpoint failed (%s); the next one retries", type(exc).__name__)
+        if database.exists():
+            logger.warning("WAL checkpoint failed (%s); the next one retries", type(exc).__name__)
 
 
 class Checkpointer:

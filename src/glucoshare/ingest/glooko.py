@@ -71,6 +71,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -170,8 +171,12 @@ def reads_newest_first(walls: npt.NDArray[np.int64]) -> bool:
     return int(np.count_nonzero(steps < 0)) >= int(np.count_nonzero(steps > 0))
 
 
+@functools.lru_cache(maxsize=4096)
 def _fold(text: str) -> str:
-    """Case-folded, without accents and with single spaces, for matching translated names."""
+    """Case-folded, without accents and with single spaces, for matching translated names.
+
+    Cached: the same few type and flag names fill whole columns.
+    """
     decomposed = unicodedata.normalize("NFKD", text.strip().strip('"').casefold())
     return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
 
@@ -602,8 +607,12 @@ class _GlucoseColumn:
 _AMOUNT = re.compile(r"^\s*([-+]?\d[\d.,]*)\s*(?:u|e|ie|iu|units?|einheiten)?\s*$", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)
 def _amount(text: str, what: str, *, signed: bool = False) -> float:
-    """A number with a decimal point or comma (an insulin unit after it is allowed)."""
+    """A number with a decimal point or comma (an insulin unit after it is allowed).
+
+    Cached (a refusal is not: it raises each time): doses and rates repeat row after row.
+    """
     match = _AMOUNT.match(text)
     try:
         if match is None:
@@ -1157,9 +1166,11 @@ class _FileReader:
             if reads_newest_first(np.array([wall for wall, _, _ in rows], np.int64)):
                 rows.reverse()
             clock = self.ctx.clock(f"glooko|{layout.kind}|{serial or ''}")
+            instants, offsets = clock.resolve_many(np.array([wall for wall, _, _ in rows], np.int64))
             events = _Events(layout, device, glucose)
-            for wall, line, row in rows:
-                time_ms, offset = clock.resolve_ms(wall)
+            for (_, line, row), time_ms, offset in zip(
+                rows, instants.tolist(), offsets.tolist(), strict=True
+            ):
                 try:
                     records = events.read(row, line, time_ms, offset)
                 except _RowError as exc:

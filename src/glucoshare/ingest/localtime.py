@@ -25,6 +25,7 @@ This is Tidepool's "across-the-board time zone" processing plus order-based fold
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import zoneinfo
 from collections.abc import Callable
@@ -46,6 +47,27 @@ def wall_ms(local: dt.datetime) -> int:
     """Milliseconds of a naive wall time since the naive epoch (no zone applied)."""
     delta = local - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _exact_offsets(tz: zoneinfo.ZoneInfo, local: dt.datetime) -> tuple[int, int]:
+    """UTC offsets in minutes of a naive wall time in ``tz``, for fold 0 and fold 1."""
+    first = local.replace(tzinfo=tz, fold=0).utcoffset()
+    second = local.replace(tzinfo=tz, fold=1).utcoffset()
+    assert first is not None  # noqa: S101 - ZoneInfo always answers
+    assert second is not None  # noqa: S101
+    return int(first.total_seconds()) // 60, int(second.total_seconds()) // 60
+
+
+@functools.lru_cache(maxsize=16_384)
+def _day_offsets(tz: zoneinfo.ZoneInfo, day: int) -> tuple[int, int] | None:
+    """The offsets of a whole local day in ``tz``, or ``None`` when a transition falls inside it.
+
+    Cached for the process: every stream of every file of an export asks for the same days.
+    """
+    start = _EPOCH + dt.timedelta(days=day)
+    offsets = _exact_offsets(tz, start)
+    uniform = offsets[0] == offsets[1] and _exact_offsets(tz, start + _DAY_END) == offsets
+    return offsets if uniform else None
 
 
 class LocalClock:
@@ -77,19 +99,12 @@ class LocalClock:
         self.ambiguous = 0
 
     def _exact_offsets(self, local: dt.datetime) -> tuple[int, int]:
-        first = local.replace(tzinfo=self.tz, fold=0).utcoffset()
-        second = local.replace(tzinfo=self.tz, fold=1).utcoffset()
-        assert first is not None  # noqa: S101 - ZoneInfo always answers
-        assert second is not None  # noqa: S101
-        return int(first.total_seconds()) // 60, int(second.total_seconds()) // 60
+        return _exact_offsets(self.tz, local)
 
     def _day_offsets(self, day: int) -> tuple[int, int] | None:
         """The offsets of a whole local day, or ``None`` when a transition falls inside it."""
-        start = _EPOCH + dt.timedelta(days=day)
-        offsets = self._exact_offsets(start)
-        uniform = offsets[0] == offsets[1] and self._exact_offsets(start + _DAY_END) == offsets
-        self._days[day] = offsets if uniform else None
-        return self._days[day]
+        self._days[day] = offsets = _day_offsets(self.tz, day)
+        return offsets
 
     def _slot_offsets(self, slot: int) -> tuple[int, int]:
         """UTC offsets in minutes for fold 0 and fold 1 of wall times in one half-hour slot.

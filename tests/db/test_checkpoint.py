@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -225,3 +227,26 @@ def test_a_forked_child_runs_checkpoints_of_its_own(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], check=False, timeout=120)
     assert done.returncode == 0
+
+
+def test_a_process_that_ends_leaves_its_pages_in_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "cli.db"
+    with contextlib.closing(sqlite3.connect(path)) as keeper:
+        # Another process has the database open, as a server would: SQLite's checkpoint at the
+        # close of the last connection does not happen, only this module's.
+        keeper.execute("PRAGMA journal_mode=WAL")
+        keeper.execute("CREATE TABLE filler (b BLOB)")
+        script = textwrap.dedent(
+            f"""
+            from pathlib import Path
+            import sqlalchemy as sa
+            from glucoshare.db.session import create_db_engine
+
+            engine = create_db_engine(f"sqlite:///{{Path({str(path)!r})}}")
+            for pages in (10, {PAGES}):  # the second commit's checkpoint waits for the interval
+                with engine.begin() as conn:
+                    conn.execute(sa.text("INSERT INTO filler VALUES (:b)"), [{{"b": b"x" * 3900}}] * pages)
+            """
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+        assert _in_database_file(path) >= PAGES + 10

@@ -37,10 +37,11 @@ from tests.web.conftest import make_person
 
 PATIENT = "full.disk@example.org"
 DISK_MB = 24
-STEP = 768 * 1024
-"""Free space grows by this much from none until the import fits (about 5 MB for the upload export
-on SQLite: its records in the write-ahead log, then the 2.3 MB raw file), so that the disk fills up
-at every stage of the import."""
+STEP = 384 * 1024
+"""Free space grows by this much from none until the import fits (about 2 MB for the upload
+export on SQLite: its records and then its sealed raw file go into the write-ahead log; the database
+file grows later, at the checkpoint after the commit), so that the disk fills up at every stage of
+the import."""
 FULL = "error: the disk is full; nothing was stored"
 SQLITE_FILES = ("glucoshare.db-wal", "glucoshare.db-shm")
 """Files SQLite keeps beside the database, whose size changes with any write."""

@@ -12,13 +12,17 @@ replays them on the next open.
 
 A transaction that changed rows asks for a checkpoint when it ends; a database is checkpointed at
 most once every :data:`MIN_INTERVAL_S`, so that many small writes (an audit row per request) share
-one checkpoint and its ``fsync``. The log's own bookkeeping (the ``-shm`` file) is left to SQLite:
-a process that opens and closes that file itself drops the POSIX locks SQLite holds on it, and
-another process may then reset the shared memory under this one's feet.
+one checkpoint and its ``fsync``. At exit the process runs the checkpoints still asked for
+(:meth:`Checkpointer.drain`), so that a short-lived command leaves no pages in the log.
+
+The log's own bookkeeping (the ``-shm`` file) is left to SQLite: a process that opens and closes
+that file itself drops the POSIX locks SQLite holds on it, and another process may then reset the
+shared memory under this one's feet.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -88,6 +92,20 @@ class Checkpointer:
                 threading.Thread(target=self._run, name="glucoshare-wal-checkpoint", daemon=True).start()
             self._cond.notify()
 
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Run every requested checkpoint now, the interval waived, and wait for them.
+
+        Registered to run at exit, so that a short-lived process (``glucoshare import``) does not
+        leave its pages in the log for whichever process writes next. False if ``timeout_s``
+        passed first.
+        """
+        with self._cond:
+            now = time.monotonic()
+            for database in self._due:
+                self._due[database] = now
+            self._cond.notify_all()
+        return self.wait_idle(timeout_s)
+
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until every request has been handled; False if ``timeout_s`` passed first."""
         with self._cond:
@@ -132,6 +150,7 @@ class Checkpointer:
 CHECKPOINTER = Checkpointer()
 """The process's checkpoint thread (one for every SQLite database file the process writes)."""
 os.register_at_fork(after_in_child=CHECKPOINTER.forget_thread)
+atexit.register(CHECKPOINTER.drain)
 
 
 def checkpoint_off_the_commit(

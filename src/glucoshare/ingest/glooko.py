@@ -1163,10 +1163,12 @@ class _FileReader:
                 glucose = _GlucoseColumn(
                     layout.units[glucose_field], METER_LIMITS_MGDL, annotate_numbers=False
                 )
-            if reads_newest_first(np.array([wall for wall, _, _ in rows], np.int64)):
+            walls = np.array([wall for wall, _, _ in rows], np.int64)
+            if reads_newest_first(walls):
                 rows.reverse()
+                walls = walls[::-1].copy()
             clock = self.ctx.clock(f"glooko|{layout.kind}|{serial or ''}")
-            instants, offsets = clock.resolve_many(np.array([wall for wall, _, _ in rows], np.int64))
+            instants, offsets = clock.resolve_many(walls)
             events = _Events(layout, device, glucose)
             for (_, line, row), time_ms, offset in zip(
                 rows, instants.tolist(), offsets.tolist(), strict=True

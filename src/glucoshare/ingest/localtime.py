@@ -98,9 +98,6 @@ class LocalClock:
         self.skipped_hour = 0
         self.ambiguous = 0
 
-    def _exact_offsets(self, local: dt.datetime) -> tuple[int, int]:
-        return _exact_offsets(self.tz, local)
-
     def _day_offsets(self, day: int) -> tuple[int, int] | None:
         """The offsets of a whole local day, or ``None`` when a transition falls inside it."""
         self._days[day] = offsets = _day_offsets(self.tz, day)
@@ -113,8 +110,8 @@ class LocalClock:
         agree (no transition inside it); otherwise :data:`_NO_CACHE` and computed per record.
         """
         start = _EPOCH + dt.timedelta(milliseconds=slot * _SLOT_MS)
-        offsets = self._exact_offsets(start)
-        if self._exact_offsets(start + _SLOT_END) != offsets:
+        offsets = _exact_offsets(self.tz, start)
+        if _exact_offsets(self.tz, start + _SLOT_END) != offsets:
             offsets = _NO_CACHE
         self._cache[slot] = offsets
         return offsets
@@ -138,7 +135,7 @@ class LocalClock:
             if offsets is None:
                 offsets = self._slot_offsets(slot)
             if offsets == _NO_CACHE:
-                offsets = self._exact_offsets(_EPOCH + dt.timedelta(milliseconds=wall))
+                offsets = _exact_offsets(self.tz, _EPOCH + dt.timedelta(milliseconds=wall))
         off0, off1 = offsets
         if off0 == off1:
             offset = off0

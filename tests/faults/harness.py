@@ -231,6 +231,14 @@ def _nothing(_running: Running) -> Iterator[None]:
     yield
 
 
+def _output(path: Path) -> str:
+    """What a victim wrote to ``path``: nothing when it was killed before it opened the file."""
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def kill_during(
     command: Sequence[str],
     moments: Sequence[float],
@@ -271,8 +279,8 @@ def kill_during(
             moment=moment,
             landed=returncode == -signal.SIGKILL,
             returncode=returncode,
-            stdout=out.read_text(errors="replace"),
-            stderr=err.read_text(errors="replace"),
+            stdout=_output(out),
+            stderr=_output(err),
         )
         done.append(point)
         verify(point)

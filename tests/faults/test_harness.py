@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tests.faults.conftest import base_environment
-from tests.faults.harness import Exec, KillPoint, kill_during, spread_moments
+from tests.faults.harness import Exec, KillPoint, Running, _Popen, kill_during, spread_moments
 
 
 def test_kill_during_kills_a_running_process_and_tells_when_it_had_ended(tmp_path: Path) -> None:
@@ -17,6 +19,38 @@ def test_kill_during_kills_a_running_process_and_tells_when_it_had_ended(tmp_pat
     points += kill_during(["true"], [0.5], seen.append, env=env, scratch=tmp_path, launcher=Exec())
     assert seen == points
     assert [(p.landed, p.returncode) for p in points] == [(True, -signal.SIGKILL), (False, 0)]
+
+
+class _OpensNothing:
+    """Starts a victim that has not opened its output files yet when it dies.
+
+    A child of the fork server opens them itself, after the fork: a kill a millisecond after the
+    start finds no file.
+    """
+
+    def start(self, command: Sequence[str], env: Mapping[str, str], stdout: Path, stderr: Path) -> Running:
+        del stdout, stderr  # never created
+        process = subprocess.Popen(
+            list(command),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return _Popen(process)
+
+
+def test_a_victim_killed_before_it_opened_its_output_wrote_nothing(tmp_path: Path) -> None:
+    (point,) = kill_during(
+        ["sleep", "30"],
+        [0.05],
+        lambda _: None,
+        env=base_environment(),
+        scratch=tmp_path,
+        launcher=_OpensNothing(),
+    )
+    assert (point.landed, point.stdout, point.stderr) == (True, "", "")
 
 
 def _alive(pid: int) -> bool:

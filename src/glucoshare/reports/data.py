@@ -163,7 +163,7 @@ def load_period_records(
             Record.time_ms >= start_ms - BASAL_LOOKBACK_MS,
             Record.time_ms < end_ms,
         )
-        .order_by(Record.time_ms)
+        .order_by(Record.time_ms, Record.id)  # one order on both engines
     ).all()
     utc = np.array([row[2] for row in rows], np.int64)
     local = (utc + utc_offsets_ms(utc, timezone)).tolist()

@@ -89,7 +89,7 @@ def load_cgm(session: Session, patient_id: str, timezone: str, start_ms: int, en
             Record.time_ms < end_ms,
             Record.value.is_not(None),
         )
-        .order_by(Record.time_ms)
+        .order_by(Record.time_ms, Record.id)  # one order on both engines: sums agree to the last digit
     ).all()
     if not rows:
         empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)

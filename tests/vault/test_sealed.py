@@ -15,6 +15,7 @@ from glucoshare.accounts.models import Patient, User
 from glucoshare.accounts.service import get_patient, list_patients, patient_emails
 from glucoshare.accounts.users import get_user
 from glucoshare.config import Settings
+from glucoshare.db.checkpoint import CHECKPOINTER
 from glucoshare.db.session import create_db_engine, session_scope
 from glucoshare.ingest.service import erase_patient, read_raw
 from glucoshare.records.models import Upload
@@ -98,12 +99,14 @@ def test_the_sqlite_file_and_its_wal_hold_no_identifying_value(
 ) -> None:
     with engine.connect() as conn:
         conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    assert CHECKPOINTER.drain(30)  # the process's checkpoint thread touches no file while they are read
     database = Path(make_url(database_url).database or "")
     files = sorted(database.parent.glob(database.name + "*"))
     assert database in files
     for path in files:
         assert leaks([path.read_bytes()], stored.canaries()) == [], path.name
     engine.dispose()  # closing the last connection folds the WAL into the file again
+    assert CHECKPOINTER.drain(30)
     for path in sorted(database.parent.glob(database.name + "*")):
         assert leaks([path.read_bytes()], stored.canaries()) == [], path.name
 

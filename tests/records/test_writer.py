@@ -11,26 +11,15 @@ from sqlalchemy.orm import Session
 
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.devices.service import resolve_device
-from glucoshare.records.models import Record, Upload
+from glucoshare.records.models import Record
 from glucoshare.records.service import RECORD_COLUMNS, ReadingColumns, RecordWriter, dedup_keys
+from tests.records.helpers import bare_upload
 
 
 def _setup(session: Session) -> tuple[int, int]:
     patient = add_patient(session, validate_patient(email="w@example.org", name="W"))
     device = resolve_device(session, patient_id=patient.id, manufacturer="Acme", model="M", serial="S1")
-    upload = Upload(
-        patient_id=patient.id,
-        file_name="f",
-        sha256="0" * 64,
-        size_bytes=1,
-        format="x",
-        encoding="utf-8",
-        timezone="UTC",
-        uploaded_by="t",
-    )
-    session.add(upload)
-    session.flush()
-    return device.seq, upload.seq
+    return device.seq, bare_upload(session, patient.id).seq
 
 
 def _row(device: int, upload: int, i: int, kind: str | None = "cbg") -> tuple[object, ...]:

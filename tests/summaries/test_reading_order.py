@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.devices.service import resolve_device
-from glucoshare.records.models import Upload
 from glucoshare.records.service import RecordWriter
 from glucoshare.reports.data import load_period_records
 from glucoshare.summaries.data import load_cgm
+from tests.records.helpers import bare_upload
 
 START = 1_700_000_000_000
 STEP = 300_000
@@ -25,18 +25,7 @@ def _readings(session: Session) -> str:
     patient = add_patient(session, validate_patient(email="two@example.org", name="Two", timezone="UTC"))
     first = resolve_device(session, patient_id=patient.id, manufacturer="Acme", model="M", serial="S1")
     second = resolve_device(session, patient_id=patient.id, manufacturer="Acme", model="M", serial="S2")
-    upload = Upload(
-        patient_id=patient.id,
-        file_name="f",
-        sha256="0" * 64,
-        size_bytes=1,
-        format="x",
-        encoding="utf-8",
-        timezone="UTC",
-        uploaded_by="t",
-    )
-    session.add(upload)
-    session.flush()
+    upload = bare_upload(session, patient.id)
     writer = RecordWriter(session)
     for device, base in ((second.seq, 200.0), (first.seq, 100.0)):  # lower ids for the higher device
         writer.write(

@@ -29,6 +29,7 @@ from glucoshare.simulator.timeline import Timeline
 from glucoshare.simulator.writers.carelink import CareLinkOptions, calculator_schedule, write_carelink
 from glucoshare.summaries.settings_data import load_device_settings
 from tests.ingest.helpers import profile, store_export
+from tests.records.helpers import bare_upload
 
 TZ = "Europe/Berlin"
 DAY = 86_400_000
@@ -123,18 +124,7 @@ def _pump_record(
 def test_pump_settings_records_win_with_their_history(session: Session, settings: Settings) -> None:
     timeline, patient = _imported(session, settings)
     device = session.scalars(select(Device).where(Device.patient_id == patient.id)).one()
-    upload = Upload(
-        patient_id=patient.id,
-        file_name="pump-settings.json",
-        sha256="1" * 64,
-        size_bytes=1,
-        format="test",
-        encoding="utf-8",
-        timezone=TZ,
-        uploaded_by="test",
-    )
-    session.add(upload)
-    session.flush()
+    upload = bare_upload(session, patient.id, file_name="pump-settings.json", timezone=TZ)
     start, end = timeline.start_ms, timeline.end_ms
     standard = PumpSettings(
         local_ms=0,

@@ -8,10 +8,13 @@ Europe/Berlin``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from glucoshare.accounts.service import add_patient, validate_patient
@@ -38,13 +41,59 @@ def _peak_rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def _pss_kib(pid: str) -> int:
+    """A process's proportional set size: its private pages, and its share of pages it shares."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:  # the process has ended
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _children() -> list[str]:
+    found: list[str] = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += (task / "children").read_text().split()
+    return found
+
+
+@contextlib.contextmanager
+def pss_sampled(peak: list[int]) -> Iterator[None]:
+    """Sample this process's and its children's proportional set sizes every 5 ms; the highest sum
+    goes to ``peak[0]`` (KiB). Pages shared by the import and its parse process (ingest.parse_process)
+    count once in the sum. The sampling costs time: only in a run that is not timed."""
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _pss_kib("self") + sum(_pss_kib(pid) for pid in _children()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sampler.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--file", required=True, type=Path)
     parser.add_argument("--warmup", type=Path, help="a small file of another device, imported first")
     parser.add_argument("--timezone", default="Europe/Berlin")
+    parser.add_argument(
+        "--sample-memory",
+        action="store_true",
+        help="sample the memory of this process and its parse process (slows the import down)",
+    )
     args = parser.parse_args()
+    pss_peak = [0]
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings(database_url=args.url, data_dir=Path(data_dir))
         engine = create_db_engine(args.url, keyring=load_or_create(settings.effective_secret_key_file))
@@ -70,7 +119,8 @@ def main() -> None:
                 )
         start = time.perf_counter()
         data = args.file.read_bytes()
-        with session_scope(engine) as session:
+        sampled = pss_sampled(pss_peak) if args.sample_memory else contextlib.nullcontext()
+        with sampled, session_scope(engine) as session:
             uploads = import_files(  # one upload, or one per member of a zip archive
                 session,
                 settings=settings,
@@ -82,6 +132,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
     engine.dispose()
     peak_kib = _peak_rss_kib()
+    # The parse process (ingest.parse_process), reaped by now; its peak counts the pages it shares
+    # with this process (the decoded file) as its own too.
+    child_kib = int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(
         json.dumps(
             {
@@ -90,6 +143,8 @@ def main() -> None:
                 "readings": sum(u.counts.get("cbg", 0) for u in uploads),
                 "new": sum(u.new for u in uploads),
                 "peak_rss_mb": peak_kib / 1024,
+                "parse_process_peak_rss_mb": child_kib / 1024,
+                "peak_pss_both_mb": pss_peak[0] / 1024,
             }
         )
     )

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
         description="Largest total size of the files inside one archive or folder, in bytes (1 GB).",
     )
 
+    parse_process_min_chars: int = Field(
+        default=1 << 20,
+        ge=0,
+        description=(
+            "An import whose files hold at least this many characters is parsed in a child process "
+            "while the records are stored (Linux only; 0: every import)."
+        ),
+    )
+
     @field_validator("database_url")
     @classmethod
     def _normalise_postgres_driver(cls, value: str | None) -> str | None:

@@ -53,6 +53,14 @@ from glucoshare.ingest.errors import (
     NoRecordsError,
     UnknownFormatError,
 )
+from glucoshare.ingest.parse_process import (
+    HourCounts,
+    ParseAhead,
+    Parser,
+    ParseTask,
+    forking_pays,
+    parse_here,
+)
 from glucoshare.ingest.registry import detect_format, get_importer, importers, source_rank
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.workbooks import OLE2_MAGIC, is_workbook, workbook_text
@@ -654,15 +662,17 @@ def _store(
     prepared: PreparedFile,
     zone: str,
     actor: str,
-    siblings: Sequence[SourceText],
+    parse: Callable[[], tuple[ParseResult, HourCounts]],
     batch_id: str | None,
     progress: ProgressCallback | None,
 ) -> UploadOut:
-    """Parse and store one recognised file as one upload (the caller owns the transaction)."""
+    """Parse (``parse``: here or in the parse process) and store one recognised file as one upload.
+
+    The caller owns the transaction.
+    """
     incoming, source, importer = prepared.incoming, prepared.source, prepared.importer
     name, data = incoming.name, incoming.data
-    ctx = ParseContext(zone, [s for s in siblings if s is not source])
-    result = importer.parse(source, ctx)
+    result, ctx = parse()
     sha256 = hashlib.sha256(data).hexdigest()
     upload = Upload(
         patient_id=patient.id,
@@ -677,6 +687,9 @@ def _store(
     )
     session.add(upload)
     session.flush()
+    # Kept before the records are read: with the parse in a child process, this is done while the
+    # child reads the first rows.
+    _store_raw(session, patient.id, sha256, data)
     builder = _UploadBuilder(session, patient, upload, result)
     try:
         with collector_paused():
@@ -686,10 +699,11 @@ def _store(
     except DeviceOwnedByAnotherPatientError as exc:
         raise DeviceOwnedByAnotherPatientError(f"{name}: {exc.message}") from exc
     except NoRecordsError:
-        # Nothing was stored for the file (no record, so no device either): only its upload row,
-        # which goes again, so that a batch can leave the file out and go on.
+        # Nothing was stored for the file (no record, so no device either): only its upload row
+        # and its raw file, which go again, so that a batch can leave the file out and go on.
         session.delete(upload)
         session.flush()
+        _forget_raw_when_unused(session, patient.id, sha256)
         raise
     total = sum(builder.counts.values())
     new = builder.new
@@ -705,7 +719,6 @@ def _store(
     session.flush()
     if new and builder.first_ms is not None and builder.last_ms is not None:
         mark_outdated(session, patient.id, builder.first_ms, builder.last_ms, "upload")
-    _store_raw(session, patient.id, sha256, data)
     record_event(
         session,
         actor=actor,
@@ -750,16 +763,27 @@ def import_file(
         msg = f"{incoming.name}: this is a zip archive; its files are imported together as a batch"
         raise ArchiveRefusedError(msg)
     prepared = _prepare_one(settings, incoming, None)
-    return _store(
-        session,
-        patient=patient,
-        prepared=prepared,
-        zone=zone,
-        actor=actor,
-        siblings=(),
-        batch_id=None,
-        progress=progress,
-    )
+    with _parser(settings, [ParseTask(prepared.source, prepared.importer, ())], zone) as parse:
+        return _store(
+            session,
+            patient=patient,
+            prepared=prepared,
+            zone=zone,
+            actor=actor,
+            parse=functools.partial(parse, 0),
+            batch_id=None,
+            progress=progress,
+        )
+
+
+@contextlib.contextmanager
+def _parser(settings: Settings, tasks: Sequence[ParseTask], zone: str) -> Iterator[Parser]:
+    """The parse of an import's files: in a child process when that pays, else in this one."""
+    if not forking_pays(tasks, settings.parse_process_min_chars):
+        yield parse_here(tasks, zone)
+        return
+    with ParseAhead(tasks, zone) as ahead:
+        yield ahead.parse
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -846,12 +870,32 @@ def import_files(
     zone = timezone or patient.timezone
     _check_zone(zone)
     batch = prepare_files(settings, files, containers or [None] * len(files))
-    batch_id = new_id() if len(batch.files) > 1 else None
     siblings = batch.siblings
+    tasks = [
+        ParseTask(p.source, p.importer, tuple(s for s in siblings if s is not p.source)) for p in batch.files
+    ]
+    with _parser(settings, tasks, zone) as parse:
+        return _store_batch(
+            session, patient=patient, batch=batch, parse=parse, zone=zone, actor=actor, progress=progress
+        )
+
+
+def _store_batch(
+    session: Session,
+    *,
+    patient: Patient,
+    batch: PreparedBatch,
+    parse: Parser,
+    zone: str,
+    actor: str,
+    progress: Callable[[str], ProgressCallback | None] | None,
+) -> list[UploadOut]:
+    """Store the files of a prepared batch, one upload each (see :func:`import_files`)."""
+    batch_id = new_id() if len(batch.files) > 1 else None
     out: list[UploadOut] = []
     first_of: dict[str, int] = {}
     several = len(batch.files) > 1
-    for prepared in batch.files:
+    for index, prepared in enumerate(batch.files):
         callback = None if progress is None else progress(prepared.incoming.name)
         store = functools.partial(
             _store,
@@ -860,7 +904,7 @@ def import_files(
             prepared=prepared,
             zone=zone,
             actor=actor,
-            siblings=siblings,
+            parse=functools.partial(parse, index),
             batch_id=batch_id,
             progress=callback,
         )

@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -33,6 +34,7 @@ from glucoshare.ingest.base import (
     ParsedItem,
     ParsedRecord,
     ParseResult,
+    ReadingBlock,
     SourceText,
 )
 from glucoshare.ingest.errors import MalformedFileError
@@ -212,6 +214,19 @@ class _Scripted:
             elif step == "rename":  # what Clarity does when a later row names the model
                 device.model = "later model"
                 device.identifiers.add(("serial", "S1"))
+            elif step == "block":  # a whole file's readings as one block
+                rows = np.arange(10_000, dtype=np.int64)
+                yield ReadingBlock(
+                    "cbg",
+                    "sensor",
+                    "d",
+                    "mg/dL",
+                    1_700_000_000_000 + rows * 300_000,
+                    np.full(rows.size, 60),
+                    100.0 + rows % 50,
+                    100.0 + rows % 50,
+                    rows + 2,
+                )
             elif step == "die":
                 os._exit(3)
             elif step == "hang":
@@ -238,6 +253,26 @@ def test_a_device_is_sent_as_it_was_at_its_first_record_and_at_the_end() -> None
         assert result.notes == ["a note"]
         assert result.primary_device == "d"
         assert (counts.skipped_hour_records, counts.repeated_hour_records) == (0, 0)
+
+
+def test_a_whole_file_block_arrives_in_pieces_that_add_up_to_it() -> None:
+    with ParseAhead([_task("record", "block", "record")], ZONE) as ahead:
+        result, _ = ahead.parse(0)
+        items = list(result.records)
+    blocks = [item for item in items if isinstance(item, ReadingBlock)]
+    assert [len(b) for b in blocks] == [4096, 4096, 1808]
+    assert [type(item) for item in items] == [ParsedRecord, *[ReadingBlock] * 3, ParsedRecord]
+    rows = np.arange(10_000, dtype=np.int64)
+    joined = {
+        field: np.concatenate([getattr(b, field) for b in blocks])
+        for field in ("time_ms", "utc_offset_min", "value", "orig_value", "line")
+    }
+    assert (joined["time_ms"] == 1_700_000_000_000 + rows * 300_000).all()
+    assert (joined["value"] == 100.0 + rows % 50).all()
+    assert (joined["line"] == rows + 2).all()
+    assert {(b.type, b.subtype, b.device, b.orig_unit, b.duration_ms) for b in blocks} == {
+        ("cbg", "sensor", "d", "mg/dL", None)
+    }
 
 
 def test_files_are_parsed_in_order_and_an_unread_rest_is_skipped() -> None:

@@ -374,8 +374,18 @@ def _parse_one(task: ParseTask, zone: str, writer: _FrameWriter) -> None:  # pra
                 info = devices.get(key)
                 if info is not None:
                     add(_DeviceAt(key, _copy_device(info)))
-            add(item)
-            weight += len(item) if type(item) is ReadingBlock else 1
+            if type(item) is not ReadingBlock:
+                add(item)
+                weight += 1
+            elif len(item) <= _FRAME_WEIGHT:
+                add(item)
+                weight += len(item)
+            else:  # a whole file's block: sent and stored a frame at a time (memory; an earlier start)
+                for piece in _pieces(item, _FRAME_WEIGHT):
+                    add(piece)
+                    writer.send((_ITEMS,))
+                weight = 0
+                continue
             if weight >= _FRAME_WEIGHT:
                 writer.send((_ITEMS,))
                 weight = 0
@@ -393,6 +403,21 @@ def _parse_one(task: ParseTask, zone: str, writer: _FrameWriter) -> None:  # pra
             ctx.repeated_hour_records,
         )
     )
+
+
+def _pieces(block: ReadingBlock, size: int) -> Iterator[ReadingBlock]:
+    """``block`` as consecutive blocks of at most ``size`` rows (storing them stores the block)."""
+    for start in range(0, len(block), size):
+        part = slice(start, start + size)
+        yield dataclasses.replace(
+            block,
+            time_ms=block.time_ms[part],
+            utc_offset_min=block.utc_offset_min[part],
+            value=block.value[part],
+            orig_value=block.orig_value[part],
+            line=block.line[part],
+            duration_ms=None if block.duration_ms is None else block.duration_ms[part],
+        )
 
 
 def _copy_device(info: DeviceInfo) -> DeviceInfo:

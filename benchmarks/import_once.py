@@ -135,16 +135,17 @@ def main() -> None:
     # The parse process (ingest.parse_process), reaped by now; its peak counts the pages it shares
     # with this process (the decoded file) as its own too.
     child_kib = int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    sampled = {"peak_pss_both_mb": pss_peak[0] / 1024} if args.sample_memory else {}
     print(
         json.dumps(
             {
+                **sampled,
                 "seconds": seconds,
                 "records": sum(sum(u.counts.values()) for u in uploads),
                 "readings": sum(u.counts.get("cbg", 0) for u in uploads),
                 "new": sum(u.new for u in uploads),
                 "peak_rss_mb": peak_kib / 1024,
                 "parse_process_peak_rss_mb": child_kib / 1024,
-                "peak_pss_both_mb": pss_peak[0] / 1024,
             }
         )
     )

@@ -67,8 +67,8 @@ class Settings(BaseSettings):
         default=1 << 20,
         ge=0,
         description=(
-            "An import whose files hold at least this many characters is parsed in a child process "
-            "while the records are stored (Linux only; 0: every import)."
+            "An import into SQLite whose files hold at least this many characters is parsed in a "
+            "child process while the records are stored (Linux only; 0: every import)."
         ),
     )
 

@@ -1,11 +1,11 @@
 """The parse of an import's files in a process of its own, while this process stores the records.
 
 An import parses (Python code reading rows) and stores (inserts into the database). On one core
-the two take turns; the parse alone takes 1.3 to 4.3 times as long as reading the file with the
-``csv`` module, the store 1 to 3 times (BENCHMARKS.md). :class:`ParseAhead` forks a child process
-at the start of an import; the child parses every file of the batch, in order, and streams what
-each parse yields through a pipe, while this process stores the records as they arrive. Both run
-at once, each on a core of its own.
+the two take turns, and each takes about as long as the other (BENCHMARKS.md shows both for the
+benchmark files; one interpreter runs Python on one core at a time, so a thread would not help).
+:class:`ParseAhead` forks a child process at the start of an import; the child parses every file
+of the batch, in order, and streams what each parse yields through a pipe, while this process
+stores the records as they arrive. Both run at once, each on a core of its own.
 
 The child inherits the decoded files by ``fork``: only its results cross the pipe, pickled. It
 touches no database connection and no lock of this process, and leaves with ``os._exit``, so
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import gc
 import io
 import os
@@ -140,11 +139,14 @@ class ParseAhead:
         self.tasks = tasks
         self.zone = zone
         self.pid = 0
+        self.pidfd = -1
         self.pipe: BinaryIO | None = None
         self.next_index = 0
         self.in_file = False
 
     def __enter__(self) -> Self:
+        import fcntl  # noqa: PLC0415 - POSIX only; this class runs on Linux only (forking_pays)
+
         read_fd, write_fd = os.pipe()
         with contextlib.suppress(OSError):  # Linux lets any process have 1 MiB; less works too
             fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
@@ -157,6 +159,8 @@ class ParseAhead:
             os.close(read_fd)
             _child_main(self.tasks, self.zone, _FrameWriter(write_fd))
         self.pid = pid
+        with contextlib.suppress(AttributeError, OSError):  # Linux 5.3 and later
+            self.pidfd = os.pidfd_open(pid)
         os.close(write_fd)
         self.pipe = os.fdopen(read_fd, "rb", buffering=0)
         return self
@@ -168,10 +172,16 @@ class ParseAhead:
         """Stop a child still at work, and reap it."""
         if self.pid:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+                if self.pidfd >= 0:  # the child itself, even if its number went to another process
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                else:
+                    os.kill(self.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
             self.pid = 0
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
         if self.pipe is not None:
             self.pipe.close()
             self.pipe = None

@@ -65,12 +65,26 @@ def _children() -> list[str]:
 def pss_sampled(peak: list[int]) -> Iterator[None]:
     """Sample this process's and its children's proportional set sizes every 5 ms; the highest sum
     goes to ``peak[0]`` (KiB). Pages shared by the import and its parse process (ingest.parse_process)
-    count once in the sum. The sampling costs time: only in a run that is not timed."""
+    count once in the sum. The sampling costs time: only in a run that is not timed.
+
+    The two processes cannot be read at one instant. While a child exits, its pages pass to this
+    process (whose share grows) as they leave the child, and a sum of two readings taken a moment
+    apart could count them twice; so the children are read before and after this process, and a
+    sample in which they changed by more than 2 MiB is left out. An exit only frees memory: the
+    samples before it hold the peak.
+    """
     done = threading.Event()
+
+    def children_kib() -> int:
+        return sum(_pss_kib(pid) for pid in _children())
 
     def sample() -> None:
         while not done.wait(0.005):
-            peak[0] = max(peak[0], _pss_kib("self") + sum(_pss_kib(pid) for pid in _children()))
+            before = children_kib()
+            own = _pss_kib("self")
+            after = children_kib()
+            if abs(after - before) <= _STEADY_KIB:
+                peak[0] = max(peak[0], own + after)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -79,6 +93,10 @@ def pss_sampled(peak: list[int]) -> Iterator[None]:
     finally:
         done.set()
         sampler.join()
+
+
+_STEADY_KIB = 2048
+"""How much the children's memory may change across one sample for the sample to count."""
 
 
 def main() -> None:

@@ -177,8 +177,8 @@ class ReadingBlock:
                 duration,
             )
 
-    def kept(self, keep: npt.NDArray[np.bool_]) -> ReadingBlock:
-        """The block with only the rows where ``keep`` is true."""
+    def kept(self, keep: npt.NDArray[np.bool_] | slice) -> ReadingBlock:
+        """The block with only the rows ``keep`` selects: where a mask is true, or a slice of them."""
         return dataclasses.replace(
             self,
             time_ms=self.time_ms[keep],

@@ -418,16 +418,7 @@ def _parse_one(task: ParseTask, zone: str, writer: _FrameWriter) -> None:  # pra
 def _pieces(block: ReadingBlock, size: int) -> Iterator[ReadingBlock]:
     """``block`` as consecutive blocks of at most ``size`` rows (storing them stores the block)."""
     for start in range(0, len(block), size):
-        part = slice(start, start + size)
-        yield dataclasses.replace(
-            block,
-            time_ms=block.time_ms[part],
-            utc_offset_min=block.utc_offset_min[part],
-            value=block.value[part],
-            orig_value=block.orig_value[part],
-            line=block.line[part],
-            duration_ms=None if block.duration_ms is None else block.duration_ms[part],
-        )
+        yield block.kept(slice(start, start + size))
 
 
 def _copy_device(info: DeviceInfo) -> DeviceInfo:

@@ -44,7 +44,8 @@ from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.parse_process import ParseAhead, ParseProcessError, ParseTask
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import import_files
-from glucoshare.records.service import iter_records, note_place, upload_public_ids
+from glucoshare.records.models import Upload
+from glucoshare.records.service import iter_records, note_place
 from glucoshare.records.vocabulary import RecordType
 from glucoshare.vault.service import open_mapping
 from tests.fuzz.seeds import LAYOUTS, ZONE, layout
@@ -71,29 +72,22 @@ def _files(name: str) -> tuple[list[IncomingFile], list[str | None]]:
 def _stored(session: Session, patient: Patient) -> dict[str, Any]:
     """Everything an import left for the patient, without ids (which differ between two runs)."""
     session.flush()
-    uploads = upload_public_ids(session, patient.id)
-    names = {public: name for public, name in _upload_names(session, patient.id)}
+    uploads = session.scalars(select(Upload).where(Upload.patient_id == patient.id))
+    files = {upload.seq: upload.file_name for upload in uploads}  # the name is sealed: read per row
     records = []
     for record, device in iter_records(session, patient.id):
         payload = None
         if record.type == RecordType.NOTE:
             payload = open_mapping(session, patient.id, record.payload, note_place(patient.id))
-        row = record_row(record, device, uploads.get(record.upload_seq), payload)
-        row["upload"] = names.get(row.pop("upload_id"))
-        del row["id"]
+        row = record_row(record, device, None, payload)
+        row["upload"] = files[record.upload_seq]
+        del row["id"], row["upload_id"]
         records.append(row)
     devices = [
         (d.manufacturer, d.model, d.serial, d.source_rank, sorted((i.kind, i.value) for i in d.identifiers))
         for d in session.scalars(select(Device).where(Device.patient_id == patient.id).order_by(Device.seq))
     ]
     return {"records": sorted(records, key=repr), "devices": devices}
-
-
-def _upload_names(session: Session, patient_id: str) -> Iterator[tuple[str, str]]:
-    from glucoshare.records.models import Upload  # noqa: PLC0415 - only here
-
-    for upload in session.scalars(select(Upload).where(Upload.patient_id == patient_id)):
-        yield upload.id, upload.file_name
 
 
 def _report(uploads: list[Any]) -> list[dict[str, Any]]:

@@ -422,7 +422,11 @@ def _pieces(block: ReadingBlock, size: int) -> Iterator[ReadingBlock]:
 
 
 def _copy_device(info: DeviceInfo) -> DeviceInfo:
-    """A copy of a device's details that later changes to ``info`` do not reach."""
+    """A copy of a device's details as they are now, an object of its own.
+
+    Not ``info`` itself: a frame's pickler remembers the objects it has pickled, and would send a
+    later mention of the same object (the file's devices at its end) as its state at the first.
+    """
     return dataclasses.replace(info, identifiers=set(info.identifiers))
 
 

@@ -191,7 +191,13 @@ def dedup_keys(record_type: str, subtype: str, values: Sequence[float]) -> str |
         return dedup_key(record_type, subtype, None, "")
     if len(subtype) > _MAX_KEY // 2:  # a key that may need hashing: the general way
         return [dedup_key(record_type, subtype, value, "") for value in values]
-    return [f"{subtype}|{value:.6g}|" for value in values]
+    distinct = set(values)
+    if len(distinct) * 2 > len(values):
+        return [f"{subtype}|{value:.6g}|" for value in values]
+    # A pump repeats a few rates and doses: each key is formatted once (but 0.0 and -0.0, equal
+    # as numbers, are written apart, each as dedup_key writes it).
+    keys = {value: f"{subtype}|{value:.6g}|" for value in distinct}
+    return [keys[value] if value else f"{subtype}|{value:.6g}|" for value in values]
 
 
 class RecordWriter:

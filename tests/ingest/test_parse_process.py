@@ -50,6 +50,7 @@ from glucoshare.records.vocabulary import RecordType
 from glucoshare.vault.service import open_mapping
 from tests.fuzz.seeds import LAYOUTS, ZONE, layout
 from tests.ingest.helpers import committed_upload, refused_unchanged
+from tests.kept import kept_places, raw_place
 
 HERE = 10**12
 """``parse_process_min_chars`` that keeps every parse in this process."""
@@ -72,8 +73,11 @@ def _files(name: str) -> tuple[list[IncomingFile], list[str | None]]:
 def _stored(session: Session, patient: Patient) -> dict[str, Any]:
     """Everything an import left for the patient, without ids (which differ between two runs)."""
     session.flush()
-    uploads = session.scalars(select(Upload).where(Upload.patient_id == patient.id))
+    uploads = list(session.scalars(select(Upload).where(Upload.patient_id == patient.id)))
     files = {upload.seq: upload.file_name for upload in uploads}  # the name is sealed: read per row
+    # The raw files kept are those of the uploads: a member left out (no records) keeps none.
+    kept = kept_places(session, patient.id)
+    assert kept == {raw_place(patient.id, upload.sha256) for upload in uploads}
     records = []
     for record, device in iter_records(session, patient.id):
         payload = None
@@ -87,7 +91,11 @@ def _stored(session: Session, patient: Patient) -> dict[str, Any]:
         (d.manufacturer, d.model, d.serial, d.source_rank, sorted((i.kind, i.value) for i in d.identifiers))
         for d in session.scalars(select(Device).where(Device.patient_id == patient.id).order_by(Device.seq))
     ]
-    return {"records": sorted(records, key=repr), "devices": devices}
+    return {
+        "records": sorted(records, key=repr),
+        "devices": devices,
+        "kept": sorted(place.replace(patient.id, "<patient>") for place in kept),
+    }
 
 
 def _report(uploads: list[Any]) -> list[dict[str, Any]]:

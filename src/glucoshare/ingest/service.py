@@ -585,6 +585,8 @@ class PreparedFile:
     importer: Importer
     container: str | None
     """The archive (or folder) it was found in; ``None`` for a file given on its own."""
+    sha256: str
+    """Of the file's bytes (hex): names its upload's content and its kept raw file."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -606,7 +608,7 @@ def _prepare_one(settings: Settings, incoming: IncomingFile, container: str | No
     source = _read_source(incoming.name, incoming.data, archive_limits(settings))
     importer = detect_format(source)
     _refuse_if_truncated(source, final_newline=getattr(importer, "final_newline", False))
-    return PreparedFile(incoming, source, importer, container)
+    return PreparedFile(incoming, source, importer, container, hashlib.sha256(incoming.data).hexdigest())
 
 
 def prepare_files(
@@ -671,9 +673,8 @@ def _store(
     The caller owns the transaction.
     """
     incoming, source, importer = prepared.incoming, prepared.source, prepared.importer
-    name, data = incoming.name, incoming.data
+    name, data, sha256 = incoming.name, incoming.data, prepared.sha256
     result, ctx = parse()
-    sha256 = hashlib.sha256(data).hexdigest()
     upload = Upload(
         patient_id=patient.id,
         file_name=name[:255],
@@ -687,8 +688,8 @@ def _store(
     )
     session.add(upload)
     session.flush()
-    # Kept before the records are read: with the parse in a child process, this is done while the
-    # child reads the first rows.
+    # Kept before the records are read (with the parse in a child process, every file of the batch
+    # was kept while the child read the first: import_files).
     _store_raw(session, patient.id, sha256, data)
     builder = _UploadBuilder(session, patient, upload, result)
     try:
@@ -764,7 +765,7 @@ def import_file(
         raise ArchiveRefusedError(msg)
     prepared = _prepare_one(settings, incoming, None)
     tasks = [ParseTask(prepared.source, prepared.importer, ())]
-    with _parser(session, settings, tasks, zone) as parse:
+    with _parser(session, settings, tasks, zone) as (parse, _):
         return _store(
             session,
             patient=patient,
@@ -778,8 +779,10 @@ def import_file(
 
 
 @contextlib.contextmanager
-def _parser(session: Session, settings: Settings, tasks: Sequence[ParseTask], zone: str) -> Iterator[Parser]:
-    """The parse of an import's files: in a child process when that pays, else in this one.
+def _parser(
+    session: Session, settings: Settings, tasks: Sequence[ParseTask], zone: str
+) -> Iterator[tuple[Parser, bool]]:
+    """The parse of an import's files, and whether it runs in a child process (when that pays).
 
     On SQLite only: there the parse and the store take about as long as each other. On PostgreSQL
     the server's own work is most of an import (it takes three to four times the parse), and a
@@ -787,10 +790,10 @@ def _parser(session: Session, settings: Settings, tasks: Sequence[ParseTask], zo
     """
     on_sqlite = session.get_bind().dialect.name == "sqlite"
     if not on_sqlite or not forking_pays(tasks, settings.parse_process_min_chars):
-        yield parse_here(tasks, zone)
+        yield parse_here(tasks, zone), False
         return
     with ParseAhead(tasks, zone) as ahead:
-        yield ahead.parse
+        yield ahead.parse, True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -881,7 +884,10 @@ def import_files(
     tasks = [
         ParseTask(p.source, p.importer, tuple(s for s in siblings if s is not p.source)) for p in batch.files
     ]
-    with _parser(session, settings, tasks, zone) as parse:
+    with _parser(session, settings, tasks, zone) as (parse, forked):
+        if forked:  # meanwhile the child reads the first file: its records come later
+            for prepared in batch.files:
+                _store_raw(session, patient.id, prepared.sha256, prepared.incoming.data)
         return _store_batch(
             session, patient=patient, batch=batch, parse=parse, zone=zone, actor=actor, progress=progress
         )

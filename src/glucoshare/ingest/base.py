@@ -190,13 +190,39 @@ class ReadingBlock:
         )
 
 
-ParsedItem = ParsedRecord | ReadingBlock
+@dataclasses.dataclass(frozen=True, slots=True)
+class Restart:
+    """Withdraws every item the parse of a file yielded before it; the items after it replace them.
+
+    An importer that hands records over while it reads on may find, at the end of the file, that
+    what it assumed while reading does not hold (Tandem Source resolves a stream's times a chunk at
+    a time while its rows ascend; a stream that stops ascending may then be read in another order).
+    It then yields this and the file's records again, read whole. A consumer undoes what it did with
+    the withdrawn items (an import deletes the records it stored of the file). Rare by design: an
+    importer speculates only on what nearly every file does.
+    """
+
+    reason: str
+
+
+ParsedItem = ParsedRecord | ReadingBlock | Restart
 """What :attr:`ParseResult.records` yields."""
 
 
-def each_record(items: Iterable[ParsedItem]) -> Iterator[ParsedRecord]:
-    """Every record of a parse, with blocks expanded into single records."""
+def settled(items: Iterable[ParsedItem]) -> list[ParsedRecord | ReadingBlock]:
+    """The items of a parse that stand: those after its last :class:`Restart` (all of them, without one)."""
+    kept: list[ParsedRecord | ReadingBlock] = []
     for item in items:
+        if isinstance(item, Restart):
+            kept.clear()
+        else:
+            kept.append(item)
+    return kept
+
+
+def each_record(items: Iterable[ParsedItem]) -> Iterator[ParsedRecord]:
+    """Every record of a parse that stands (:func:`settled`), with blocks expanded into single records."""
+    for item in settled(items):
         if isinstance(item, ReadingBlock):
             yield from item.records()
         else:
@@ -236,8 +262,28 @@ def checked_rows(reader: CsvReader, name: str) -> Iterator[list[str]]:
     try:
         yield from reader
     except csv.Error:
-        msg = f"{name}: line {reader.line_num}: a field holds a stray line break or quote (a damaged file?)"
-        raise MalformedFileError(msg) from None
+        raise _damaged(name, reader.line_num) from None
+
+
+def checked_chunks(reader: CsvReader, name: str, size: int) -> Iterator[list[list[str]]]:
+    """:func:`checked_rows` in lists of up to ``size`` rows, for an importer that reads a chunk at a time.
+
+    A row the csv module cannot split refuses the file the same way, naming its line.
+    """
+    rows = iter(reader)
+    while True:
+        try:
+            chunk = list(itertools.islice(rows, size))
+        except csv.Error:
+            raise _damaged(name, reader.line_num) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _damaged(name: str, line: int) -> MalformedFileError:
+    msg = f"{name}: line {line}: a field holds a stray line break or quote (a damaged file?)"
+    return MalformedFileError(msg)
 
 
 _UNSTORABLE_ESCAPE = re.compile(
@@ -339,6 +385,11 @@ class ParseContext:
         clock = self._clocks.get(stream)
         if clock is None:
             clock = self._clocks[stream] = LocalClock(self.tz)
+        return clock
+
+    def fresh_clock(self, stream: str) -> LocalClock:
+        """A new clock for one stream, in place of the one it had: the stream is read again from its start."""
+        clock = self._clocks[stream] = LocalClock(self.tz)
         return clock
 
     @property

@@ -13,7 +13,8 @@ nothing of this process (exit handlers, buffered output, connections) runs twice
 
 The stream gives this process exactly what an in-process parse would (:class:`ParseResult`):
 
-- the items in the order the importer yielded them, each pickled the moment it was yielded;
+- the items in the order the importer yielded them, each pickled the moment it was yielded (a
+  :class:`~glucoshare.ingest.base.Restart` among them, which the storing process applies);
 - for each device, its details as they were when its first record was yielded (importers fill in
   a device's model or serial while they read on; an import identifies a device by what it knew at
   its first record, and registers the details at the end);
@@ -29,6 +30,7 @@ costs a few milliseconds (``Settings.parse_process_min_chars``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -39,6 +41,7 @@ import select
 import signal
 import struct
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO, Protocol, Self
@@ -52,6 +55,7 @@ from glucoshare.ingest.base import (
     ParsedRecord,
     ParseResult,
     ReadingBlock,
+    Restart,
     SourceText,
 )
 
@@ -60,8 +64,11 @@ _FRAME_WEIGHT = 4096
 """Records per frame (a block counts its rows): small enough for this process to start storing
 soon, large enough that the frames' own cost stays small."""
 _PIPE_BYTES = 1 << 20
-"""The pipe's buffer: how far the child may parse ahead of the storing process (in pickled bytes,
-about 20,000 readings); the child waits while it is full, so its lead never costs more memory."""
+"""The pipe's buffer (Linux lets any process have 1 MiB: about 20,000 readings, pickled)."""
+_LEAD_BYTES = 32 << 20
+"""How far the child may parse ahead of the storing process, in pickled frames not yet in the pipe
+(about 650,000 readings, or 100,000 single records): enough to parse the next file while a large one
+is stored, little memory next to the files themselves."""
 
 SILENCE_LIMIT_S = 300.0
 """Longest wait for the child's next frame before it counts as stuck (a file's whole pass before its
@@ -250,7 +257,7 @@ class ParseAhead:
             devices = result.devices
             for item in frame[:-1]:
                 kind = type(item)
-                if kind is ReadingBlock or kind is ParsedRecord:
+                if kind is ReadingBlock or kind is ParsedRecord or kind is Restart:
                     yield item  # type: ignore[misc]
                 elif kind is _DeviceAt:
                     devices[item.key] = item.info  # type: ignore[attr-defined]
@@ -312,10 +319,22 @@ def _read_exactly(pipe: BinaryIO, size: int) -> bytes | None:
 
 
 class _FrameWriter:
-    """The child's side: objects pickled into frames, each sent whole after its size."""
+    """The child's side: objects pickled into frames, each sent whole after its size.
+
+    A thread of the child writes the frames to the pipe, so that the parse goes on while the storing
+    process is still busy with earlier records (the pipe itself holds 1 MiB, a few frames): the next
+    file is parsed while the last of a large one is stored. Up to :data:`_LEAD_BYTES` of frames wait
+    for the pipe; the parse waits when that much is waiting.
+    """
 
     def __init__(self, write_fd: int) -> None:
         self.pipe = write_fd
+        self._waiting: collections.deque[io.BytesIO] = collections.deque()
+        self._waiting_bytes = 0
+        self._closed = False
+        self._changed = threading.Condition()
+        self._sender = threading.Thread(target=self._send_waiting, name="parse-frames", daemon=True)
+        self._sender.start()
         self._new_frame()
 
     def add(self, obj: object) -> None:
@@ -323,14 +342,18 @@ class _FrameWriter:
         self.pickler.dump(obj)
 
     def send(self, head: tuple[object, ...]) -> None:
-        """End the frame with its ``head`` and send it (waits while the pipe is full)."""
+        """End the frame with its ``head`` and queue it (waits while :data:`_LEAD_BYTES` are queued)."""
         self.pickler.dump(head)
-        self.buffer.seek(0)
-        self.buffer.write(_FRAME_HEADER.pack(self.buffer.getbuffer().nbytes - _FRAME_HEADER.size))
-        with self.buffer.getbuffer() as data:
-            written = 0
-            while written < len(data):
-                written += os.write(self.pipe, data[written:])
+        frame = self.buffer
+        size = frame.getbuffer().nbytes
+        frame.seek(0)
+        frame.write(_FRAME_HEADER.pack(size - _FRAME_HEADER.size))
+        with self._changed:
+            while self._waiting_bytes >= _LEAD_BYTES:
+                self._changed.wait()
+            self._waiting.append(frame)
+            self._waiting_bytes += size
+            self._changed.notify_all()
         self._new_frame()
 
     def _new_frame(self) -> None:
@@ -338,8 +361,33 @@ class _FrameWriter:
         self.buffer.write(bytes(_FRAME_HEADER.size))  # room for the frame's size
         self.pickler = pickle.Pickler(self.buffer, protocol=pickle.HIGHEST_PROTOCOL)
 
+    def _send_waiting(self) -> None:  # pragma: no cover - runs in the child
+        """The sending thread: write the queued frames in order, until closed and all are sent."""
+        try:
+            while True:
+                with self._changed:
+                    while not self._waiting and not self._closed:
+                        self._changed.wait()
+                    if not self._waiting:
+                        return
+                    frame = self._waiting.popleft()
+                with frame.getbuffer() as data:
+                    size = len(data)
+                    written = 0
+                    while written < size:
+                        written += os.write(self.pipe, data[written:])
+                with self._changed:
+                    self._waiting_bytes -= size
+                    self._changed.notify_all()
+        except OSError:  # the storing process stopped reading (it failed, or stopped this child)
+            os._exit(1)
+
     def close(self) -> None:
-        """Tell the storing process that nothing more comes."""
+        """Send what is queued, then tell the storing process that nothing more comes."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._sender.join()
         os.close(self.pipe)
 
 
@@ -378,6 +426,9 @@ def _parse_one(task: ParseTask, zone: str, writer: _FrameWriter) -> None:  # pra
     weight = 0
     try:
         for item in result.records:
+            if isinstance(item, Restart):
+                add(item)
+                continue
             key = item.device
             if key not in seen:
                 seen.add(key)

@@ -42,6 +42,7 @@ from glucoshare.ingest.base import (
     ParseResult,
     ReadingBlock,
     RejectedRow,
+    Restart,
     SourceText,
 )
 from glucoshare.ingest.decoding import decode_text
@@ -65,7 +66,7 @@ from glucoshare.ingest.registry import detect_format, get_importer, importers, s
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.workbooks import OLE2_MAGIC, is_workbook, workbook_text
 from glucoshare.nightscout.models import NightscoutDocument
-from glucoshare.records.models import Upload
+from glucoshare.records.models import Record, Upload
 from glucoshare.records.schemas import UploadOut
 from glucoshare.records.service import (
     BATCH_SIZE,
@@ -365,6 +366,13 @@ class _UploadBuilder:
                     if progress is not None:
                         progress(len(columns))
                 continue
+            if type(record) is Restart:  # the importer reads the file again: what it gave so far goes
+                self._withdraw(writer)
+                writer = RecordWriter(self.session)
+                batch = []
+                append = batch.append
+                first, last = max_ms, min_ms
+                continue
             assert type(record) is ParsedRecord  # noqa: S101 - narrows the type for mypy
             time_ms = record.time_ms
             if not min_ms <= time_ms <= max_ms:
@@ -436,6 +444,20 @@ class _UploadBuilder:
         if counts:
             self.first_ms, self.last_ms = first, last
         self.rejected = sorted(self.result.rejected + self.rejected, key=lambda r: r.line)
+
+    def _withdraw(self, writer: RecordWriter) -> None:
+        """Delete the records ``writer`` stored of this run, and forget what was counted of them."""
+        if writer.first_id is not None and writer.last_id is not None:
+            stored = Record.id.between(writer.first_id, writer.last_id)
+            self.session.execute(
+                delete(Record)
+                .where(Record.upload_seq == self.upload.seq, stored)
+                .execution_options(synchronize_session=False)
+            )
+        self.counts.clear()
+        self.device_counts.clear()
+        self.rejected.clear()
+        self.first_ms = self.last_ms = None
 
     def _block_columns(
         self,
@@ -808,6 +830,31 @@ class Inspection:
     last_ms: int | None
 
 
+@dataclasses.dataclass(slots=True)
+class _FileExtent:
+    """What one file of an inspection holds: records per device, and their time span."""
+
+    per_device: collections.Counter[tuple[str, str, str | None]] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    infos: dict[tuple[str, str, str | None], DeviceInfo] = dataclasses.field(default_factory=dict)
+    span: tuple[int, int] | None = None
+
+    def add(self, item: ParsedRecord | ReadingBlock | None, info: DeviceInfo) -> None:
+        """Count ``item`` (a non-empty block or a record) for its device; ``None``: the device alone."""
+        key = (info.manufacturer, info.model, info.serial)
+        self.infos.setdefault(key, info)
+        if item is None:
+            self.per_device[key] += 0
+            return
+        if isinstance(item, ReadingBlock):
+            size, low, high = len(item), int(item.time_ms.min()), int(item.time_ms.max())
+        else:
+            size, low, high = 1, item.time_ms, item.time_ms
+        self.per_device[key] += size
+        self.span = (low, high) if self.span is None else (min(self.span[0], low), max(self.span[1], high))
+
+
 def inspect_file(settings: Settings, incoming: IncomingFile, *, timezone: str) -> Inspection:
     """Read a file (or every file of an archive) the way an import would, and store nothing.
 
@@ -819,34 +866,29 @@ def inspect_file(settings: Settings, incoming: IncomingFile, *, timezone: str) -
     per_device: collections.Counter[tuple[str, str, str | None]] = collections.Counter()
     per_format: collections.Counter[str] = collections.Counter()
     infos: dict[tuple[str, str, str | None], DeviceInfo] = {}
-    first: int | None = None
-    last: int | None = None
+    spans: list[tuple[int, int]] = []
     with collector_paused():  # as an import does: parsing makes many short-lived objects
         for prepared in batch.files:
             result = prepared.importer.parse(
                 prepared.source,
                 ParseContext(timezone, [s for s in batch.siblings if s is not prepared.source]),
             )
+            seen = _FileExtent()
             for item in result.records:
-                if isinstance(item, ReadingBlock):
-                    size = len(item)
-                    if not size:
-                        continue
-                    low, high = int(item.time_ms.min()), int(item.time_ms.max())
-                else:
-                    size, low, high = 1, item.time_ms, item.time_ms
-                info = result.devices[item.device]
-                key = (info.manufacturer, info.model, info.serial)
-                infos.setdefault(key, info)
-                per_device[key] += size
-                per_format[prepared.importer.format] += size
-                first = low if first is None else min(first, low)
-                last = high if last is None else max(last, high)
+                if isinstance(item, Restart):
+                    seen = _FileExtent()  # what the importer withdrew
+                elif not isinstance(item, ReadingBlock) or len(item):
+                    seen.add(item, result.devices[item.device])
             if result.primary_device is not None and result.primary_device in result.devices:
-                info = result.devices[result.primary_device]
-                key = (info.manufacturer, info.model, info.serial)
-                infos.setdefault(key, info)
-                per_device[key] += 0
+                seen.add(None, result.devices[result.primary_device])
+            for key, count in seen.per_device.items():
+                per_device[key] += count
+                per_format[prepared.importer.format] += count
+            infos.update((key, info) for key, info in seen.infos.items() if key not in infos)
+            if seen.span is not None:
+                spans.append(seen.span)
+    first = min((low for low, _ in spans), default=None)
+    last = max((high for _, high in spans), default=None)
     if not per_device:
         fmt = batch.files[0].importer.format
         return Inspection(fmt, None, 0, None, None)

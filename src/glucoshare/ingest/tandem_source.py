@@ -102,7 +102,9 @@ from glucoshare.ingest.base import (
     ParseResult,
     ReadingBlock,
     RejectedRow,
+    Restart,
     SourceText,
+    checked_chunks,
     checked_rows,
     shown,
 )
@@ -177,6 +179,8 @@ _US_STAMP = re.compile(
 _ISO_WIDTH = 19
 _EPOCH = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - naive: wall-clock arithmetic
 _BLOCK_ROWS = 16_384
+_CHUNK_ROWS = 4096
+"""Rows read, resolved and handed over at once by a stream that ascends (:class:`_LiveReadings`)."""
 _FOLD_STEP_LIMIT_MS = HOUR_MS + 60_000
 _MAX_FOLD_STEPS = 16
 
@@ -371,17 +375,24 @@ def _ambiguous(wall: int, tz: zoneinfo.ZoneInfo) -> bool:
     return local.replace(tzinfo=tz, fold=0).utcoffset() != local.replace(tzinfo=tz, fold=1).utcoffset()
 
 
-def _ascending(walls: npt.NDArray[np.int64], tz: zoneinfo.ZoneInfo) -> bool:
-    """True when wall times ascend apart from steps back into a repeated (fall-back) hour."""
+def _steps_back(walls: npt.NDArray[np.int64], tz: zoneinfo.ZoneInfo) -> int | None:
+    """How many steps back wall times take, each into a repeated (fall-back) hour.
+
+    ``None`` when there are too many, or one of another kind.
+    """
     back = np.flatnonzero(walls[1:] < walls[:-1])
-    if back.size == 0:
-        return True
     if back.size > _MAX_FOLD_STEPS:
-        return False
-    return all(
+        return None
+    fold_steps = all(
         walls[at] - walls[at + 1] <= _FOLD_STEP_LIMIT_MS and _ambiguous(int(walls[at + 1]), tz)
         for at in back.tolist()
     )
+    return back.size if fold_steps else None
+
+
+def _ascending(walls: npt.NDArray[np.int64], tz: zoneinfo.ZoneInfo) -> bool:
+    """True when wall times ascend apart from a few steps back into a repeated (fall-back) hour."""
+    return _steps_back(walls, tz) is not None
 
 
 def device_order(walls: npt.NDArray[np.int64], tz: zoneinfo.ZoneInfo) -> npt.NDArray[np.intp] | None:
@@ -431,11 +442,34 @@ def csv_rows(
         next(rows, None)
     pad = [""] * width
     for cells in rows:
-        if len(cells) < width or not cells[0]:
-            if not any(cell.strip() for cell in cells):
-                continue  # a blank line, or one of delimiters only
-            cells.extend(pad[len(cells) :])
-        yield reader.line_num, cells
+        padded = _padded(cells, width, pad)
+        if padded is not None:
+            yield reader.line_num, padded
+
+
+def _padded(cells: list[str], width: int, pad: list[str]) -> list[str] | None:
+    """A row padded to ``width`` cells; ``None`` for a blank line or one of delimiters only."""
+    if len(cells) < width or not cells[0]:
+        if not any(cell.strip() for cell in cells):
+            return None
+        cells.extend(pad[len(cells) :])
+    return cells
+
+
+def csv_chunks(source: SourceText, delimiter: str) -> Iterator[tuple[int, list[list[str]]]]:
+    """``(first line, rows)`` of the rows after the header, :data:`_CHUNK_ROWS` rows at a time.
+
+    Only for a text without quotes, where every row is one line, so that the rows of a chunk are on
+    consecutive lines (a blank line is a row ``[]``). A row the csv module cannot split refuses the
+    file as :func:`csv_rows` does.
+    """
+    reader = csv.reader(source.lines(), delimiter=delimiter)
+    chunks = checked_chunks(reader, source.name, _CHUNK_ROWS)
+    first = next(chunks, [])[1:]  # the header is line 1
+    if first:
+        yield 2, first
+    for chunk in chunks:
+        yield reader.line_num - len(chunk) + 1, chunk
 
 
 @dataclasses.dataclass(slots=True)
@@ -448,6 +482,14 @@ class ReadingRows:
     descriptions: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     model: str = ""
+
+    def extend(self, other: ReadingRows) -> None:
+        """Add the rows of ``other`` after these."""
+        self.lines += other.lines
+        self.stamps += other.stamps
+        self.values += other.values
+        self.descriptions += other.descriptions
+        self.notes += other.notes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -484,20 +526,43 @@ def reading_items(
     Plain sensor readings come in :class:`ReadingBlock` columns; readings at the sensor limits, meter
     readings and notes as single records. Unreadable rows go to ``reject``.
     """
+    walls, readable = readable_walls(rows, reject)
+    if not readable.any():
+        return []
+    resolved = _spread(readable, resolve_stream(clock, walls[readable]))
+    return items_at(rows, readable, resolved, device=device, style=style, reject=reject)
+
+
+def readable_walls(
+    rows: ReadingRows, reject: Callable[[RejectedRow], None]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """The wall times of rows (:func:`wall_times`); a row without a readable one goes to ``reject``."""
     walls, readable = wall_times(rows.stamps)
-    lines = np.array(rows.lines, np.int64)
     if not readable.all():
         for at in np.flatnonzero(~readable).tolist():
             stamp = rows.stamps[at].strip()
             reject(
                 RejectedRow(rows.lines[at], "unreadable Event Date Time" if stamp else "no Event Date Time")
             )
+    return walls, readable
+
+
+def items_at(
+    rows: ReadingRows,
+    readable: npt.NDArray[np.bool_],
+    resolved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
+    *,
+    device: str,
+    style: ReadingFormat,
+    reject: Callable[[RejectedRow], None],
+) -> list[ParsedItem]:
+    """The records of glucose rows whose readable times are resolved (``(instants, offsets)``, per row).
+
+    See :func:`reading_items`.
+    """
+    instants, offsets = resolved
+    lines = np.array(rows.lines, np.int64)
     keep = np.flatnonzero(readable)
-    if keep.size == 0:
-        return []
-    instants = np.zeros(len(rows.lines), np.int64)
-    offsets = np.zeros(len(rows.lines), np.int64)
-    instants[keep], offsets[keep] = resolve_stream(clock, walls[keep])
     written = numbers(rows.values, decimal_comma=style.decimal_comma)
     factor = UNIT_FACTORS[style.unit]
     low, high = SENSOR_LIMITS[style.unit]
@@ -954,6 +1019,148 @@ class TandemSourceImporter:
         return result
 
 
+class _SerialRows:
+    """Collects glucose or dose rows as one :class:`ReadingRows` per serial, in file order."""
+
+    def __init__(
+        self,
+        columns: Mapping[str, int],
+        *,
+        value_at: int,
+        description_at: int | None,
+        note_at: int,
+        reject: Callable[[RejectedRow], None],
+    ) -> None:
+        self.serial_at, self.stamp_at = columns["serial"], columns["stamp"]
+        self.device_at = columns.get("device", -1)
+        self.value_at, self.description_at, self.note_at = value_at, description_at, note_at
+        self.reject = reject
+        self.streams: dict[str, ReadingRows] = {}
+        self._rows: ReadingRows | None = None
+        self._serial: str | None = None  # the serial cell of the last row, as written
+
+    def add(self, line: int, cells: list[str]) -> None:
+        """One row (padded to the header's width); a row without a serial is rejected."""
+        serial = cells[self.serial_at]
+        if serial != self._serial or self._rows is None:
+            key = serial.strip()
+            if not key:
+                self.reject(RejectedRow(line, "no Serial Number"))
+                return
+            rows = self.streams.get(key)
+            if rows is None:
+                model = cells[self.device_at] if self.device_at >= 0 else ""
+                rows = self.streams[key] = ReadingRows(model=model)
+            self._rows, self._serial = rows, serial
+        rows = self._rows
+        rows.lines.append(line)
+        rows.stamps.append(cells[self.stamp_at])
+        rows.values.append(cells[self.value_at])
+        if self.description_at is not None:
+            rows.descriptions.append(cells[self.description_at] if self.description_at >= 0 else "")
+        if self.note_at >= 0:
+            rows.notes.append(cells[self.note_at])
+
+    def add_chunk(self, first: int, chunk: list[list[str]], width: int) -> None:
+        """Rows on consecutive lines from ``first`` (:func:`csv_chunks`), each as :meth:`add` takes it."""
+        pad = [""] * width
+        for line, cells in enumerate(chunk, first):
+            padded = _padded(cells, width, pad)
+            if padded is not None:
+                self.add(line, padded)
+
+
+class _LiveReadings:
+    """One serial's glucose rows, resolved and handed over a chunk at a time while they ascend.
+
+    Tandem writes every stream in time order, so its device order is the file order
+    (:func:`device_order`): each chunk is resolved by the stream's clock as it is read, and its
+    records handed over at once. From a chunk on that steps back (more than into a repeated hour),
+    the rows are kept. At the end the whole stream is then resolved in its device order by a new
+    clock; the rows handed over must come out at the same instants (they do unless a device clock
+    lagging behind a spring-forward change reaches them), and the kept rows follow. When they do not,
+    :meth:`finish` says so and the file is read again whole (:class:`~glucoshare.ingest.base.Restart`).
+    """
+
+    def __init__(self, reader: _FileReader, serial: str, device: str, style: ReadingFormat) -> None:
+        self.reader = reader
+        self.serial = serial
+        self.device = device
+        self.style = style
+        self.clock = reader.clock(serial)
+        self.walls: list[npt.NDArray[np.int64]] = []
+        """The readable wall times of every chunk, in file order."""
+        self.handed: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+        """Instants and offsets of the readable rows handed over, chunk by chunk."""
+        self.kept = ReadingRows()
+        self.kept_readable: list[npt.NDArray[np.bool_]] = []
+        self.last_wall: int | None = None
+        self.steps_back = 0
+        self.ascending = True
+
+    def add(self, rows: ReadingRows) -> list[ParsedItem]:
+        """The records of the next chunk's rows of the stream (none while rows are kept)."""
+        walls, readable = readable_walls(rows, self.reader.reject)
+        timed = walls[readable]
+        if self.ascending:
+            joined = timed if self.last_wall is None else np.concatenate(([self.last_wall], timed))
+            steps = _steps_back(joined, self.clock.tz)
+            self.ascending = steps is not None and self.steps_back + steps <= _MAX_FOLD_STEPS
+            self.steps_back += steps or 0
+        self.walls.append(timed)
+        if timed.size:
+            self.last_wall = int(timed[-1])
+        if not self.ascending:
+            self.kept.extend(rows)
+            self.kept_readable.append(readable)
+            return []
+        resolved = self.clock.resolve_many(timed)
+        self.handed.append(resolved)
+        return items_at(
+            rows,
+            readable,
+            _spread(readable, resolved),
+            device=self.device,
+            style=self.style,
+            reject=self.reader.reject,
+        )
+
+    def finish(self) -> list[ParsedItem] | None:
+        """The records of the kept rows; ``None`` when those handed over came out at other instants."""
+        if not self.kept.lines:
+            return []
+        walls = np.concatenate(self.walls)
+        instants, offsets = resolve_stream(self.reader.clock(self.serial, fresh=True), walls)
+        count = sum(len(handed) for handed, _ in self.handed)
+        if count:
+            handed_instants = np.concatenate([handed for handed, _ in self.handed])
+            handed_offsets = np.concatenate([handed for _, handed in self.handed])
+            if not (
+                np.array_equal(instants[:count], handed_instants)
+                and np.array_equal(offsets[:count], handed_offsets)
+            ):
+                return None
+        readable = np.concatenate(self.kept_readable)
+        return items_at(
+            self.kept,
+            readable,
+            _spread(readable, (instants[count:], offsets[count:])),
+            device=self.device,
+            style=self.style,
+            reject=self.reader.reject,
+        )
+
+
+def _spread(
+    readable: npt.NDArray[np.bool_], resolved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Instants and offsets of the readable rows placed at their rows (0 at the others)."""
+    instants = np.zeros(readable.size, np.int64)
+    offsets = np.zeros(readable.size, np.int64)
+    instants[readable], offsets[readable] = resolved
+    return instants, offsets
+
+
 class _FileReader:
     """The state of reading one file of the export."""
 
@@ -986,9 +1193,13 @@ class _FileReader:
             devices[serial] = DeviceInfo(MANUFACTURER, model or GENERIC_MODEL, serial)
         return serial
 
-    def clock(self, serial: str, part: str = "") -> LocalClock:
-        """The clock of one stream of this file: its kind, the serial, and a part of a row."""
-        return self.ctx.clock(f"tandem_source|{self.header.kind}{part}|{serial}")
+    def clock(self, serial: str, part: str = "", *, fresh: bool = False) -> LocalClock:
+        """The clock of one stream of this file: its kind, the serial, and a part of a row.
+
+        ``fresh``: a new clock, for a stream read again from its start.
+        """
+        stream = f"tandem_source|{self.header.kind}{part}|{serial}"
+        return self.ctx.fresh_clock(stream) if fresh else self.ctx.clock(stream)
 
     def cell(self, cells: list[str], column: str) -> str:
         """A cell by column name, stripped ("" when the file has no such column)."""
@@ -1005,47 +1216,63 @@ class _FileReader:
         ``value_at`` is the value's column; descriptions are kept when ``description_at`` is given
         (``-1``: the file has none, an empty one per row), notes when ``note_at`` is a column.
         """
-        header, columns = self.header, self.columns
-        serial_at, stamp_at = columns["serial"], columns["stamp"]
-        device_at = columns.get("device", -1)
-        streams: dict[str, ReadingRows] = {}
-        rows: ReadingRows | None = None
-        current = None
-        for line, cells in csv_rows(self.source, header.delimiter, header.width):
-            serial = cells[serial_at]
-            if serial != current:
-                key = serial.strip()
-                if not key:
-                    self.reject(RejectedRow(line, "no Serial Number"))
-                    continue
-                rows = streams.get(key)
-                if rows is None:
-                    rows = streams[key] = ReadingRows(model=cells[device_at] if device_at >= 0 else "")
-                current = serial
-            assert rows is not None  # noqa: S101 - set with ``current``
-            rows.lines.append(line)
-            rows.stamps.append(cells[stamp_at])
-            rows.values.append(cells[value_at])
-            if description_at is not None:
-                rows.descriptions.append(cells[description_at] if description_at >= 0 else "")
-            if note_at >= 0:
-                rows.notes.append(cells[note_at])
-        return streams
+        collector = self._collector(value_at, description_at=description_at, note_at=note_at)
+        for line, cells in csv_rows(self.source, self.header.delimiter, self.header.width):
+            collector.add(line, cells)
+        return collector.streams
+
+    def _collector(self, value_at: int, *, description_at: int | None, note_at: int) -> _SerialRows:
+        return _SerialRows(
+            self.columns,
+            value_at=value_at,
+            description_at=description_at,
+            note_at=note_at,
+            reject=self.reject,
+        )
 
     def readings(self) -> Iterator[ParsedItem]:
-        """CGM or BG file: rows grouped by serial, each serial one stream."""
+        """CGM or BG file: rows grouped by serial, each serial one stream.
+
+        A file without quotes is read a chunk of rows at a time, and each serial's records are handed
+        over while its rows ascend (:class:`_LiveReadings`); any other file is read whole first.
+        """
         header, columns = self.header, self.columns
         value_at = columns["glucose" if header.kind == "cgm" else "bg"]
         unit = header.units["glucose" if header.kind == "cgm" else "bg"]
+        style = ReadingFormat(unit, self.decimal_comma, "egv" if header.kind == "cgm" else "bg")
+        description_at, note_at = columns.get("description", -1), columns.get("note", -1)
+        if '"' in self.source.text:
+            yield from self._readings_whole(value_at, style, fresh=False)
+            return
+        live: dict[str, _LiveReadings] = {}
+        for first, chunk in csv_chunks(self.source, header.delimiter):
+            collector = self._collector(value_at, description_at=description_at, note_at=note_at)
+            collector.add_chunk(first, chunk, header.width)
+            for serial, rows in collector.streams.items():
+                stream = live.get(serial)
+                if stream is None:
+                    device = self.device(serial, rows.model)
+                    stream = live[serial] = _LiveReadings(self, serial, device, style)
+                yield from stream.add(rows)
+        finished = [stream.finish() for stream in live.values()]
+        if any(items is None for items in finished):
+            self.result.rejected.clear()
+            yield Restart("a stream does not ascend: the file is read again, whole, in its device order")
+            yield from self._readings_whole(value_at, style, fresh=True)
+            return
+        for items in finished:
+            yield from items or ()
+
+    def _readings_whole(self, value_at: int, style: ReadingFormat, *, fresh: bool) -> Iterator[ParsedItem]:
+        """The glucose rows read whole, then each serial's records (``fresh``: each stream from the start)."""
+        columns = self.columns
         streams = self._rows_by_serial(
             value_at, description_at=columns.get("description", -1), note_at=columns.get("note", -1)
         )
-        style = ReadingFormat(unit, self.decimal_comma, "egv" if header.kind == "cgm" else "bg")
         for serial, stream in streams.items():
             device = self.device(serial, stream.model)
-            yield from reading_items(
-                stream, device=device, clock=self.clock(serial), style=style, reject=self.reject
-            )
+            clock = self.clock(serial, fresh=fresh)
+            yield from reading_items(stream, device=device, clock=clock, style=style, reject=self.reject)
 
     # -- Basal-doses ------------------------------------------------------------------------------
 

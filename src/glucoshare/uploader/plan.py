@@ -43,10 +43,10 @@ from glucoshare.ingest.base import (
     DeviceInfo,
     Importer,
     ParseContext,
-    ParsedItem,
     ParsedRecord,
     ReadingBlock,
     RejectedRow,
+    Restart,
     SourceText,
 )
 from glucoshare.ingest.schemas import IncomingFile
@@ -108,7 +108,7 @@ class DeviceRecords:
     key: str
     """16 hex digits naming the device (its manufacturer, model and serial) in data set names."""
     device: DeviceInfo
-    items: list[ParsedItem] = dataclasses.field(default_factory=list)
+    items: list[ParsedRecord | ReadingBlock] = dataclasses.field(default_factory=list)
     count: int = 0
     """Records in ``items`` (a block counts its readings)."""
     left_out: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -173,7 +173,7 @@ def prepare(settings: Settings, source: Source) -> Preparation:
     prepared = [
         Prepared(
             name=p.incoming.name,
-            sha256=hashlib.sha256(p.incoming.data).hexdigest(),
+            sha256=p.sha256,
             source=p.source,
             importer=p.importer,
             container=p.container,
@@ -233,6 +233,12 @@ def read_records(prepared: Prepared, *, timezone: str, siblings: Sequence[Source
     named: set[str] = set()  # the result's devices with a record kept: their names checked
     with collector_paused():  # as an import does: parsing makes many short-lived objects
         for item in result.records:
+            if isinstance(item, Restart):  # what the importer withdrew goes with its rejections
+                rejected.clear()
+                by_result_key.clear()
+                by_identity.clear()
+                named.clear()
+                continue
             group = by_result_key.get(item.device)
             if group is None:
                 info = result.devices[item.device]
@@ -241,7 +247,7 @@ def read_records(prepared: Prepared, *, timezone: str, siblings: Sequence[Source
                 if group is None:
                     group = by_identity[key] = DeviceRecords(key, info)
                 by_result_key[item.device] = group
-            kept: ParsedItem = item
+            kept: ParsedRecord | ReadingBlock = item
             if isinstance(item, ReadingBlock):
                 kept = _keep_plausible(item, bounds, rejected, group.left_out)
                 count = len(kept)
@@ -296,7 +302,7 @@ class Tally:
     """Records that cannot be sent, per reason (a type outside the API, a rule of the API)."""
 
 
-def _records(items: Iterable[ParsedItem]) -> Iterator[ParsedRecord]:
+def _records(items: Iterable[ParsedRecord | ReadingBlock]) -> Iterator[ParsedRecord]:
     for item in items:
         if isinstance(item, ReadingBlock):
             yield from item.records()

@@ -1,0 +1,278 @@
+"""Tandem Source files read a chunk at a time give what the same files read whole give.
+
+A CGM, BG or Basal-doses file without quotes is read :data:`~glucoshare.ingest.tandem_source._CHUNK_ROWS`
+rows at a time, and each stream's records are handed over while its rows ascend; a stream that stops
+ascending is checked at the end and, if the records handed over came out at other instants, the file
+is read again (:class:`~glucoshare.ingest.base.Restart`). A quote anywhere in a file makes it read
+whole, the way every file was read before: the tests compare the two readings of the same rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.service import add_patient, validate_patient
+from glucoshare.config import Settings
+from glucoshare.ingest import tandem_source
+from glucoshare.ingest.base import ParseContext, Restart, SourceText, each_record
+from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.service import import_files, inspect_file
+from glucoshare.ingest.tandem_source import TandemSourceImporter
+from glucoshare.records.models import Record, Upload
+from glucoshare.uploader.plan import Source, prepare, read_records
+
+SOURCE = TandemSourceImporter()
+ZONE = "Europe/Berlin"
+CGM_HEADER = "Device Type,Serial Number,Description,Event Date Time,Readings (mg/dL)"
+MOBI = "Tandem Mobi™ System"
+
+
+@contextlib.contextmanager
+def chunks_of(rows: int) -> Iterator[None]:
+    """Files read ``rows`` rows at a time (small, so that a small file spans many chunks)."""
+    before = tandem_source._CHUNK_ROWS
+    tandem_source._CHUNK_ROWS = rows
+    try:
+        yield
+    finally:
+        tandem_source._CHUNK_ROWS = before
+
+
+def _whole(text: str) -> str:
+    """The same rows with the header's first name quoted: a file with a quote is read whole."""
+    first, _, rest = text.partition(",")
+    return f'"{first}",{rest}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    records: list[str]
+    rejected: list[tuple[int, str]]
+    devices: dict[str, Any]
+    skipped: int
+    repeated: int
+    restarted: bool
+
+
+def _read(text: str, name: str = "X_1_01Jan2026_0000-CGM.csv") -> Outcome:
+    ctx = ParseContext(ZONE)
+    result = SOURCE.parse(SourceText(name, text, "utf-8"), ctx)
+    items = list(result.records)
+    return Outcome(
+        records=sorted(repr(dataclasses.astuple(record)) for record in each_record(items)),
+        rejected=sorted((row.line, row.reason) for row in result.rejected),
+        devices=dict(result.devices),
+        skipped=ctx.skipped_hour_records,
+        repeated=ctx.repeated_hour_records,
+        restarted=any(isinstance(item, Restart) for item in items),
+    )
+
+
+def _both(text: str, *, chunk: int) -> tuple[Outcome, Outcome]:
+    with chunks_of(chunk):
+        return _read(text), _read(_whole(text))
+
+
+def _stamp(at: dt.datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _cgm(rows: list[tuple[str, str, str, str]]) -> str:
+    """A CGM file of ``(serial, description, stamp, value)`` rows ("" serial and stamp: a blank line)."""
+    lines = [CGM_HEADER]
+    for serial, description, stamp, value in rows:
+        lines.append(f"{MOBI},{serial},{description},{stamp},{value}" if serial or stamp else "")
+    return "\n".join(lines) + "\n"
+
+
+def _walls(start: dt.datetime, count: int, step_min: int = 5) -> list[dt.datetime]:
+    return [start + dt.timedelta(minutes=step_min * at) for at in range(count)]
+
+
+SPRING = dt.datetime(2025, 3, 30)  # Europe/Berlin skips 02:00-03:00
+AUTUMN = dt.datetime(2025, 10, 26)  # and repeats 02:00-03:00
+
+
+def test_an_ascending_file_is_handed_over_as_it_is_read_and_never_read_again() -> None:
+    walls = _walls(SPRING - dt.timedelta(hours=3), 100)  # through the skipped hour
+    streamed, whole = _both(_cgm([("111", "EGV", _stamp(at), str(100 + at.minute)) for at in walls]), chunk=7)
+    assert streamed == whole
+    assert not streamed.restarted
+    # The twelve rows in the skipped hour, and those after it while the device clock lagged on.
+    assert streamed.skipped > 12
+
+
+def test_the_repeated_hour_read_in_chunks_is_read_as_whole() -> None:
+    first = _walls(AUTUMN + dt.timedelta(hours=1), 24)  # 01:00 to 02:55, the first pass
+    second = _walls(AUTUMN + dt.timedelta(hours=2), 24)  # 02:00 to 03:55, the second pass
+    rows = [("111", "EGV", _stamp(at), "120") for at in [*first, *second]]
+    streamed, whole = _both(_cgm(rows), chunk=5)
+    assert streamed == whole
+    assert not streamed.restarted
+    assert streamed.repeated == 24
+
+
+def test_a_stream_that_stops_ascending_keeps_what_it_handed_over_when_that_holds() -> None:
+    later = _walls(dt.datetime(2025, 6, 2), 30)
+    earlier = _walls(dt.datetime(2025, 6, 1), 30)  # written after: the stream is sorted by wall time
+    rows = [("111", "EGV", _stamp(at), "130") for at in [*later, *earlier]]
+    streamed, whole = _both(_cgm(rows), chunk=8)
+    assert streamed == whole
+    assert not streamed.restarted
+
+
+def test_a_file_is_read_again_when_a_lagging_clock_reaches_what_was_handed_over() -> None:
+    # The rows after the skipped hour come first; the rows through it come after them. Sorted by
+    # wall time, the device clock that had not moved forward lags on into the rows handed over
+    # first, so they were resolved wrongly and the file is read again.
+    after = _walls(SPRING + dt.timedelta(hours=3), 20)
+    through = _walls(SPRING + dt.timedelta(hours=1), 24)  # 01:00 to 02:55: twelve rows in the gap
+    rows = [("111", "EGV", _stamp(at), "140") for at in [*after, *through]]
+    streamed, whole = _both(_cgm(rows), chunk=6)
+    assert streamed.restarted
+    assert dataclasses.replace(streamed, restarted=False) == whole
+
+
+def test_several_pumps_unreadable_rows_and_blank_lines_in_chunks() -> None:
+    walls = _walls(dt.datetime(2025, 3, 29, 22), 60)
+    rows: list[tuple[str, str, str, str]] = []
+    for at, wall in enumerate(walls):
+        serial = "222" if at % 7 == 3 else "111"
+        value = {5: "Low", 6: "High", 9: "", 11: "abc", 13: "-4", 17: "401"}.get(at, str(90 + at))
+        stamp = {8: "", 12: "not a time", 14: wall.strftime("%m/%d/%Y %I:%M %p")}.get(at, _stamp(wall))
+        description = {4: "BG", 10: "", 15: "Calibration"}.get(at, "EGV")
+        rows.append((serial, description, stamp, value))
+        if at % 13 == 0:
+            rows.append(("", "", "", ""))
+    rows.append(("  ", "EGV", _stamp(walls[-1]), "100"))  # no serial
+    streamed, whole = _both(_cgm(rows), chunk=4)
+    assert streamed == whole
+    assert len(streamed.devices) == 2
+    assert streamed.rejected
+
+
+_ORDERS = ("as written", "reversed", "halves swapped", "pairs swapped", "one moved to the end")
+
+
+def _reorder(walls: list[dt.datetime], order: str, at: int) -> list[dt.datetime]:
+    if order == "reversed":
+        return walls[::-1]
+    if order == "halves swapped":
+        return walls[len(walls) // 2 :] + walls[: len(walls) // 2]
+    if order == "pairs swapped":
+        out = list(walls)
+        for i in range(0, len(out) - 1, 2):
+            out[i], out[i + 1] = out[i + 1], out[i]
+        return out
+    if order == "one moved to the end" and walls:
+        at %= len(walls)
+        return walls[:at] + walls[at + 1 :] + [walls[at]]
+    return walls
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=st.sampled_from([SPRING, AUTUMN, dt.datetime(2025, 6, 1)]),
+    offset_min=st.integers(min_value=-300, max_value=240),
+    count=st.integers(min_value=1, max_value=60),
+    step_min=st.sampled_from([1, 5, 20, 61]),
+    order=st.sampled_from(_ORDERS),
+    moved=st.integers(min_value=0, max_value=59),
+    chunk=st.integers(min_value=1, max_value=9),
+    second_pump=st.integers(min_value=0, max_value=60),
+)
+def test_streamed_and_whole_readings_agree(
+    start: dt.datetime,
+    offset_min: int,
+    count: int,
+    step_min: int,
+    order: str,
+    moved: int,
+    chunk: int,
+    second_pump: int,
+) -> None:
+    """Any order of rows around a daylight-saving change: the same records, rejections and counts."""
+    walls = _reorder(_walls(start + dt.timedelta(minutes=offset_min), count, step_min), order, moved)
+    rows = [
+        ("222" if second_pump and at % second_pump == 0 else "111", "EGV", _stamp(wall), str(60 + at))
+        for at, wall in enumerate(walls)
+    ]
+    streamed, whole = _both(_cgm(rows), chunk=chunk)
+    assert dataclasses.replace(streamed, restarted=False) == whole
+
+
+def test_an_import_that_reads_a_file_again_stores_it_once(engine: Engine, settings: Settings) -> None:
+    """What the first reading stored is deleted; the upload is what the whole reading stores."""
+    text = _read_again_file()
+    stored = []
+    with Session(engine, expire_on_commit=False) as session, chunks_of(6):
+        for data, min_chars in ((text, 10**9), (text, 0), (_whole(text), 10**9)):  # here, child, whole
+            patient = add_patient(session, validate_patient(email="p@example.org", name="P", timezone=ZONE))
+            (upload,) = import_files(
+                session,
+                settings=settings.model_copy(update={"parse_process_min_chars": min_chars}),
+                patient=patient,
+                files=[IncomingFile("X_1_01Jan2026_0000-CGM.csv", data.encode())],
+                timezone=None,
+                actor="test",
+            )
+            seq = session.scalar(select(Upload.seq).where(Upload.id == upload.id))
+            rows = session.execute(
+                select(Record.time_ms, Record.utc_offset_min, Record.value, Record.source_line)
+                .where(Record.upload_seq == seq)
+                .order_by(Record.time_ms, Record.source_line)
+            ).all()
+            stored.append((upload.counts, upload.new, upload.first, upload.last, rows))
+            session.rollback()
+    assert len(stored[0][4]) == 44
+    assert stored[0] == stored[2]
+    assert stored[1] == stored[2]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4096])
+def test_a_year_of_simulated_readings_in_chunks(chunk: int) -> None:
+    walls = _walls(dt.datetime(2025, 1, 1), 2 * 288, 5) + _walls(SPRING, 288) + _walls(AUTUMN, 288)
+    rows = [("111", "EGV", _stamp(wall), str(70 + at % 200)) for at, wall in enumerate(walls)]
+    streamed, whole = _both(_cgm(rows), chunk=chunk)
+    assert streamed == whole
+
+
+def _read_again_file() -> str:
+    """A CGM file whose first reading is withdrawn (see the test above)."""
+    after = _walls(SPRING + dt.timedelta(hours=3), 20)
+    through = _walls(SPRING + dt.timedelta(hours=1), 24)
+    return _cgm([("111", "EGV", _stamp(at), str(100 + at.minute)) for at in [*after, *through]])
+
+
+def test_an_inspection_counts_a_file_read_again_once(settings: Settings) -> None:
+    text = _read_again_file()
+    with chunks_of(6):
+        seen = [
+            inspect_file(settings, IncomingFile("X_1_01Jan2026_0000-CGM.csv", data.encode()), timezone=ZONE)
+            for data in (text, _whole(text))
+        ]
+    assert seen[0] == seen[1]
+    assert seen[0].records == 44
+
+
+def test_the_uploader_plans_a_file_read_again_once(settings: Settings) -> None:
+    text = _read_again_file()
+    plans = []
+    with chunks_of(6):
+        for data in (text, _whole(text)):
+            incoming = IncomingFile("X_1_01Jan2026_0000-CGM.csv", data.encode())
+            (prepared,) = prepare(settings, Source("X.csv", [incoming])).files
+            plan = read_records(prepared, timezone=ZONE)
+            plans.append((plan.records, [(d.key, d.count) for d in plan.devices], plan.rejected_rows))
+    assert plans[0] == plans[1]
+    assert plans[0][0] == 44

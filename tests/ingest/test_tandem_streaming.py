@@ -276,3 +276,68 @@ def test_the_uploader_plans_a_file_read_again_once(settings: Settings) -> None:
             plans.append((plan.records, [(d.key, d.count) for d in plan.devices], plan.rejected_rows))
     assert plans[0] == plans[1]
     assert plans[0][0] == 44
+
+
+DOSES_HEADER = "Device Type,Serial Number,Event Date Time,Commanded Basal Dose (units of insulin)"
+
+
+def _doses(rows: list[tuple[str, str, str]]) -> str:
+    """A Basal-doses file of ``(serial, stamp, dose)`` rows ("" serial and stamp: a blank line)."""
+    lines = [DOSES_HEADER]
+    for serial, stamp, dose in rows:
+        lines.append(f"{MOBI},{serial},{stamp},{dose}" if serial or stamp else "")
+    return "\n".join(lines) + "\n"
+
+
+def test_doses_are_handed_over_in_chunks_with_the_segments_of_a_whole_reading() -> None:
+    walls = _walls(SPRING - dt.timedelta(hours=2), 80) + _walls(SPRING + dt.timedelta(hours=12), 10, 11)
+    rows = [("111", _stamp(wall), f"{0.02 + at % 9 / 100:.3f}") for at, wall in enumerate(walls)]
+    rows[20] = ("111", _stamp(walls[20]), "5")  # 60 U/h over its five minutes: rejected
+    rows[30] = ("111", _stamp(walls[30]), "")
+    rows.insert(41, ("111", _stamp(walls[40]), "0.03"))  # two doses at one instant
+    streamed, whole = _both(_doses(rows), chunk=7)
+    assert streamed == whole
+    assert not streamed.restarted
+    assert len(streamed.rejected) == 2
+
+
+def test_a_dose_written_out_of_order_within_what_was_handed_over_reads_the_file_again() -> None:
+    walls = _walls(dt.datetime(2025, 6, 1), 12, 10)
+    late = dt.datetime(2025, 6, 1, 0, 5)  # between the first two doses, which went with their segments
+    rows = [("111", _stamp(wall), "0.05") for wall in [*walls, late]]
+    streamed, whole = _both(_doses(rows), chunk=4)
+    assert streamed.restarted
+    assert dataclasses.replace(streamed, restarted=False) == whole
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=st.sampled_from([SPRING, AUTUMN, dt.datetime(2025, 6, 1)]),
+    offset_min=st.integers(min_value=-300, max_value=240),
+    count=st.integers(min_value=1, max_value=60),
+    step_min=st.sampled_from([0, 1, 5, 11, 61]),
+    order=st.sampled_from(_ORDERS),
+    moved=st.integers(min_value=0, max_value=59),
+    chunk=st.integers(min_value=1, max_value=9),
+    second_pump=st.integers(min_value=0, max_value=60),
+    doses=st.lists(st.sampled_from(["0.05", "0.1", "0", "4.5", "", "x", "-1"]), min_size=60, max_size=60),
+)
+def test_streamed_and_whole_doses_agree(
+    start: dt.datetime,
+    offset_min: int,
+    count: int,
+    step_min: int,
+    order: str,
+    moved: int,
+    chunk: int,
+    second_pump: int,
+    doses: list[str],
+) -> None:
+    """Any order of doses around a daylight-saving change: the same records, rejections and counts."""
+    walls = _reorder(_walls(start + dt.timedelta(minutes=offset_min), count, step_min), order, moved)
+    rows = [
+        ("222" if second_pump and at % second_pump == 0 else "111", _stamp(wall), doses[at])
+        for at, wall in enumerate(walls)
+    ]
+    streamed, whole = _both(_doses(rows), chunk=chunk)
+    assert dataclasses.replace(streamed, restarted=False) == whole

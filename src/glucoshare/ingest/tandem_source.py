@@ -1151,6 +1151,136 @@ class _LiveReadings:
         )
 
 
+class _LiveDoses:
+    """One serial's basal doses, resolved and handed over a chunk at a time while they ascend.
+
+    As :class:`_LiveReadings`, with one more thing to know before a dose can go: its segment lasts
+    until the next later dose, so the doses at the latest instant read so far wait for the next
+    chunk. At the end the segments of all doses are worked out again (and, if the stream stopped
+    ascending, their instants, by a new clock in the device order); the doses handed over must come
+    out the same, else :meth:`finish` answers ``False`` and the file is read again.
+    """
+
+    def __init__(self, reader: _FileReader, serial: str, device: str) -> None:
+        self.reader = reader
+        self.serial = serial
+        self.device = device
+        self.clock = reader.clock(serial)
+        self.walls: list[npt.NDArray[np.int64]] = []
+        """The readable wall times of every chunk, in file order."""
+        self.usable: list[npt.NDArray[np.bool_]] = []
+        """Per chunk, which of its readable rows have a usable dose."""
+        self.lines: list[npt.NDArray[np.int64]] = []
+        self.doses: list[npt.NDArray[np.float64]] = []
+        self.resolved: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+        """Instants and offsets of the usable doses, per chunk, while the stream ascends."""
+        self.count = 0
+        """Usable doses so far: a dose is known by its position among them."""
+        self.handed: list[
+            tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+        ] = []
+        """Position, instant, offset and segment of the doses handed over, per chunk."""
+        self.pending = _NO_DOSES
+        self.last_wall: int | None = None
+        self.steps_back = 0
+        self.ascending = True
+
+    def add(self, rows: ReadingRows) -> ReadingBlock | None:
+        """The doses of the next chunk's rows of the stream that can go now."""
+        walls, readable, doses, good = self.reader.dose_cells(rows)
+        timed = walls[readable]
+        if self.ascending:
+            joined = timed if self.last_wall is None else np.concatenate(([self.last_wall], timed))
+            steps = _steps_back(joined, self.clock.tz)
+            self.ascending = steps is not None and self.steps_back + steps <= _MAX_FOLD_STEPS
+            self.steps_back += steps or 0
+        if timed.size:
+            self.last_wall = int(timed[-1])
+        usable = good[readable]
+        keep = np.flatnonzero(good)
+        first = self.count
+        self.count += keep.size
+        self.walls.append(timed)
+        self.usable.append(usable)
+        self.lines.append(np.array(rows.lines, np.int64)[keep])
+        self.doses.append(doses[keep])
+        if not self.ascending:
+            return None
+        instants, offsets = self.clock.resolve_many(timed)
+        self.resolved.append((instants[usable], offsets[usable]))
+        waiting = _Doses(
+            np.concatenate((self.pending.at, np.arange(first, self.count))),
+            np.concatenate((self.pending.instants, instants[usable])),
+            np.concatenate((self.pending.offsets, offsets[usable])),
+            np.concatenate((self.pending.doses, self.doses[-1])),
+            np.concatenate((self.pending.lines, self.lines[-1])),
+        )
+        if not waiting.at.size:
+            self.pending = waiting
+            return None
+        going = waiting.instants < waiting.instants.max()
+        segments = dose_segments(waiting.instants)[going]
+        self.pending = waiting.chosen(~going)
+        now = waiting.chosen(going)
+        self.handed.append((now.at, now.instants, now.offsets, segments))
+        return self.reader.dose_block(
+            self.device, (now.instants, now.offsets, segments), now.doses, now.lines
+        )
+
+    def finish(self) -> ReadingBlock | bool | None:
+        """The doses still to go; ``False`` when those handed over came out otherwise."""
+        if not self.count:  # no dose to store: as read whole, the stream's times count for nothing
+            self.reader.clock(self.serial, fresh=True)
+            return None
+        if self.ascending:
+            instants = np.concatenate([at for at, _ in self.resolved])
+            offsets = np.concatenate([offset for _, offset in self.resolved])
+        else:
+            clock = self.reader.clock(self.serial, fresh=True)
+            all_instants, all_offsets = resolve_stream(clock, np.concatenate(self.walls))
+            usable = np.concatenate(self.usable)
+            instants, offsets = all_instants[usable], all_offsets[usable]
+        segments = dose_segments(instants)
+        left = np.ones(self.count, np.bool_)
+        for at, handed_instants, handed_offsets, handed_segments in self.handed:
+            if not (
+                np.array_equal(instants[at], handed_instants)
+                and np.array_equal(offsets[at], handed_offsets)
+                and np.array_equal(segments[at], handed_segments)
+            ):
+                return False
+            left[at] = False
+        lines, doses = np.concatenate(self.lines)[left], np.concatenate(self.doses)[left]
+        resolved = (instants[left], offsets[left], segments[left])
+        return self.reader.dose_block(self.device, resolved, doses, lines)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Doses:
+    """Usable doses of a stream by column: position among them, instant, offset, dose, line."""
+
+    at: npt.NDArray[np.intp]
+    instants: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
+    doses: npt.NDArray[np.float64]
+    lines: npt.NDArray[np.int64]
+
+    def chosen(self, mask: npt.NDArray[np.bool_]) -> _Doses:
+        """The doses ``mask`` selects."""
+        return _Doses(
+            self.at[mask], self.instants[mask], self.offsets[mask], self.doses[mask], self.lines[mask]
+        )
+
+
+_NO_DOSES = _Doses(
+    np.zeros(0, np.intp),
+    np.zeros(0, np.int64),
+    np.zeros(0, np.int64),
+    np.zeros(0, np.float64),
+    np.zeros(0, np.int64),
+)
+
+
 def _spread(
     readable: npt.NDArray[np.bool_], resolved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -1277,16 +1407,52 @@ class _FileReader:
     # -- Basal-doses ------------------------------------------------------------------------------
 
     def doses(self) -> Iterator[ParsedItem]:
-        """Basal-doses file: each dose a basal segment until the next row of its serial (module notes)."""
+        """Basal-doses file: each dose a basal segment until the next row of its serial (module notes).
+
+        A file without quotes is read a chunk of rows at a time, and each serial's doses are handed
+        over while its rows ascend (:class:`_LiveDoses`); any other file is read whole first.
+        """
+        if '"' in self.source.text:
+            yield from self._doses_whole(fresh=False)
+            return
+        dose_at = self.columns["dose"]
+        live: dict[str, _LiveDoses] = {}
+        for first, chunk in csv_chunks(self.source, self.header.delimiter):
+            collector = self._collector(dose_at, description_at=None, note_at=-1)
+            collector.add_chunk(first, chunk, self.header.width)
+            for serial, rows in collector.streams.items():
+                stream = live.get(serial)
+                if stream is None:
+                    stream = live[serial] = _LiveDoses(self, serial, self.device(serial, rows.model))
+                block = stream.add(rows)
+                if block is not None:
+                    yield block
+        finished = [stream.finish() for stream in live.values()]
+        if any(rest is False for rest in finished):
+            self.result.rejected.clear()
+            yield Restart("a stream does not ascend: the file is read again, whole, in its device order")
+            yield from self._doses_whole(fresh=True)
+            return
+        for rest in finished:
+            if isinstance(rest, ReadingBlock):
+                yield rest
+
+    def _doses_whole(self, *, fresh: bool) -> Iterator[ParsedItem]:
+        """The doses read whole, then each serial's (``fresh``: each stream from the start)."""
         streams = self._rows_by_serial(self.columns["dose"])
         for serial, stream in streams.items():
             device = self.device(serial, stream.model)
-            block = self._dose_block(stream, device, self.clock(serial))
+            block = self._dose_block(stream, device, self.clock(serial, fresh=fresh))
             if block is not None:
                 yield block
 
-    def _dose_block(self, rows: ReadingRows, device: str, clock: LocalClock) -> ReadingBlock | None:
-        """The basal records of one serial's doses (module notes); unreadable rows are rejected."""
+    def dose_cells(
+        self, rows: ReadingRows
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """``(walls, readable, doses, good)`` of dose rows; a row without a usable dose is rejected.
+
+        ``readable``: the row's time is; ``good``: its time and its dose (a number, not negative) are.
+        """
         walls, readable = wall_times(rows.stamps)
         doses = numbers(rows.values, decimal_comma=self.decimal_comma)
         good = readable & (doses >= 0)  # NaN compares False
@@ -1302,6 +1468,11 @@ class _FileReader:
                 else:
                     reason = "Commanded Basal Dose is negative"
                 self.reject(RejectedRow(rows.lines[at], reason))
+        return walls, readable, doses, good
+
+    def _dose_block(self, rows: ReadingRows, device: str, clock: LocalClock) -> ReadingBlock | None:
+        """The basal records of one serial's doses (module notes); unreadable rows are rejected."""
+        walls, readable, doses, good = self.dose_cells(rows)
         timed = np.flatnonzero(readable)
         if not good.any():
             return None
@@ -1309,16 +1480,34 @@ class _FileReader:
         all_instants, all_offsets = resolve_stream(clock, walls[timed])
         usable = good[timed]
         keep = timed[usable]
-        instants, offsets = all_instants[usable], all_offsets[usable]
-        segments = dose_segments(instants)
-        plausible = doses[keep] <= segments * (MAX_BASAL_RATE_U_H / HOUR_MS)  # the dose at the largest rate
+        instants = all_instants[usable]
+        lines = np.array(rows.lines, np.int64)[keep]
+        doses_kept = doses[keep]
+        return self.dose_block(
+            device, (instants, all_offsets[usable], dose_segments(instants)), doses_kept, lines
+        )
+
+    def dose_block(
+        self,
+        device: str,
+        resolved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]],
+        doses: npt.NDArray[np.float64],
+        lines: npt.NDArray[np.int64],
+    ) -> ReadingBlock | None:
+        """Doses with their ``(instants, offsets, segments)`` as basal records (``None``: none left).
+
+        A dose beyond what a pump delivers in its segment is rejected.
+        """
+        instants, offsets, segments = resolved
+        plausible = doses <= segments * (MAX_BASAL_RATE_U_H / HOUR_MS)  # the dose at the largest rate
         if not plausible.all():
-            for at in keep[~plausible].tolist():
+            for line in lines[~plausible].tolist():
                 reason = f"Commanded Basal Dose is more than {MAX_BASAL_RATE_U_H:g} U/h"
-                self.reject(RejectedRow(rows.lines[at], reason))
-            keep, instants, offsets = keep[plausible], instants[plausible], offsets[plausible]
-            segments = segments[plausible]
-        rates = doses[keep] * HOUR_MS / segments
+                self.reject(RejectedRow(line, reason))
+            instants, offsets, segments = instants[plausible], offsets[plausible], segments[plausible]
+            doses, lines = doses[plausible], lines[plausible]
+        if not instants.size:
+            return None
         return ReadingBlock(
             type="basal",
             subtype="automated",
@@ -1326,9 +1515,9 @@ class _FileReader:
             orig_unit="U",
             time_ms=instants,
             utc_offset_min=offsets,
-            value=rates,
-            orig_value=doses[keep],
-            line=np.array(rows.lines, np.int64)[keep],
+            value=doses * HOUR_MS / segments,
+            orig_value=doses,
+            line=lines,
             duration_ms=segments,
         )
 

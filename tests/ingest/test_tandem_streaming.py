@@ -10,10 +10,7 @@ whole, the way every file was read before: the tests compare the two readings of
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,28 +21,22 @@ from sqlalchemy.orm import Session
 from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
 from glucoshare.ingest import tandem_source
-from glucoshare.ingest.base import ParseContext, Restart, SourceText, each_record
 from glucoshare.ingest.schemas import IncomingFile
 from glucoshare.ingest.service import import_files, inspect_file
 from glucoshare.ingest.tandem_source import TandemSourceImporter
 from glucoshare.records.models import Record, Upload
 from glucoshare.uploader.plan import Source, prepare, read_records
+from tests.ingest import streaming
+from tests.ingest.streaming import AUTUMN, ORDERS, SPRING, ZONE, Outcome, reorder, times_from
 
 SOURCE = TandemSourceImporter()
-ZONE = "Europe/Berlin"
 CGM_HEADER = "Device Type,Serial Number,Description,Event Date Time,Readings (mg/dL)"
 MOBI = "Tandem Mobi™ System"
 
 
-@contextlib.contextmanager
-def chunks_of(rows: int) -> Iterator[None]:
-    """Files read ``rows`` rows at a time (small, so that a small file spans many chunks)."""
-    before = tandem_source._CHUNK_ROWS
-    tandem_source._CHUNK_ROWS = rows
-    try:
-        yield
-    finally:
-        tandem_source._CHUNK_ROWS = before
+def chunks_of(rows: int) -> contextlib.AbstractContextManager[None]:
+    """Tandem files read ``rows`` rows at a time."""
+    return streaming.chunks_of(tandem_source, rows)
 
 
 def _whole(text: str) -> str:
@@ -54,28 +45,8 @@ def _whole(text: str) -> str:
     return f'"{first}",{rest}'
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    records: list[str]
-    rejected: list[tuple[int, str]]
-    devices: dict[str, Any]
-    skipped: int
-    repeated: int
-    restarted: bool
-
-
 def _read(text: str, name: str = "X_1_01Jan2026_0000-CGM.csv") -> Outcome:
-    ctx = ParseContext(ZONE)
-    result = SOURCE.parse(SourceText(name, text, "utf-8"), ctx)
-    items = list(result.records)
-    return Outcome(
-        records=sorted(repr(dataclasses.astuple(record)) for record in each_record(items)),
-        rejected=sorted((row.line, row.reason) for row in result.rejected),
-        devices=dict(result.devices),
-        skipped=ctx.skipped_hour_records,
-        repeated=ctx.repeated_hour_records,
-        restarted=any(isinstance(item, Restart) for item in items),
-    )
+    return streaming.read(SOURCE, text, name)
 
 
 def _both(text: str, *, chunk: int) -> tuple[Outcome, Outcome]:
@@ -95,16 +66,8 @@ def _cgm(rows: list[tuple[str, str, str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _walls(start: dt.datetime, count: int, step_min: int = 5) -> list[dt.datetime]:
-    return [start + dt.timedelta(minutes=step_min * at) for at in range(count)]
-
-
-SPRING = dt.datetime(2025, 3, 30)  # Europe/Berlin skips 02:00-03:00
-AUTUMN = dt.datetime(2025, 10, 26)  # and repeats 02:00-03:00
-
-
 def test_an_ascending_file_is_handed_over_as_it_is_read_and_never_read_again() -> None:
-    walls = _walls(SPRING - dt.timedelta(hours=3), 100)  # through the skipped hour
+    walls = times_from(SPRING - dt.timedelta(hours=3), 100)  # through the skipped hour
     streamed, whole = _both(_cgm([("111", "EGV", _stamp(at), str(100 + at.minute)) for at in walls]), chunk=7)
     assert streamed == whole
     assert not streamed.restarted
@@ -113,8 +76,8 @@ def test_an_ascending_file_is_handed_over_as_it_is_read_and_never_read_again() -
 
 
 def test_the_repeated_hour_read_in_chunks_is_read_as_whole() -> None:
-    first = _walls(AUTUMN + dt.timedelta(hours=1), 24)  # 01:00 to 02:55, the first pass
-    second = _walls(AUTUMN + dt.timedelta(hours=2), 24)  # 02:00 to 03:55, the second pass
+    first = times_from(AUTUMN + dt.timedelta(hours=1), 24)  # 01:00 to 02:55, the first pass
+    second = times_from(AUTUMN + dt.timedelta(hours=2), 24)  # 02:00 to 03:55, the second pass
     rows = [("111", "EGV", _stamp(at), "120") for at in [*first, *second]]
     streamed, whole = _both(_cgm(rows), chunk=5)
     assert streamed == whole
@@ -123,8 +86,8 @@ def test_the_repeated_hour_read_in_chunks_is_read_as_whole() -> None:
 
 
 def test_a_stream_that_stops_ascending_keeps_what_it_handed_over_when_that_holds() -> None:
-    later = _walls(dt.datetime(2025, 6, 2), 30)
-    earlier = _walls(dt.datetime(2025, 6, 1), 30)  # written after: the stream is sorted by wall time
+    later = times_from(dt.datetime(2025, 6, 2), 30)
+    earlier = times_from(dt.datetime(2025, 6, 1), 30)  # written after: the stream is sorted by wall time
     rows = [("111", "EGV", _stamp(at), "130") for at in [*later, *earlier]]
     streamed, whole = _both(_cgm(rows), chunk=8)
     assert streamed == whole
@@ -135,16 +98,16 @@ def test_a_file_is_read_again_when_a_lagging_clock_reaches_what_was_handed_over(
     # The rows after the skipped hour come first; the rows through it come after them. Sorted by
     # wall time, the device clock that had not moved forward lags on into the rows handed over
     # first, so they were resolved wrongly and the file is read again.
-    after = _walls(SPRING + dt.timedelta(hours=3), 20)
-    through = _walls(SPRING + dt.timedelta(hours=1), 24)  # 01:00 to 02:55: twelve rows in the gap
+    after = times_from(SPRING + dt.timedelta(hours=3), 20)
+    through = times_from(SPRING + dt.timedelta(hours=1), 24)  # 01:00 to 02:55: twelve rows in the gap
     rows = [("111", "EGV", _stamp(at), "140") for at in [*after, *through]]
     streamed, whole = _both(_cgm(rows), chunk=6)
     assert streamed.restarted
-    assert dataclasses.replace(streamed, restarted=False) == whole
+    assert streamed.standing() == whole
 
 
 def test_several_pumps_unreadable_rows_and_blank_lines_in_chunks() -> None:
-    walls = _walls(dt.datetime(2025, 3, 29, 22), 60)
+    walls = times_from(dt.datetime(2025, 3, 29, 22), 60)
     rows: list[tuple[str, str, str, str]] = []
     for at, wall in enumerate(walls):
         serial = "222" if at % 7 == 3 else "111"
@@ -161,32 +124,13 @@ def test_several_pumps_unreadable_rows_and_blank_lines_in_chunks() -> None:
     assert streamed.rejected
 
 
-_ORDERS = ("as written", "reversed", "halves swapped", "pairs swapped", "one moved to the end")
-
-
-def _reorder(walls: list[dt.datetime], order: str, at: int) -> list[dt.datetime]:
-    if order == "reversed":
-        return walls[::-1]
-    if order == "halves swapped":
-        return walls[len(walls) // 2 :] + walls[: len(walls) // 2]
-    if order == "pairs swapped":
-        out = list(walls)
-        for i in range(0, len(out) - 1, 2):
-            out[i], out[i + 1] = out[i + 1], out[i]
-        return out
-    if order == "one moved to the end" and walls:
-        at %= len(walls)
-        return walls[:at] + walls[at + 1 :] + [walls[at]]
-    return walls
-
-
 @settings(max_examples=150, deadline=None)
 @given(
     start=st.sampled_from([SPRING, AUTUMN, dt.datetime(2025, 6, 1)]),
     offset_min=st.integers(min_value=-300, max_value=240),
     count=st.integers(min_value=1, max_value=60),
     step_min=st.sampled_from([1, 5, 20, 61]),
-    order=st.sampled_from(_ORDERS),
+    order=st.sampled_from(ORDERS),
     moved=st.integers(min_value=0, max_value=59),
     chunk=st.integers(min_value=1, max_value=9),
     second_pump=st.integers(min_value=0, max_value=60),
@@ -202,13 +146,13 @@ def test_streamed_and_whole_readings_agree(
     second_pump: int,
 ) -> None:
     """Any order of rows around a daylight-saving change: the same records, rejections and counts."""
-    walls = _reorder(_walls(start + dt.timedelta(minutes=offset_min), count, step_min), order, moved)
+    walls = reorder(times_from(start + dt.timedelta(minutes=offset_min), count, step_min), order, moved)
     rows = [
         ("222" if second_pump and at % second_pump == 0 else "111", "EGV", _stamp(wall), str(60 + at))
         for at, wall in enumerate(walls)
     ]
     streamed, whole = _both(_cgm(rows), chunk=chunk)
-    assert dataclasses.replace(streamed, restarted=False) == whole
+    assert streamed.standing() == whole
 
 
 def test_an_import_that_reads_a_file_again_stores_it_once(engine: Engine, settings: Settings) -> None:
@@ -241,7 +185,9 @@ def test_an_import_that_reads_a_file_again_stores_it_once(engine: Engine, settin
 
 @pytest.mark.parametrize("chunk", [1, 3, 4096])
 def test_a_year_of_simulated_readings_in_chunks(chunk: int) -> None:
-    walls = _walls(dt.datetime(2025, 1, 1), 2 * 288, 5) + _walls(SPRING, 288) + _walls(AUTUMN, 288)
+    walls = (
+        times_from(dt.datetime(2025, 1, 1), 2 * 288, 5) + times_from(SPRING, 288) + times_from(AUTUMN, 288)
+    )
     rows = [("111", "EGV", _stamp(wall), str(70 + at % 200)) for at, wall in enumerate(walls)]
     streamed, whole = _both(_cgm(rows), chunk=chunk)
     assert streamed == whole
@@ -249,8 +195,8 @@ def test_a_year_of_simulated_readings_in_chunks(chunk: int) -> None:
 
 def _read_again_file() -> str:
     """A CGM file whose first reading is withdrawn (see the test above)."""
-    after = _walls(SPRING + dt.timedelta(hours=3), 20)
-    through = _walls(SPRING + dt.timedelta(hours=1), 24)
+    after = times_from(SPRING + dt.timedelta(hours=3), 20)
+    through = times_from(SPRING + dt.timedelta(hours=1), 24)
     return _cgm([("111", "EGV", _stamp(at), str(100 + at.minute)) for at in [*after, *through]])
 
 
@@ -290,7 +236,9 @@ def _doses(rows: list[tuple[str, str, str]]) -> str:
 
 
 def test_doses_are_handed_over_in_chunks_with_the_segments_of_a_whole_reading() -> None:
-    walls = _walls(SPRING - dt.timedelta(hours=2), 80) + _walls(SPRING + dt.timedelta(hours=12), 10, 11)
+    walls = times_from(SPRING - dt.timedelta(hours=2), 80) + times_from(
+        SPRING + dt.timedelta(hours=12), 10, 11
+    )
     rows = [("111", _stamp(wall), f"{0.02 + at % 9 / 100:.3f}") for at, wall in enumerate(walls)]
     rows[20] = ("111", _stamp(walls[20]), "5")  # 60 U/h over its five minutes: rejected
     rows[30] = ("111", _stamp(walls[30]), "")
@@ -302,12 +250,12 @@ def test_doses_are_handed_over_in_chunks_with_the_segments_of_a_whole_reading() 
 
 
 def test_a_dose_written_out_of_order_within_what_was_handed_over_reads_the_file_again() -> None:
-    walls = _walls(dt.datetime(2025, 6, 1), 12, 10)
+    walls = times_from(dt.datetime(2025, 6, 1), 12, 10)
     late = dt.datetime(2025, 6, 1, 0, 5)  # between the first two doses, which went with their segments
     rows = [("111", _stamp(wall), "0.05") for wall in [*walls, late]]
     streamed, whole = _both(_doses(rows), chunk=4)
     assert streamed.restarted
-    assert dataclasses.replace(streamed, restarted=False) == whole
+    assert streamed.standing() == whole
 
 
 @settings(max_examples=150, deadline=None)
@@ -316,7 +264,7 @@ def test_a_dose_written_out_of_order_within_what_was_handed_over_reads_the_file_
     offset_min=st.integers(min_value=-300, max_value=240),
     count=st.integers(min_value=1, max_value=60),
     step_min=st.sampled_from([0, 1, 5, 11, 61]),
-    order=st.sampled_from(_ORDERS),
+    order=st.sampled_from(ORDERS),
     moved=st.integers(min_value=0, max_value=59),
     chunk=st.integers(min_value=1, max_value=9),
     second_pump=st.integers(min_value=0, max_value=60),
@@ -334,10 +282,10 @@ def test_streamed_and_whole_doses_agree(
     doses: list[str],
 ) -> None:
     """Any order of doses around a daylight-saving change: the same records, rejections and counts."""
-    walls = _reorder(_walls(start + dt.timedelta(minutes=offset_min), count, step_min), order, moved)
+    walls = reorder(times_from(start + dt.timedelta(minutes=offset_min), count, step_min), order, moved)
     rows = [
         ("222" if second_pump and at % second_pump == 0 else "111", _stamp(wall), doses[at])
         for at, wall in enumerate(walls)
     ]
     streamed, whole = _both(_doses(rows), chunk=chunk)
-    assert dataclasses.replace(streamed, restarted=False) == whole
+    assert streamed.standing() == whole

@@ -88,11 +88,12 @@ from glucoshare.ingest.base import (
     ParseResult,
     ReadingBlock,
     RejectedRow,
+    Restart,
     SourceText,
     shown,
 )
 from glucoshare.ingest.errors import MalformedFileError
-from glucoshare.ingest.localtime import wall_ms
+from glucoshare.ingest.localtime import day_offsets, wall_ms
 from glucoshare.ingest.numbers import parse_number
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 
@@ -953,6 +954,8 @@ def _refuse_if_cut_off(name: str, line: int, exc: csv.Error) -> None:
 
 _BLOCK_ROWS = 4096
 """Readings handed over as one :class:`ReadingBlock`."""
+_CHUNK_ROWS = 4096
+"""Readings read before those on days without a daylight-saving change are handed over."""
 _MALFORMED_ROW = "a quoted field is malformed or never closed (truncated file?)"
 
 
@@ -965,6 +968,66 @@ class _CgmStream:
     walls: list[int] = dataclasses.field(default_factory=list)
     lines: list[int] = dataclasses.field(default_factory=list)
     values: list[_Glucose] = dataclasses.field(default_factory=list)
+    ahead_to: int = 0
+    """The rows up to here were looked at for handing over ahead of the stream's end."""
+    ahead: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = (
+        dataclasses.field(default_factory=list)
+    )
+    """Rows handed over ahead (their positions), with the instants and offsets they went with."""
+
+
+def _cgm_items(
+    stream: _CgmStream,
+    unit: str,
+    at: npt.NDArray[np.intp],
+    resolved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
+) -> Iterator[ParsedItem]:
+    """The records of the stream's rows ``at`` (positions in file order), resolved to ``(instants, offsets)``.
+
+    Readings flagged at a sensor limit come as single records, the others as blocks.
+    """
+    if not at.size:
+        return
+    instants, offsets = resolved
+    lines = np.array(stream.lines, np.int64)[at]
+    values = [stream.values[row] for row in at.tolist()]
+    count = len(values)
+    mgdl = np.fromiter((v[0] for v in values), np.float64, count)
+    written = np.fromiter((np.nan if v[1] is None else v[1] for v in values), np.float64, count)
+    flagged = np.fromiter((v[2] is not None for v in values), np.bool_, count)
+    device = stream.device
+    for row in np.flatnonzero(flagged).tolist():
+        value = values[row]
+        yield ParsedRecord(
+            "cbg",
+            "sensor",
+            int(instants[row]),
+            int(offsets[row]),
+            int(lines[row]),
+            device,
+            value[0],
+            value[1],
+            unit,
+            None,
+            value[2],
+        )
+    if flagged.any():
+        plain = ~flagged
+        instants, offsets, lines = instants[plain], offsets[plain], lines[plain]
+        mgdl, written = mgdl[plain], written[plain]
+    for start in range(0, len(instants), _BLOCK_ROWS):
+        stop = start + _BLOCK_ROWS
+        yield ReadingBlock(
+            "cbg",
+            "sensor",
+            device,
+            unit,
+            instants[start:stop],
+            offsets[start:stop],
+            mgdl[start:stop],
+            written[start:stop],
+            lines[start:stop],
+        )
 
 
 class _FileReader:
@@ -1011,11 +1074,38 @@ class _FileReader:
         return lines
 
     def cgm(self) -> Iterator[ParsedItem]:
-        """CGM readings: rows read in one lean loop, then resolved and handed over per stream.
+        """CGM readings, handed over a chunk of rows at a time.
 
         This is the hot path of a Glooko import: the timestamp's date and time parts and the
-        glucose texts are looked up in caches, and the readings of a stream become
-        :class:`ReadingBlock` columns (readings at a sensor limit single, annotated records).
+        glucose texts are looked up in caches (:meth:`_cgm_rows`), and the readings of a stream
+        become :class:`ReadingBlock` columns (readings at a sensor limit single, annotated records).
+        Glooko writes newest first, so a stream's clock runs only once all its rows are read; but a
+        reading on a day without a daylight-saving change names one instant whatever the order
+        (:func:`~glucoshare.ingest.localtime.day_offsets`), so those go as soon as their chunk is
+        read. At the end each stream is resolved in its device order: the readings handed over must
+        come out at the same instants (they do unless a device clock lagging behind a spring-forward
+        change reaches them), and the others follow. When they do not, the readings go again, all
+        of them resolved in device order (:class:`~glucoshare.ingest.base.Restart`).
+        """
+        unit = self.layout.units["cgm_glucose"]
+        by_key: dict[str, _CgmStream] = {}  # by the serial
+        for _ in self._cgm_rows(by_key):
+            for stream in by_key.values():
+                yield from self._cgm_ahead(stream, unit)
+        settled = [self._cgm_settled(key, stream, unit) for key, stream in by_key.items()]
+        if any(items is None for items in settled):
+            yield Restart("a device clock lagged behind a spring-forward change: the readings go again")
+            for key, stream in by_key.items():
+                at, resolved = self._cgm_resolved(key, stream, fresh=True)
+                yield from _cgm_items(stream, unit, at, resolved)
+            return
+        for items in settled:
+            yield from items or ()
+
+    def _cgm_rows(self, by_key: dict[str, _CgmStream]) -> Iterator[None]:
+        """Read the CGM rows into one :class:`_CgmStream` per serial (``by_key``).
+
+        Pauses (yields) after every :data:`_CHUNK_ROWS` readings.
         """
         layout = self.layout
         columns = layout.columns
@@ -1026,7 +1116,7 @@ class _FileReader:
         reject = self.result.rejected.append
         days, times, stamps = self.stamps.days, self.stamps.times, self.stamps
         streams: dict[str, _CgmStream] = {}  # by the serial cell as written
-        by_key: dict[str, _CgmStream] = {}  # by the serial
+        count, chunk_end = 0, _CHUNK_ROWS
         serial_text: str | None = None
         stream: _CgmStream | None = None
         reader = csv.reader(self._lines(), delimiter=layout.delimiter, strict=True)
@@ -1082,63 +1172,62 @@ class _FileReader:
                     stream.walls.append(wall)
                     stream.lines.append(line)
                     stream.values.append(value)
+                    count += 1
+                    if count == chunk_end:
+                        chunk_end += _CHUNK_ROWS
+                        yield
             except csv.Error as exc:
                 _refuse_if_cut_off(self.source.name, reader.line_num + 2, exc)
                 reject(RejectedRow(reader.line_num + 2, _MALFORMED_ROW))
                 continue
             break
-        for key, found in by_key.items():
-            yield from self._cgm_items(key, found, unit)
 
-    def _cgm_items(self, serial: str, stream: _CgmStream, unit: str) -> Iterator[ParsedItem]:
-        count = len(stream.walls)
-        if not count:
+    def _cgm_ahead(self, stream: _CgmStream, unit: str) -> Iterator[ParsedItem]:
+        """The stream's readings read since the last chunk that are on days without a change."""
+        start, stop = stream.ahead_to, len(stream.walls)
+        if start == stop:
             return
+        stream.ahead_to = stop
+        walls = np.array(stream.walls[start:stop], np.int64)
+        offsets, uniform = day_offsets(self.ctx.tz, walls)
+        at = np.flatnonzero(uniform)
+        if not at.size:
+            return
+        resolved = (walls[at] - offsets[at] * 60_000, offsets[at])
+        at += start
+        stream.ahead.append((at, *resolved))
+        yield from _cgm_items(stream, unit, at, resolved)
+
+    def _cgm_resolved(
+        self, key: str, stream: _CgmStream, *, fresh: bool = False
+    ) -> tuple[npt.NDArray[np.intp], tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+        """Every reading of a stream in device order (its positions in file order), resolved.
+
+        Rows written newest first are reversed (:func:`reads_newest_first`); ``fresh``: a new clock.
+        """
         walls = np.array(stream.walls, np.int64)
-        lines = np.array(stream.lines, np.int64)
-        values = stream.values
-        mgdl = np.fromiter((v[0] for v in values), np.float64, count)
-        written = np.fromiter((np.nan if v[1] is None else v[1] for v in values), np.float64, count)
-        flagged = np.fromiter((v[2] is not None for v in values), np.bool_, count)
+        at = np.arange(walls.size)
         if reads_newest_first(walls):
-            walls, lines = walls[::-1].copy(), lines[::-1].copy()
-            mgdl, written, flagged = mgdl[::-1].copy(), written[::-1].copy(), flagged[::-1].copy()
-            values = values[::-1]
-        clock = self.ctx.clock(f"glooko|cgm|{serial.strip()}")
-        instants, offsets = clock.resolve_many(walls)
-        device = stream.device
-        for at in np.flatnonzero(flagged).tolist():
-            value = values[at]
-            yield ParsedRecord(
-                "cbg",
-                "sensor",
-                int(instants[at]),
-                int(offsets[at]),
-                int(lines[at]),
-                device,
-                value[0],
-                value[1],
-                unit,
-                None,
-                value[2],
-            )
-        if flagged.any():
-            plain = ~flagged
-            instants, offsets, lines = instants[plain], offsets[plain], lines[plain]
-            mgdl, written = mgdl[plain], written[plain]
-        for start in range(0, len(instants), _BLOCK_ROWS):
-            stop = start + _BLOCK_ROWS
-            yield ReadingBlock(
-                "cbg",
-                "sensor",
-                device,
-                unit,
-                instants[start:stop],
-                offsets[start:stop],
-                mgdl[start:stop],
-                written[start:stop],
-                lines[start:stop],
-            )
+            at = at[::-1]
+        name = f"glooko|cgm|{key.strip()}"
+        clock = self.ctx.fresh_clock(name) if fresh else self.ctx.clock(name)
+        return at, clock.resolve_many(walls[at])
+
+    def _cgm_settled(self, key: str, stream: _CgmStream, unit: str) -> list[ParsedItem] | None:
+        """The stream's readings not handed over yet; ``None``: those handed over came out otherwise."""
+        if not stream.walls:
+            return []
+        order, (instants, offsets) = self._cgm_resolved(key, stream)
+        by_row = np.empty(order.size, np.intp)
+        by_row[order] = np.arange(order.size)  # where each row is in device order
+        left = np.ones(order.size, np.bool_)
+        for at, ahead_instants, ahead_offsets in stream.ahead:
+            where = by_row[at]
+            same = np.array_equal(instants[where], ahead_instants)
+            if not (same and np.array_equal(offsets[where], ahead_offsets)):
+                return None
+            left[where] = False
+        return list(_cgm_items(stream, unit, order[left], (instants[left], offsets[left])))
 
     def events(self) -> Iterator[ParsedItem]:
         """Records of a member other than CGM, stream by stream in device order."""

@@ -70,6 +70,23 @@ def _day_offsets(tz: zoneinfo.ZoneInfo, day: int) -> tuple[int, int] | None:
     return offsets if uniform else None
 
 
+def day_offsets(
+    tz: zoneinfo.ZoneInfo, walls: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """The UTC offset (minutes) of each wall time's local day, and which days have no change.
+
+    On a day without a daylight-saving change a wall time names one instant, whatever the order of
+    a stream: a :class:`LocalClock` resolves it with this offset, unless the device clock of its
+    stream still lags behind a spring-forward change (:meth:`LocalClock.resolve_ms`). The offset is
+    0 where the day holds a change.
+    """
+    days, index = np.unique(walls // _DAY_MS, return_inverse=True)
+    table = [_day_offsets(tz, day) for day in days.tolist()]
+    uniform = np.array([entry is not None for entry in table], np.bool_)[index]
+    offsets = np.array([0 if entry is None else entry[0] for entry in table], np.int64)[index]
+    return offsets, uniform
+
+
 class LocalClock:
     """Resolves the wall times of one stream of records, fed in device order, to UTC."""
 

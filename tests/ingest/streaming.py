@@ -1,0 +1,86 @@
+"""Shared by the tests of importers that hand records over while they read (a chunk at a time).
+
+Such an importer must give what the same file read whole gives, whatever the order of its rows
+around a daylight-saving change; these build the rows and compare the two readings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+from glucoshare.ingest.base import Importer, ParseContext, Restart, SourceText, each_record
+
+ZONE = "Europe/Berlin"
+SPRING = dt.datetime(2025, 3, 30)  # Europe/Berlin skips 02:00-03:00
+AUTUMN = dt.datetime(2025, 10, 26)  # and repeats 02:00-03:00
+SUMMER = dt.datetime(2025, 6, 1)
+ORDERS = ("as written", "reversed", "halves swapped", "pairs swapped", "one moved to the end")
+
+
+@contextlib.contextmanager
+def chunks_of(module: ModuleType, rows: int) -> Iterator[None]:
+    """``module`` reads ``rows`` rows at a time (small, so that a small file spans many chunks)."""
+    before = module._CHUNK_ROWS
+    module._CHUNK_ROWS = rows
+    try:
+        yield
+    finally:
+        module._CHUNK_ROWS = before
+
+
+def times_from(start: dt.datetime, count: int, step_min: int = 5) -> list[dt.datetime]:
+    """``count`` wall times from ``start``, ``step_min`` minutes apart."""
+    return [start + dt.timedelta(minutes=step_min * at) for at in range(count)]
+
+
+def reorder(times: list[dt.datetime], order: str, at: int) -> list[dt.datetime]:
+    """``times`` in one of :data:`ORDERS` (``at``: which one is moved to the end)."""
+    if order == "reversed":
+        return times[::-1]
+    if order == "halves swapped":
+        return times[len(times) // 2 :] + times[: len(times) // 2]
+    if order == "pairs swapped":
+        out = list(times)
+        for i in range(0, len(out) - 1, 2):
+            out[i], out[i + 1] = out[i + 1], out[i]
+        return out
+    if order == "one moved to the end" and times:
+        at %= len(times)
+        return times[:at] + times[at + 1 :] + [times[at]]
+    return times
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one reading of a file gave: its records (those that stand), rejections, devices, counts."""
+
+    records: list[str]
+    rejected: list[tuple[int, str]]
+    devices: dict[str, Any]
+    skipped: int
+    repeated: int
+    restarted: bool
+
+    def standing(self) -> Outcome:
+        """The outcome without whether the file was read again (what a consumer is left with)."""
+        return dataclasses.replace(self, restarted=False)
+
+
+def read(importer: Importer, text: str, name: str) -> Outcome:
+    """Parse ``text`` in :data:`ZONE` and say what came out."""
+    ctx = ParseContext(ZONE)
+    result = importer.parse(SourceText(name, text, "utf-8"), ctx)
+    items = list(result.records)
+    return Outcome(
+        records=sorted(repr(dataclasses.astuple(record)) for record in each_record(items)),
+        rejected=sorted((row.line, row.reason) for row in result.rejected),
+        devices=dict(result.devices),
+        skipped=ctx.skipped_hour_records,
+        repeated=ctx.repeated_hour_records,
+        restarted=any(isinstance(item, Restart) for item in items),
+    )

@@ -1,0 +1,151 @@
+"""Glooko CGM readings handed over a chunk at a time give what the member read whole gives.
+
+Readings on days without a daylight-saving change go as soon as their chunk of rows is read
+(:data:`~glucoshare.ingest.glooko._CHUNK_ROWS`); the others, and any that a lagging device clock
+reaches (then all of them again, after a :class:`~glucoshare.ingest.base.Restart`), at the end. With
+a chunk larger than the file every reading goes at the end, as before: the tests compare the two.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.service import add_patient, validate_patient
+from glucoshare.config import Settings
+from glucoshare.ingest import glooko
+from glucoshare.ingest.glooko import GlookoImporter
+from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.service import import_files
+from glucoshare.records.models import Record, Upload
+from tests.ingest import streaming
+from tests.ingest.streaming import AUTUMN, ORDERS, SPRING, SUMMER, ZONE, Outcome, reorder, times_from
+
+IMPORTER = GlookoImporter()
+META = "Name:Test Person,Date Range:2025-01-01 - 2025-12-31"
+CGM_HEADER = "Timestamp,CGM Glucose Value (mg/dl),Serial Number"
+WHOLE = 10**9
+
+
+def _cgm(rows: list[tuple[dt.datetime | str, str, str]]) -> str:
+    """A CGM member of ``(wall time or stamp text, value, serial)`` rows, as Glooko writes it."""
+    lines = [META, CGM_HEADER]
+    for when, value, serial in rows:
+        stamp = when.strftime("%Y-%m-%d %H:%M") if isinstance(when, dt.datetime) else when
+        lines.append(f"{stamp},{value},{serial}")
+    return "\r\n".join(lines)
+
+
+def _both(text: str, *, chunk: int) -> tuple[Outcome, Outcome]:
+    readings = []
+    for rows in (chunk, WHOLE):
+        with streaming.chunks_of(glooko, rows):
+            readings.append(streaming.read(IMPORTER, text, "cgm_data_1.csv"))
+    return readings[0], readings[1]
+
+
+def test_a_year_newest_first_goes_in_chunks_without_reading_again() -> None:
+    # Hourly, as a device whose clock follows the changes writes them: no hour skipped stays, the
+    # repeated hour comes twice.
+    zone = zoneinfo.ZoneInfo(ZONE)
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    times = [(start + dt.timedelta(hours=n)).astimezone(zone).replace(tzinfo=None) for n in range(365 * 24)]
+    text = _cgm([(at, str(60 + n % 300), "Dexcom G6") for n, at in enumerate(times[::-1])])
+    streamed, whole = _both(text, chunk=500)
+    assert streamed == whole
+    assert not streamed.restarted
+    assert streamed.repeated == 2  # 02:00 and 02:00 again on the autumn day, hourly
+
+
+def test_readings_of_a_clock_lagging_after_spring_forward_go_again() -> None:
+    # Every five minutes from the evening before the change to the morning after the next, the
+    # device clock never put forward: the readings of the next day lag too, and went first.
+    times = times_from(SPRING - dt.timedelta(hours=2), 12 * 32)[::-1]
+    text = _cgm([(at, "120", "Dexcom G6") for at in times])
+    streamed, whole = _both(text, chunk=10)
+    assert streamed.restarted
+    assert streamed.standing() == whole
+    assert whole.skipped > 12
+
+
+def test_limits_words_and_unreadable_rows_in_chunks() -> None:
+    times = times_from(AUTUMN - dt.timedelta(hours=5), 150)[::-1]
+    rows: list[tuple[dt.datetime | str, str, str]] = []
+    for n, at in enumerate(times):
+        value = {3: "LO", 4: "HI", 5: "401", 6: "39", 7: "", 8: "abc", 9: "0"}.get(n % 25, str(80 + n % 90))
+        stamp: dt.datetime | str = {11: "", 12: "31.02.2025 10:00", 13: at.strftime("%m/%d/%Y %H:%M")}.get(
+            n % 25, at
+        )
+        rows.append((stamp, value, "FreeStyle Libre" if n % 17 == 0 else "Dexcom G6"))
+    streamed, whole = _both(_cgm(rows), chunk=7)
+    assert streamed == whole
+    assert streamed.rejected
+    assert len(streamed.devices) == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=st.sampled_from([SPRING, AUTUMN, SUMMER]),
+    offset_min=st.integers(min_value=-300, max_value=240),
+    count=st.integers(min_value=1, max_value=60),
+    step_min=st.sampled_from([1, 5, 20, 61]),
+    newest_first=st.booleans(),
+    order=st.sampled_from(ORDERS),
+    moved=st.integers(min_value=0, max_value=59),
+    chunk=st.integers(min_value=1, max_value=9),
+    second_sensor=st.integers(min_value=0, max_value=60),
+)
+def test_streamed_and_whole_readings_agree(
+    start: dt.datetime,
+    offset_min: int,
+    count: int,
+    step_min: int,
+    newest_first: bool,
+    order: str,
+    moved: int,
+    chunk: int,
+    second_sensor: int,
+) -> None:
+    """Any order of rows around a daylight-saving change: the same records, rejections and counts."""
+    times = times_from(start + dt.timedelta(minutes=offset_min), count, step_min)
+    times = reorder(times[::-1] if newest_first else times, order, moved)
+    rows: list[tuple[dt.datetime | str, str, str]] = [
+        (at, str(50 + n), "Eversense" if second_sensor and n % second_sensor == 0 else "Dexcom G6")
+        for n, at in enumerate(times)
+    ]
+    streamed, whole = _both(_cgm(rows), chunk=chunk)
+    assert streamed.standing() == whole
+
+
+def test_an_import_of_readings_that_go_again_stores_them_once(engine: Engine, settings: Settings) -> None:
+    times = times_from(SPRING - dt.timedelta(hours=2), 12 * 32)[::-1]
+    data = _cgm([(at, str(100 + at.minute), "Dexcom G6") for at in times]).encode()
+    stored = []
+    with Session(engine, expire_on_commit=False) as session:
+        for chunk, min_chars in ((10, 10**9), (10, 0), (WHOLE, 10**9)):  # here, in the child, whole
+            patient = add_patient(session, validate_patient(email="p@example.org", name="P", timezone=ZONE))
+            with streaming.chunks_of(glooko, chunk):
+                (upload,) = import_files(
+                    session,
+                    settings=settings.model_copy(update={"parse_process_min_chars": min_chars}),
+                    patient=patient,
+                    files=[IncomingFile("cgm_data_1.csv", data)],
+                    timezone=None,
+                    actor="test",
+                )
+            seq = session.scalar(select(Upload.seq).where(Upload.id == upload.id))
+            rows = session.execute(
+                select(Record.time_ms, Record.utc_offset_min, Record.value, Record.source_line)
+                .where(Record.upload_seq == seq)
+                .order_by(Record.time_ms, Record.source_line)
+            ).all()
+            stored.append((upload.counts, upload.new, upload.first, upload.last, upload.warnings, rows))
+            session.rollback()
+    assert len(stored[0][5]) == len(times)
+    assert stored[0] == stored[2]
+    assert stored[1] == stored[2]

@@ -11,8 +11,14 @@ vendors register exactly like third-party ones (see ``pyproject.toml``). An impo
   readings),
 * registers every device it sees in :attr:`ParseResult.devices` before yielding a record of it,
 * reports single unreadable rows in :attr:`ParseResult.rejected` with their line numbers (in any
-  order), and
-  raises :class:`~glucoshare.ingest.errors.MalformedFileError` when the file as a whole is broken.
+  order),
+* may hand records over before it has read the whole file, on an assumption it checks at the end;
+  when the check fails it yields :class:`Restart` and the file's records again (and clears what it
+  rejected so far, if it reads the rows again), and
+* raises :class:`~glucoshare.ingest.errors.MalformedFileError` when the file as a whole is broken.
+
+Records are yielded lazily: an import stores them while the parse reads on (in another process
+for large files, :mod:`glucoshare.ingest.parse_process`).
 
 An importer may set the class attribute ``final_newline = True`` when every file of its format ends
 with a line break; a file that does not is then refused as truncated. Otherwise an unreadable last

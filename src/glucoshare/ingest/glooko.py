@@ -63,7 +63,8 @@ text only, so the same serial in several members is one device.
 written newest first; a stream is fed to its clock in device order, oldest first: its rows are
 reversed unless more of its steps go forward in time than back (a member written oldest first is
 read as it is). That order is what places a record in the first or second pass through the hour
-repeated at a fall-back change.
+repeated at a fall-back change. CGM readings on days without a change go before the stream's end
+(:meth:`_FileReader.cgm`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,15 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from glucoshare.accounts.service import add_patient, validate_patient
+from glucoshare.config import Settings
 from glucoshare.ingest.base import Importer, ParseContext, Restart, SourceText, each_record
+from glucoshare.ingest.schemas import IncomingFile
+from glucoshare.ingest.service import import_files
+from glucoshare.records.models import Record, Upload
 
 ZONE = "Europe/Berlin"
 SPRING = dt.datetime(2025, 3, 30)  # Europe/Berlin skips 02:00-03:00
@@ -84,3 +92,44 @@ def read(importer: Importer, text: str, name: str) -> Outcome:
         repeated=ctx.repeated_hour_records,
         restarted=any(isinstance(item, Restart) for item in items),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One import of a file: its bytes, the chunk size its importer reads, and whether it forks."""
+
+    data: bytes
+    chunk: int
+    in_child: bool
+
+
+def stored(engine: Engine, settings: Settings, module: ModuleType, name: str, runs: list[Run]) -> list[Any]:
+    """Import ``name`` once per run, each for a new patient (rolled back after); what each stored.
+
+    Per run: the upload's counts, new records, first and last time, warnings, and the stored rows
+    (instant, offset, value, line) in time order.
+    """
+    out: list[Any] = []
+    with Session(engine, expire_on_commit=False) as session:
+        for run in runs:
+            patient = add_patient(session, validate_patient(email="p@example.org", name="P", timezone=ZONE))
+            with chunks_of(module, run.chunk):
+                (upload,) = import_files(
+                    session,
+                    settings=settings.model_copy(
+                        update={"parse_process_min_chars": 0 if run.in_child else 10**15}
+                    ),
+                    patient=patient,
+                    files=[IncomingFile(name, run.data)],
+                    timezone=None,
+                    actor="test",
+                )
+            seq = session.scalar(select(Upload.seq).where(Upload.id == upload.id))
+            rows = session.execute(
+                select(Record.time_ms, Record.utc_offset_min, Record.value, Record.source_line)
+                .where(Record.upload_seq == seq)
+                .order_by(Record.time_ms, Record.source_line)
+            ).all()
+            out.append((upload.counts, upload.new, upload.first, upload.last, upload.warnings, rows))
+            session.rollback()
+    return out

@@ -13,18 +13,13 @@ import zoneinfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
-from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
 from glucoshare.ingest import glooko
 from glucoshare.ingest.glooko import GlookoImporter
-from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_files
-from glucoshare.records.models import Record, Upload
 from tests.ingest import streaming
-from tests.ingest.streaming import AUTUMN, ORDERS, SPRING, SUMMER, ZONE, Outcome, reorder, times_from
+from tests.ingest.streaming import AUTUMN, ORDERS, SPRING, SUMMER, ZONE, Outcome, Run, reorder, times_from
 
 IMPORTER = GlookoImporter()
 META = "Name:Test Person,Date Range:2025-01-01 - 2025-12-31"
@@ -125,27 +120,13 @@ def test_streamed_and_whole_readings_agree(
 def test_an_import_of_readings_that_go_again_stores_them_once(engine: Engine, settings: Settings) -> None:
     times = times_from(SPRING - dt.timedelta(hours=2), 12 * 32)[::-1]
     data = _cgm([(at, str(100 + at.minute), "Dexcom G6") for at in times]).encode()
-    stored = []
-    with Session(engine, expire_on_commit=False) as session:
-        for chunk, min_chars in ((10, 10**9), (10, 0), (WHOLE, 10**9)):  # here, in the child, whole
-            patient = add_patient(session, validate_patient(email="p@example.org", name="P", timezone=ZONE))
-            with streaming.chunks_of(glooko, chunk):
-                (upload,) = import_files(
-                    session,
-                    settings=settings.model_copy(update={"parse_process_min_chars": min_chars}),
-                    patient=patient,
-                    files=[IncomingFile("cgm_data_1.csv", data)],
-                    timezone=None,
-                    actor="test",
-                )
-            seq = session.scalar(select(Upload.seq).where(Upload.id == upload.id))
-            rows = session.execute(
-                select(Record.time_ms, Record.utc_offset_min, Record.value, Record.source_line)
-                .where(Record.upload_seq == seq)
-                .order_by(Record.time_ms, Record.source_line)
-            ).all()
-            stored.append((upload.counts, upload.new, upload.first, upload.last, upload.warnings, rows))
-            session.rollback()
-    assert len(stored[0][5]) == len(times)
-    assert stored[0] == stored[2]
-    assert stored[1] == stored[2]
+    here, child, whole = streaming.stored(
+        engine,
+        settings,
+        glooko,
+        "cgm_data_1.csv",
+        [Run(data, 10, in_child=False), Run(data, 10, in_child=True), Run(data, WHOLE, in_child=False)],
+    )
+    assert len(here[5]) == len(times)
+    assert here == whole
+    assert child == whole

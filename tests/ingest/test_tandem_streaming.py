@@ -15,19 +15,16 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
-from glucoshare.accounts.service import add_patient, validate_patient
 from glucoshare.config import Settings
 from glucoshare.ingest import tandem_source
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import import_files, inspect_file
+from glucoshare.ingest.service import inspect_file
 from glucoshare.ingest.tandem_source import TandemSourceImporter
-from glucoshare.records.models import Record, Upload
 from glucoshare.uploader.plan import Source, prepare, read_records
 from tests.ingest import streaming
-from tests.ingest.streaming import AUTUMN, ORDERS, SPRING, ZONE, Outcome, reorder, times_from
+from tests.ingest.streaming import AUTUMN, ORDERS, SPRING, ZONE, Outcome, Run, reorder, times_from
 
 SOURCE = TandemSourceImporter()
 CGM_HEADER = "Device Type,Serial Number,Description,Event Date Time,Readings (mg/dL)"
@@ -158,29 +155,17 @@ def test_streamed_and_whole_readings_agree(
 def test_an_import_that_reads_a_file_again_stores_it_once(engine: Engine, settings: Settings) -> None:
     """What the first reading stored is deleted; the upload is what the whole reading stores."""
     text = _read_again_file()
-    stored = []
-    with Session(engine, expire_on_commit=False) as session, chunks_of(6):
-        for data, min_chars in ((text, 10**9), (text, 0), (_whole(text), 10**9)):  # here, child, whole
-            patient = add_patient(session, validate_patient(email="p@example.org", name="P", timezone=ZONE))
-            (upload,) = import_files(
-                session,
-                settings=settings.model_copy(update={"parse_process_min_chars": min_chars}),
-                patient=patient,
-                files=[IncomingFile("X_1_01Jan2026_0000-CGM.csv", data.encode())],
-                timezone=None,
-                actor="test",
-            )
-            seq = session.scalar(select(Upload.seq).where(Upload.id == upload.id))
-            rows = session.execute(
-                select(Record.time_ms, Record.utc_offset_min, Record.value, Record.source_line)
-                .where(Record.upload_seq == seq)
-                .order_by(Record.time_ms, Record.source_line)
-            ).all()
-            stored.append((upload.counts, upload.new, upload.first, upload.last, rows))
-            session.rollback()
-    assert len(stored[0][4]) == 44
-    assert stored[0] == stored[2]
-    assert stored[1] == stored[2]
+    data, whole_data = text.encode(), _whole(text).encode()
+    here, child, whole = streaming.stored(
+        engine,
+        settings,
+        tandem_source,
+        "X_1_01Jan2026_0000-CGM.csv",
+        [Run(data, 6, in_child=False), Run(data, 6, in_child=True), Run(whole_data, 6, in_child=False)],
+    )
+    assert len(here[5]) == 44
+    assert here == whole
+    assert child == whole
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 4096])

@@ -1074,6 +1074,27 @@ class _SerialRows:
                 self.add(line, padded)
 
 
+@dataclasses.dataclass(slots=True)
+class _Ascent:
+    """Whether a stream's rows, read a chunk at a time, ascend so far (:func:`_steps_back` over all)."""
+
+    tz: zoneinfo.ZoneInfo
+    last_wall: int | None = None
+    steps_back: int = 0
+    holds: bool = True
+
+    def follow(self, timed: npt.NDArray[np.int64]) -> bool:
+        """Take the next chunk's readable wall times; ``True`` while the stream still ascends."""
+        if self.holds:
+            joined = timed if self.last_wall is None else np.concatenate(([self.last_wall], timed))
+            steps = _steps_back(joined, self.tz)
+            self.holds = steps is not None and self.steps_back + steps <= _MAX_FOLD_STEPS
+            self.steps_back += steps or 0
+        if timed.size:
+            self.last_wall = int(timed[-1])
+        return self.holds
+
+
 class _LiveReadings:
     """One serial's glucose rows, resolved and handed over a chunk at a time while they ascend.
 
@@ -1098,23 +1119,14 @@ class _LiveReadings:
         """Instants and offsets of the readable rows handed over, chunk by chunk."""
         self.kept = ReadingRows()
         self.kept_readable: list[npt.NDArray[np.bool_]] = []
-        self.last_wall: int | None = None
-        self.steps_back = 0
-        self.ascending = True
+        self.ascent = _Ascent(self.clock.tz)
 
     def add(self, rows: ReadingRows) -> list[ParsedItem]:
         """The records of the next chunk's rows of the stream (none while rows are kept)."""
         walls, readable = readable_walls(rows, self.reader.reject)
         timed = walls[readable]
-        if self.ascending:
-            joined = timed if self.last_wall is None else np.concatenate(([self.last_wall], timed))
-            steps = _steps_back(joined, self.clock.tz)
-            self.ascending = steps is not None and self.steps_back + steps <= _MAX_FOLD_STEPS
-            self.steps_back += steps or 0
         self.walls.append(timed)
-        if timed.size:
-            self.last_wall = int(timed[-1])
-        if not self.ascending:
+        if not self.ascent.follow(timed):
             self.kept.extend(rows)
             self.kept_readable.append(readable)
             return []
@@ -1185,21 +1197,13 @@ class _LiveDoses:
         ] = []
         """Position, instant, offset and segment of the doses handed over, per chunk."""
         self.pending = _NO_DOSES
-        self.last_wall: int | None = None
-        self.steps_back = 0
-        self.ascending = True
+        self.ascent = _Ascent(self.clock.tz)
 
     def add(self, rows: ReadingRows) -> ReadingBlock | None:
         """The doses of the next chunk's rows of the stream that can go now."""
         walls, readable, doses, good = self.reader.dose_cells(rows)
         timed = walls[readable]
-        if self.ascending:
-            joined = timed if self.last_wall is None else np.concatenate(([self.last_wall], timed))
-            steps = _steps_back(joined, self.clock.tz)
-            self.ascending = steps is not None and self.steps_back + steps <= _MAX_FOLD_STEPS
-            self.steps_back += steps or 0
-        if timed.size:
-            self.last_wall = int(timed[-1])
+        ascending = self.ascent.follow(timed)
         usable = good[readable]
         keep = np.flatnonzero(good)
         first = self.count
@@ -1208,7 +1212,7 @@ class _LiveDoses:
         self.usable.append(usable)
         self.lines.append(np.array(rows.lines, np.int64)[keep])
         self.doses.append(doses[keep])
-        if not self.ascending:
+        if not ascending:
             return None
         instants, offsets = self.clock.resolve_many(timed)
         self.resolved.append((instants[usable], offsets[usable]))
@@ -1236,7 +1240,7 @@ class _LiveDoses:
         if not self.count:  # no dose to store: as read whole, the stream's times count for nothing
             self.reader.clock(self.serial, fresh=True)
             return None
-        if self.ascending:
+        if self.ascent.holds:
             instants = np.concatenate([at for at, _ in self.resolved])
             offsets = np.concatenate([offset for _, offset in self.resolved])
         else:

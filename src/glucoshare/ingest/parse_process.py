@@ -321,16 +321,20 @@ def _read_exactly(pipe: BinaryIO, size: int) -> bytes | None:
 class _FrameWriter:
     """The child's side: objects pickled into frames, each sent whole after its size.
 
-    A thread of the child writes the frames to the pipe, so that the parse goes on while the storing
-    process is still busy with earlier records (the pipe itself holds 1 MiB, a few frames): the next
-    file is parsed while the last of a large one is stored. Up to :data:`_LEAD_BYTES` of frames wait
-    for the pipe; the parse waits when that much is waiting.
+    A frame goes straight into the pipe when the pipe takes it (the pipe is non-blocking). One the
+    pipe cannot take yet waits, and a thread of the child writes the waiting frames as the pipe
+    empties, while the parse goes on: the child parses the next file while the storing process is
+    still busy with a large one. Up to :data:`_LEAD_BYTES` of frames wait; beyond, the parse waits.
+    (Every frame through the thread would reach the storing process later: the thread waits for the
+    interpreter lock, which the parse holds, for up to the switch interval, 5 ms.)
     """
 
     def __init__(self, write_fd: int) -> None:
         self.pipe = write_fd
+        os.set_blocking(write_fd, False)
         self._waiting: collections.deque[io.BytesIO] = collections.deque()
         self._waiting_bytes = 0
+        self._offset = 0  # bytes of the first waiting frame already in the pipe
         self._closed = False
         self._changed = threading.Condition()
         self._sender = threading.Thread(target=self._send_waiting, name="parse-frames", daemon=True)
@@ -342,19 +346,27 @@ class _FrameWriter:
         self.pickler.dump(obj)
 
     def send(self, head: tuple[object, ...]) -> None:
-        """End the frame with its ``head`` and queue it (waits while :data:`_LEAD_BYTES` are queued)."""
+        """End the frame with its ``head`` and send it, or leave it waiting for the pipe."""
         self.pickler.dump(head)
         frame = self.buffer
+        self._new_frame()
         size = frame.getbuffer().nbytes
         frame.seek(0)
         frame.write(_FRAME_HEADER.pack(size - _FRAME_HEADER.size))
         with self._changed:
+            offset = 0
+            if not self._waiting:  # nothing before it: into the pipe as far as it goes
+                with frame.getbuffer() as data, contextlib.suppress(BlockingIOError):
+                    offset = os.write(self.pipe, data)
+                if offset == size:
+                    return
             while self._waiting_bytes >= _LEAD_BYTES:
                 self._changed.wait()
+            if not self._waiting:
+                self._offset = offset
             self._waiting.append(frame)
             self._waiting_bytes += size
             self._changed.notify_all()
-        self._new_frame()
 
     def _new_frame(self) -> None:
         self.buffer = io.BytesIO()
@@ -362,7 +374,7 @@ class _FrameWriter:
         self.pickler = pickle.Pickler(self.buffer, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _send_waiting(self) -> None:  # pragma: no cover - runs in the child
-        """The sending thread: write the queued frames in order, until closed and all are sent."""
+        """The sending thread: write the waiting frames in order, until closed and all are sent."""
         try:
             while True:
                 with self._changed:
@@ -370,20 +382,23 @@ class _FrameWriter:
                         self._changed.wait()
                     if not self._waiting:
                         return
-                    frame = self._waiting.popleft()
+                    frame, offset = self._waiting[0], self._offset
                 with frame.getbuffer() as data:
                     size = len(data)
-                    written = 0
-                    while written < size:
-                        written += os.write(self.pipe, data[written:])
+                    while offset < size:
+                        select.select([], [self.pipe], [])
+                        with contextlib.suppress(BlockingIOError):
+                            offset += os.write(self.pipe, data[offset:])
                 with self._changed:
+                    self._waiting.popleft()
                     self._waiting_bytes -= size
+                    self._offset = 0
                     self._changed.notify_all()
         except OSError:  # the storing process stopped reading (it failed, or stopped this child)
             os._exit(1)
 
     def close(self) -> None:
-        """Send what is queued, then tell the storing process that nothing more comes."""
+        """Send what waits, then tell the storing process that nothing more comes."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import pickle
 import time
 import zipfile
 from collections.abc import Iterator
@@ -250,6 +251,19 @@ class _Scripted:
 
 def _task(*steps: str) -> ParseTask:
     return ParseTask(SourceText("f.csv", "x\n", "utf-8"), _Scripted(list(steps)), ())
+
+
+def test_a_record_crosses_the_pipe_with_every_field() -> None:
+    record = ParsedRecord(
+        "bolus", "dual", 1_750_000_000_000, 120, 7, "pump", 2.5, 2.5, "U", 1_800_000, "high",
+        {"name": "x", "parts": [1, 2]}, "normal",
+    )  # fmt: skip
+    back = pickle.loads(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301 - our own bytes
+    assert back == record
+    assert type(back) is ParsedRecord
+    assert pickle.loads(pickle.dumps(ParsedRecord("cbg", "sensor", 0, 0, 2, "d"))) == ParsedRecord(  # noqa: S301
+        "cbg", "sensor", 0, 0, 2, "d"
+    )
 
 
 def test_a_device_is_sent_as_it_was_at_its_first_record_and_at_the_end() -> None:

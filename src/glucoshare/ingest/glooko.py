@@ -990,8 +990,17 @@ def _cgm_items(
     if not at.size:
         return
     instants, offsets = resolved
-    lines = np.array(stream.lines, np.int64)[at]
-    values = [stream.values[row] for row in at.tolist()]
+    first, last = int(at[0]), int(at[-1])
+    if last - first + 1 == at.size:  # a run of rows (a chunk, or a whole stream): slices of the columns
+        lines = np.array(stream.lines[first : last + 1], np.int64)
+        values = stream.values[first : last + 1]
+    elif first - last + 1 == at.size:  # the same, newest first
+        lines = np.array(stream.lines[last : first + 1][::-1], np.int64)
+        values = stream.values[last : first + 1][::-1]
+    else:
+        rows = at.tolist()
+        lines = np.array([stream.lines[row] for row in rows], np.int64)
+        values = [stream.values[row] for row in rows]
     count = len(values)
     mgdl = np.fromiter((v[0] for v in values), np.float64, count)
     written = np.fromiter((np.nan if v[1] is None else v[1] for v in values), np.float64, count)

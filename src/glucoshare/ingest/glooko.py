@@ -985,7 +985,8 @@ def _cgm_items(
 ) -> Iterator[ParsedItem]:
     """The records of the stream's rows ``at`` (positions in file order), resolved to ``(instants, offsets)``.
 
-    Readings flagged at a sensor limit come as single records, the others as blocks.
+    ``at`` ascends or descends (a chunk, the rest of a stream, a stream in device order). Readings
+    flagged at a sensor limit come as single records, the others as blocks.
     """
     if not at.size:
         return

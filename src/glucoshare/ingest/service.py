@@ -692,7 +692,8 @@ def _store(
 ) -> UploadOut:
     """Parse (``parse``: here or in the parse process) and store one recognised file as one upload.
 
-    The caller owns the transaction.
+    The caller has kept the raw file (:func:`_store_raw`, while a parse process reads the first rows)
+    and owns the transaction.
     """
     incoming, source, importer = prepared.incoming, prepared.source, prepared.importer
     name, data, sha256 = incoming.name, incoming.data, prepared.sha256
@@ -710,9 +711,6 @@ def _store(
     )
     session.add(upload)
     session.flush()
-    # Kept before the records are read (with the parse in a child process, every file of the batch
-    # was kept while the child read the first: import_files).
-    _store_raw(session, patient.id, sha256, data)
     builder = _UploadBuilder(session, patient, upload, result)
     try:
         with collector_paused():
@@ -787,7 +785,8 @@ def import_file(
         raise ArchiveRefusedError(msg)
     prepared = _prepare_one(settings, incoming, None)
     tasks = [ParseTask(prepared.source, prepared.importer, ())]
-    with _parser(session, settings, tasks, zone) as (parse, _):
+    with _parser(session, settings, tasks, zone) as parse:
+        _store_raw(session, patient.id, prepared.sha256, incoming.data)  # while a parse process reads
         return _store(
             session,
             patient=patient,
@@ -801,10 +800,8 @@ def import_file(
 
 
 @contextlib.contextmanager
-def _parser(
-    session: Session, settings: Settings, tasks: Sequence[ParseTask], zone: str
-) -> Iterator[tuple[Parser, bool]]:
-    """The parse of an import's files, and whether it runs in a child process (when that pays).
+def _parser(session: Session, settings: Settings, tasks: Sequence[ParseTask], zone: str) -> Iterator[Parser]:
+    """The parse of an import's files: in a child process when that pays, else in this one.
 
     On SQLite only: there the parse and the store take about as long as each other. On PostgreSQL
     the server's own work is most of an import (it takes three to four times the parse), and a
@@ -812,10 +809,10 @@ def _parser(
     """
     on_sqlite = session.get_bind().dialect.name == "sqlite"
     if not on_sqlite or not forking_pays(tasks, settings.parse_process_min_chars):
-        yield parse_here(tasks, zone), False
+        yield parse_here(tasks, zone)
         return
     with ParseAhead(tasks, zone) as ahead:
-        yield ahead.parse, True
+        yield ahead.parse
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -926,10 +923,9 @@ def import_files(
     tasks = [
         ParseTask(p.source, p.importer, tuple(s for s in siblings if s is not p.source)) for p in batch.files
     ]
-    with _parser(session, settings, tasks, zone) as (parse, forked):
-        if forked:  # meanwhile the child reads the first file: its records come later
-            for prepared in batch.files:
-                _store_raw(session, patient.id, prepared.sha256, prepared.incoming.data)
+    with _parser(session, settings, tasks, zone) as parse:
+        for prepared in batch.files:  # while a parse process reads the first file
+            _store_raw(session, patient.id, prepared.sha256, prepared.incoming.data)
         return _store_batch(
             session, patient=patient, batch=batch, parse=parse, zone=zone, actor=actor, progress=progress
         )

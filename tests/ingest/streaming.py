@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -133,3 +134,34 @@ def stored(engine: Engine, settings: Settings, module: ModuleType, name: str, ru
             out.append((upload.counts, upload.new, upload.first, upload.last, upload.warnings, rows))
             session.rollback()
     return out
+
+
+@st.composite
+def times_around_a_change(
+    draw: st.DrawFn, steps_min: Sequence[int], *, newest_first: bool = False
+) -> list[dt.datetime]:
+    """Wall times every one of ``steps_min`` minutes near a daylight-saving change (or none).
+
+    In one of :data:`ORDERS`; with ``newest_first``, perhaps reversed before that (as Glooko writes).
+    """
+    start = draw(st.sampled_from([SPRING, AUTUMN, SUMMER]))
+    offset_min = draw(st.integers(min_value=-300, max_value=240))
+    times = times_from(
+        start + dt.timedelta(minutes=offset_min),
+        draw(st.integers(min_value=1, max_value=60)),
+        draw(st.sampled_from(steps_min)),
+    )
+    if newest_first and draw(st.booleans()):
+        times = times[::-1]
+    return reorder(times, draw(st.sampled_from(ORDERS)), draw(st.integers(min_value=0, max_value=59)))
+
+
+CHUNKS = st.integers(min_value=1, max_value=9)
+"""Chunk sizes small enough that a few dozen rows span many chunks."""
+EVERY_NTH = st.integers(min_value=0, max_value=60)
+"""Which rows belong to a second device: every n-th (0: none)."""
+
+
+def second_device(at: int, every_nth: int) -> bool:
+    """Whether row ``at`` belongs to the second device (:data:`EVERY_NTH`)."""
+    return bool(every_nth) and at % every_nth == 0

@@ -12,14 +12,24 @@ import datetime as dt
 import zoneinfo
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from glucoshare.config import Settings
 from glucoshare.ingest import glooko
 from glucoshare.ingest.glooko import GlookoImporter
 from tests.ingest import streaming
-from tests.ingest.streaming import AUTUMN, ORDERS, SPRING, SUMMER, ZONE, Outcome, Run, reorder, times_from
+from tests.ingest.streaming import (
+    AUTUMN,
+    CHUNKS,
+    EVERY_NTH,
+    SPRING,
+    ZONE,
+    Outcome,
+    Run,
+    second_device,
+    times_around_a_change,
+    times_from,
+)
 
 IMPORTER = GlookoImporter()
 META = "Name:Test Person,Date Range:2025-01-01 - 2025-12-31"
@@ -84,33 +94,11 @@ def test_limits_words_and_unreadable_rows_in_chunks() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    start=st.sampled_from([SPRING, AUTUMN, SUMMER]),
-    offset_min=st.integers(min_value=-300, max_value=240),
-    count=st.integers(min_value=1, max_value=60),
-    step_min=st.sampled_from([1, 5, 20, 61]),
-    newest_first=st.booleans(),
-    order=st.sampled_from(ORDERS),
-    moved=st.integers(min_value=0, max_value=59),
-    chunk=st.integers(min_value=1, max_value=9),
-    second_sensor=st.integers(min_value=0, max_value=60),
-)
-def test_streamed_and_whole_readings_agree(
-    start: dt.datetime,
-    offset_min: int,
-    count: int,
-    step_min: int,
-    newest_first: bool,
-    order: str,
-    moved: int,
-    chunk: int,
-    second_sensor: int,
-) -> None:
+@given(times=times_around_a_change([1, 5, 20, 61], newest_first=True), chunk=CHUNKS, every_nth=EVERY_NTH)
+def test_streamed_and_whole_readings_agree(times: list[dt.datetime], chunk: int, every_nth: int) -> None:
     """Any order of rows around a daylight-saving change: the same records, rejections and counts."""
-    times = times_from(start + dt.timedelta(minutes=offset_min), count, step_min)
-    times = reorder(times[::-1] if newest_first else times, order, moved)
     rows: list[tuple[dt.datetime | str, str, str]] = [
-        (at, str(50 + n), "Eversense" if second_sensor and n % second_sensor == 0 else "Dexcom G6")
+        (at, str(50 + n), "Eversense" if second_device(n, every_nth) else "Dexcom G6")
         for n, at in enumerate(times)
     ]
     streamed, whole = _both(_cgm(rows), chunk=chunk)

@@ -24,7 +24,18 @@ from glucoshare.ingest.service import inspect_file
 from glucoshare.ingest.tandem_source import TandemSourceImporter
 from glucoshare.uploader.plan import Source, prepare, read_records
 from tests.ingest import streaming
-from tests.ingest.streaming import AUTUMN, ORDERS, SPRING, ZONE, Outcome, Run, reorder, times_from
+from tests.ingest.streaming import (
+    AUTUMN,
+    CHUNKS,
+    EVERY_NTH,
+    SPRING,
+    ZONE,
+    Outcome,
+    Run,
+    second_device,
+    times_around_a_change,
+    times_from,
+)
 
 SOURCE = TandemSourceImporter()
 CGM_HEADER = "Device Type,Serial Number,Description,Event Date Time,Readings (mg/dL)"
@@ -122,31 +133,12 @@ def test_several_pumps_unreadable_rows_and_blank_lines_in_chunks() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    start=st.sampled_from([SPRING, AUTUMN, dt.datetime(2025, 6, 1)]),
-    offset_min=st.integers(min_value=-300, max_value=240),
-    count=st.integers(min_value=1, max_value=60),
-    step_min=st.sampled_from([1, 5, 20, 61]),
-    order=st.sampled_from(ORDERS),
-    moved=st.integers(min_value=0, max_value=59),
-    chunk=st.integers(min_value=1, max_value=9),
-    second_pump=st.integers(min_value=0, max_value=60),
-)
-def test_streamed_and_whole_readings_agree(
-    start: dt.datetime,
-    offset_min: int,
-    count: int,
-    step_min: int,
-    order: str,
-    moved: int,
-    chunk: int,
-    second_pump: int,
-) -> None:
+@given(times=times_around_a_change([1, 5, 20, 61]), chunk=CHUNKS, every_nth=EVERY_NTH)
+def test_streamed_and_whole_readings_agree(times: list[dt.datetime], chunk: int, every_nth: int) -> None:
     """Any order of rows around a daylight-saving change: the same records, rejections and counts."""
-    walls = reorder(times_from(start + dt.timedelta(minutes=offset_min), count, step_min), order, moved)
     rows = [
-        ("222" if second_pump and at % second_pump == 0 else "111", "EGV", _stamp(wall), str(60 + at))
-        for at, wall in enumerate(walls)
+        ("222" if second_device(at, every_nth) else "111", "EGV", _stamp(wall), str(60 + at))
+        for at, wall in enumerate(times)
     ]
     streamed, whole = _both(_cgm(rows), chunk=chunk)
     assert streamed.standing() == whole
@@ -245,32 +237,18 @@ def test_a_dose_written_out_of_order_within_what_was_handed_over_reads_the_file_
 
 @settings(max_examples=150, deadline=None)
 @given(
-    start=st.sampled_from([SPRING, AUTUMN, dt.datetime(2025, 6, 1)]),
-    offset_min=st.integers(min_value=-300, max_value=240),
-    count=st.integers(min_value=1, max_value=60),
-    step_min=st.sampled_from([0, 1, 5, 11, 61]),
-    order=st.sampled_from(ORDERS),
-    moved=st.integers(min_value=0, max_value=59),
-    chunk=st.integers(min_value=1, max_value=9),
-    second_pump=st.integers(min_value=0, max_value=60),
+    times=times_around_a_change([0, 1, 5, 11, 61]),
+    chunk=CHUNKS,
+    every_nth=EVERY_NTH,
     doses=st.lists(st.sampled_from(["0.05", "0.1", "0", "4.5", "", "x", "-1"]), min_size=60, max_size=60),
 )
 def test_streamed_and_whole_doses_agree(
-    start: dt.datetime,
-    offset_min: int,
-    count: int,
-    step_min: int,
-    order: str,
-    moved: int,
-    chunk: int,
-    second_pump: int,
-    doses: list[str],
+    times: list[dt.datetime], chunk: int, every_nth: int, doses: list[str]
 ) -> None:
     """Any order of doses around a daylight-saving change: the same records, rejections and counts."""
-    walls = reorder(times_from(start + dt.timedelta(minutes=offset_min), count, step_min), order, moved)
     rows = [
-        ("222" if second_pump and at % second_pump == 0 else "111", _stamp(wall), doses[at])
-        for at, wall in enumerate(walls)
+        ("222" if second_device(at, every_nth) else "111", _stamp(wall), doses[at])
+        for at, wall in enumerate(times)
     ]
     streamed, whole = _both(_doses(rows), chunk=chunk)
     assert streamed.standing() == whole

@@ -93,7 +93,7 @@ import re
 import warnings
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -1074,6 +1074,18 @@ class _SerialRows:
                 self.add(line, padded)
 
 
+class _LiveStream(Protocol):
+    """One serial's rows, handed over a chunk at a time (:class:`_LiveReadings`, :class:`_LiveDoses`)."""
+
+    def add(self, rows: ReadingRows) -> list[ParsedItem]:
+        """The records of the next chunk's rows that can go now."""
+        ...
+
+    def finish(self) -> list[ParsedItem] | None:
+        """The records still to go; ``None`` when those that went came out otherwise (read again)."""
+        ...
+
+
 @dataclasses.dataclass(slots=True)
 class _Ascent:
     """Whether a stream's rows, read a chunk at a time, ascend so far (:func:`_steps_back` over all)."""
@@ -1174,7 +1186,7 @@ class _LiveDoses:
     until the next later dose, so the doses at the latest instant read so far wait for the next
     chunk. At the end the segments of all doses are worked out again (and, if the stream stopped
     ascending, their instants, by a new clock in the device order); the doses handed over must come
-    out the same, else :meth:`finish` answers ``False`` and the file is read again.
+    out the same, else :meth:`finish` answers ``None`` and the file is read again.
     """
 
     def __init__(self, reader: _FileReader, serial: str, device: str) -> None:
@@ -1199,7 +1211,7 @@ class _LiveDoses:
         self.pending = _NO_DOSES
         self.ascent = _Ascent(self.clock.tz)
 
-    def add(self, rows: ReadingRows) -> ReadingBlock | None:
+    def add(self, rows: ReadingRows) -> list[ParsedItem]:
         """The doses of the next chunk's rows of the stream that can go now."""
         walls, readable, doses, good = self.reader.dose_cells(rows)
         timed = walls[readable]
@@ -1213,7 +1225,7 @@ class _LiveDoses:
         self.lines.append(np.array(rows.lines, np.int64)[keep])
         self.doses.append(doses[keep])
         if not ascending:
-            return None
+            return []
         instants, offsets = self.clock.resolve_many(timed)
         self.resolved.append((instants[usable], offsets[usable]))
         waiting = _Doses(
@@ -1225,21 +1237,21 @@ class _LiveDoses:
         )
         if not waiting.at.size:
             self.pending = waiting
-            return None
+            return []
         going = waiting.instants < waiting.instants.max()
         segments = dose_segments(waiting.instants)[going]
         self.pending = waiting.chosen(~going)
         now = waiting.chosen(going)
         self.handed.append((now.at, now.instants, now.offsets, segments))
-        return self.reader.dose_block(
-            self.device, (now.instants, now.offsets, segments), now.doses, now.lines
+        return _present(
+            self.reader.dose_block(self.device, (now.instants, now.offsets, segments), now.doses, now.lines)
         )
 
-    def finish(self) -> ReadingBlock | bool | None:
-        """The doses still to go; ``False`` when those handed over came out otherwise."""
+    def finish(self) -> list[ParsedItem] | None:
+        """The doses still to go; ``None`` when those handed over came out otherwise."""
         if not self.count:  # no dose to store: as read whole, the stream's times count for nothing
             self.reader.clock(self.serial, fresh=True)
-            return None
+            return []
         if self.ascent.holds:
             instants = np.concatenate([at for at, _ in self.resolved])
             offsets = np.concatenate([offset for _, offset in self.resolved])
@@ -1256,11 +1268,16 @@ class _LiveDoses:
                 and np.array_equal(offsets[at], handed_offsets)
                 and np.array_equal(segments[at], handed_segments)
             ):
-                return False
+                return None
             left[at] = False
         lines, doses = np.concatenate(self.lines)[left], np.concatenate(self.doses)[left]
         resolved = (instants[left], offsets[left], segments[left])
-        return self.reader.dose_block(self.device, resolved, doses, lines)
+        return _present(self.reader.dose_block(self.device, resolved, doses, lines))
+
+
+def _present(block: ReadingBlock | None) -> list[ParsedItem]:
+    """A block to hand over, if there is one."""
+    return [] if block is None else [block]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1354,13 +1371,17 @@ class _FileReader:
         ``value_at`` is the value's column; descriptions are kept when ``description_at`` is given
         (``-1``: the file has none, an empty one per row), notes when ``note_at`` is a column.
         """
-        collector = self._collector(value_at, description_at=description_at, note_at=note_at)
+        collector = self._collector(value_at, description_at=description_at, note_at=note_at)()
         for line, cells in csv_rows(self.source, self.header.delimiter, self.header.width):
             collector.add(line, cells)
         return collector.streams
 
-    def _collector(self, value_at: int, *, description_at: int | None, note_at: int) -> _SerialRows:
-        return _SerialRows(
+    def _collector(
+        self, value_at: int, *, description_at: int | None, note_at: int
+    ) -> Callable[[], _SerialRows]:
+        """What makes a :class:`_SerialRows` of this file's rows (the value, description, note columns)."""
+        return functools.partial(
+            _SerialRows,
             self.columns,
             value_at=value_at,
             description_at=description_at,
@@ -1369,34 +1390,49 @@ class _FileReader:
         )
 
     def readings(self) -> Iterator[ParsedItem]:
-        """CGM or BG file: rows grouped by serial, each serial one stream.
-
-        A file without quotes is read a chunk of rows at a time, and each serial's records are handed
-        over while its rows ascend (:class:`_LiveReadings`); any other file is read whole first.
-        """
+        """CGM or BG file: rows grouped by serial, each serial one stream (:class:`_LiveReadings`)."""
         header, columns = self.header, self.columns
         value_at = columns["glucose" if header.kind == "cgm" else "bg"]
         unit = header.units["glucose" if header.kind == "cgm" else "bg"]
         style = ReadingFormat(unit, self.decimal_comma, "egv" if header.kind == "cgm" else "bg")
-        description_at, note_at = columns.get("description", -1), columns.get("note", -1)
+        return self._streams(
+            self._collector(
+                value_at, description_at=columns.get("description", -1), note_at=columns.get("note", -1)
+            ),
+            lambda serial, device: _LiveReadings(self, serial, device, style),
+            functools.partial(self._readings_whole, value_at, style),
+        )
+
+    def _streams(
+        self,
+        collector: Callable[[], _SerialRows],
+        live_stream: Callable[[str, str], _LiveStream],
+        whole: Callable[..., Iterator[ParsedItem]],
+    ) -> Iterator[ParsedItem]:
+        """The records of a CGM, BG or Basal-doses file, each serial's handed over by its live stream.
+
+        A file without quotes is read a chunk of rows at a time (``collector`` makes a chunk's
+        streams); each serial's records go while its rows ascend, and the file is read again whole
+        when a stream's :meth:`_LiveStream.finish` finds that what went came out otherwise. Any
+        other file is read ``whole`` first.
+        """
         if '"' in self.source.text:
-            yield from self._readings_whole(value_at, style, fresh=False)
+            yield from whole(fresh=False)
             return
-        live: dict[str, _LiveReadings] = {}
-        for first, chunk in csv_chunks(self.source, header.delimiter):
-            collector = self._collector(value_at, description_at=description_at, note_at=note_at)
-            collector.add_chunk(first, chunk, header.width)
-            for serial, rows in collector.streams.items():
+        live: dict[str, _LiveStream] = {}
+        for first, chunk in csv_chunks(self.source, self.header.delimiter):
+            chunk_rows = collector()
+            chunk_rows.add_chunk(first, chunk, self.header.width)
+            for serial, rows in chunk_rows.streams.items():
                 stream = live.get(serial)
                 if stream is None:
-                    device = self.device(serial, rows.model)
-                    stream = live[serial] = _LiveReadings(self, serial, device, style)
+                    stream = live[serial] = live_stream(serial, self.device(serial, rows.model))
                 yield from stream.add(rows)
         finished = [stream.finish() for stream in live.values()]
         if any(items is None for items in finished):
             self.result.rejected.clear()
             yield Restart("a stream does not ascend: the file is read again, whole, in its device order")
-            yield from self._readings_whole(value_at, style, fresh=True)
+            yield from whole(fresh=True)
             return
         for items in finished:
             yield from items or ()
@@ -1417,33 +1453,13 @@ class _FileReader:
     def doses(self) -> Iterator[ParsedItem]:
         """Basal-doses file: each dose a basal segment until the next row of its serial (module notes).
 
-        A file without quotes is read a chunk of rows at a time, and each serial's doses are handed
-        over while its rows ascend (:class:`_LiveDoses`); any other file is read whole first.
+        Each serial one stream (:class:`_LiveDoses`).
         """
-        if '"' in self.source.text:
-            yield from self._doses_whole(fresh=False)
-            return
-        dose_at = self.columns["dose"]
-        live: dict[str, _LiveDoses] = {}
-        for first, chunk in csv_chunks(self.source, self.header.delimiter):
-            collector = self._collector(dose_at, description_at=None, note_at=-1)
-            collector.add_chunk(first, chunk, self.header.width)
-            for serial, rows in collector.streams.items():
-                stream = live.get(serial)
-                if stream is None:
-                    stream = live[serial] = _LiveDoses(self, serial, self.device(serial, rows.model))
-                block = stream.add(rows)
-                if block is not None:
-                    yield block
-        finished = [stream.finish() for stream in live.values()]
-        if any(rest is False for rest in finished):
-            self.result.rejected.clear()
-            yield Restart("a stream does not ascend: the file is read again, whole, in its device order")
-            yield from self._doses_whole(fresh=True)
-            return
-        for rest in finished:
-            if isinstance(rest, ReadingBlock):
-                yield rest
+        return self._streams(
+            self._collector(self.columns["dose"], description_at=None, note_at=-1),
+            lambda serial, device: _LiveDoses(self, serial, device),
+            self._doses_whole,
+        )
 
     def _doses_whole(self, *, fresh: bool) -> Iterator[ParsedItem]:
         """The doses read whole, then each serial's (``fresh``: each stream from the start)."""

@@ -17,6 +17,7 @@ import pickle
 import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -207,6 +208,8 @@ class _Scripted:
     """An importer whose records are a script: records of one device, and what happens after each."""
 
     steps: list[str]
+    marker: Path | None = None
+    """Where the step ``touch`` leaves a file (it is seen from the test's process)."""
     format: ClassVar[str] = "scripted"
     label: ClassVar[str] = "Scripted test importer"
 
@@ -239,6 +242,8 @@ class _Scripted:
                     100.0 + rows % 50,
                     rows + 2,
                 )
+            elif step == "touch" and self.marker is not None:
+                self.marker.touch()
             elif step == "die":
                 os._exit(3)
             elif step == "hang":
@@ -249,8 +254,8 @@ class _Scripted:
         result.notes.append("a note")
 
 
-def _task(*steps: str) -> ParseTask:
-    return ParseTask(SourceText("f.csv", "x\n", "utf-8"), _Scripted(list(steps)), ())
+def _task(*steps: str, marker: Path | None = None) -> ParseTask:
+    return ParseTask(SourceText("f.csv", "x\n", "utf-8"), _Scripted(list(steps), marker), ())
 
 
 def test_a_record_crosses_the_pipe_with_every_field() -> None:
@@ -298,6 +303,25 @@ def test_a_whole_file_block_arrives_in_pieces_that_add_up_to_it() -> None:
     assert {(b.type, b.subtype, b.device, b.orig_unit, b.duration_ms) for b in blocks} == {
         ("cbg", "sensor", "d", "mg/dL", None)
     }
+
+
+def test_the_child_parses_the_next_file_while_a_large_one_waits_to_be_stored(tmp_path: Path) -> None:
+    """Frames the pipe cannot take yet wait in the child, which goes on to the next file."""
+    marker = tmp_path / "second file parsed"
+    large = _task(*["block"] * 30)  # 300,000 readings: about 12 MB of frames, the pipe holds 1 MiB
+    with ParseAhead([large, _task("touch", "record", marker=marker)], ZONE) as ahead:
+        first, _ = ahead.parse(0)
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:  # nothing of the first file read yet
+            time.sleep(0.01)
+        assert marker.exists()
+        blocks = list(first.records)
+        second, _ = ahead.parse(1)
+        records = list(second.records)
+    assert sum(len(block) for block in blocks if isinstance(block, ReadingBlock)) == 300_000
+    lines = np.concatenate([block.line for block in blocks if isinstance(block, ReadingBlock)])
+    assert (lines == np.tile(np.arange(10_000) + 2, 30)).all()  # all of them, in order
+    assert [(r.line, r.value) for r in records if isinstance(r, ParsedRecord)] == [(2, 102.0)]
 
 
 def test_files_are_parsed_in_order_and_an_unread_rest_is_skipped() -> None:

@@ -125,3 +125,27 @@ def test_long_runs_of_full_rows_are_stored_whole(session: Session) -> None:
     assert (writer.first_id, writer.last_id) == tuple(
         session.execute(select(func.min(Record.id), func.max(Record.id))).one()
     )
+
+
+def test_a_batch_of_plain_and_full_rows_is_stored_in_order_in_few_statements(session: Session) -> None:
+    """Plain rows among full ones are padded to the full shape, not written a run at a time.
+
+    A Clarity export's events and readings at a sensor limit alternate; as runs of each shape,
+    a batch of them became one short statement per run (SQLite).
+    """
+    device, upload = _setup(session)
+    rows = [_row(device, upload, i) for i in range(1000)]  # every 7th row full
+    dbapi = session.connection().connection.dbapi_connection
+    statements: list[str] = []
+    on_sqlite = isinstance(dbapi, sqlite3.Connection)
+    if on_sqlite:
+        dbapi.set_trace_callback(lambda sql: statements.append(sql) if sql.startswith("INSERT") else None)
+    try:
+        assert RecordWriter(session).write(rows) == 1000
+    finally:
+        if on_sqlite:
+            dbapi.set_trace_callback(None)
+    if on_sqlite:
+        assert len(statements) == 4  # 250 rows each
+    stored = session.execute(select(Record.source_line, Record.payload).order_by(Record.id)).all()
+    assert [tuple(row) for row in stored] == [(row[9], row[13] if len(row) > 11 else None) for row in rows]

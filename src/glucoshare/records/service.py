@@ -273,7 +273,6 @@ class RecordWriter:
         return inserted
 
     def _write_postgres(self, cursor: Any, batch: Batch) -> int:  # noqa: ANN401 - psycopg's
-        plain_width = len(PLAIN_COLUMNS)
         if not isinstance(batch, ReadingColumns) and len(batch) <= _POSTGRES_DIRECT_ROWS:
             return self._insert_direct(cursor, batch)
         if not self._staged:
@@ -282,7 +281,7 @@ class RecordWriter:
         rows = batch.rows() if isinstance(batch, ReadingColumns) else batch
         with cursor.copy(self._copy) as copy:
             for row in rows:
-                copy.write_row(row + _FILL if len(row) == plain_width else _with_json_payload(row))
+                copy.write_row(_full_row(row))
         cursor.execute(self._sql)
         inserted, first, last = cursor.fetchone() or (0, None, None)
         cursor.execute("TRUNCATE records_incoming")
@@ -291,12 +290,7 @@ class RecordWriter:
 
     def _insert_direct(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> int:  # noqa: ANN401 - psycopg's
         """A few rows on PostgreSQL: one multi-row insert (a staging table costs more than it saves)."""
-        plain_width = len(PLAIN_COLUMNS)
-        params = [
-            value
-            for row in rows
-            for value in (row + _FILL if len(row) == plain_width else _with_json_payload(row))
-        ]
+        params = [value for row in rows for value in _full_row(row)]
         cursor.execute(
             self._direct + ", ".join([self._row_values] * len(rows)) + " ON CONFLICT DO NOTHING RETURNING id",
             params,
@@ -321,15 +315,10 @@ class RecordWriter:
             _insert_columns(cursor, rows)
         else:
             plain_width = len(PLAIN_COLUMNS)
-            start = 0
-            while start < len(rows):  # runs of plain and of full rows, in order
-                plain = len(rows[start]) == plain_width
-                end = start + 1
-                while end < len(rows) and (len(rows[end]) == plain_width) == plain:
-                    end += 1
-                run = rows[start:end] if plain else [_with_json_payload(row) for row in rows[start:end]]
-                _insert_rows(cursor, run, plain_width if plain else len(RECORD_COLUMNS))
-                start = end
+            if all(len(row) == plain_width for row in rows):
+                _insert_rows(cursor, rows, plain_width)
+            else:  # one shape for all, in order: runs of each would make many short statements
+                _insert_rows(cursor, [_full_row(row) for row in rows], len(RECORD_COLUMNS))
         inserted = int(dbapi.total_changes - changes)
         if inserted:
             cursor.execute("SELECT max(id) FROM records")
@@ -353,6 +342,11 @@ def _insert_rows(cursor: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]], width:
     """Insert rows of ``width`` values on SQLite, many rows per statement."""
     for start, end in _statement_sizes(len(rows)):
         cursor.execute(_rows_sql(end - start, width), list(itertools.chain.from_iterable(rows[start:end])))
+
+
+def _full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of every :data:`RECORD_COLUMNS` (a plain row padded), its payload as JSON text."""
+    return row + _FILL if len(row) == len(PLAIN_COLUMNS) else _with_json_payload(row)
 
 
 def _with_json_payload(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -425,3 +425,29 @@ def test_erasing_a_patient_removes_everything_but_the_audit_trail(
         )
         assert events == 1
         assert verify_chain(session).intact
+
+
+def test_the_records_among_reading_blocks_are_stored_as_the_blocks_go(
+    session: Session, settings: Settings
+) -> None:
+    """Events between a Clarity export's runs of readings do not wait for the last run.
+
+    Thirty days are three runs of readings (4,096 rows each at most); the insulin, food and
+    calibration rows read before the second run are stored right after the first block (progress
+    reports each write), so the end of an import stores one run and few records, not every event.
+    """
+    month = simulate(profile(seed=22, control=0.3), start=dt.date(2025, 5, 1), days=30)
+    calls: list[int] = []
+    upload = import_file(
+        session,
+        settings=settings,
+        patient=_patient(session),
+        incoming=_clarity(month),
+        timezone=None,
+        actor="test",
+        progress=calls.append,
+    )
+    assert sum(calls) == sum(upload.counts.values())
+    first_block, records_before_the_second, second_block = calls[:3]
+    assert first_block > 4000 < second_block
+    assert 0 < records_before_the_second < 1000

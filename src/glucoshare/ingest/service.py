@@ -365,6 +365,12 @@ class _UploadBuilder:
                     writer.write(columns)
                     if progress is not None:
                         progress(len(columns))
+                if batch:  # the records among the blocks go now, not all after the last block
+                    writer.write(batch)
+                    if progress is not None:
+                        progress(len(batch))
+                    batch = []
+                    append = batch.append
                 continue
             if type(record) is Restart:  # the importer reads the file again: what it gave so far goes
                 self._withdraw(writer)

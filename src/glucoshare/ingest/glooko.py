@@ -962,7 +962,7 @@ _MALFORMED_ROW = "a quoted field is malformed or never closed (truncated file?)"
 
 @dataclasses.dataclass(slots=True)
 class _CgmStream:
-    """The CGM readings of one serial, in file order."""
+    """The CGM readings of one serial, in the order read (from the end of a file written newest first)."""
 
     device: str
     glucose: _GlucoseColumn
@@ -983,7 +983,7 @@ def _cgm_items(
     at: npt.NDArray[np.intp],
     resolved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
 ) -> Iterator[ParsedItem]:
-    """The records of the stream's rows ``at`` (positions in file order), resolved to ``(instants, offsets)``.
+    """The records of the stream's rows ``at`` (positions as read), resolved to ``(instants, offsets)``.
 
     ``at`` ascends or descends (a chunk, the rest of a stream, a stream in device order). Readings
     flagged at a sensor limit come as single records, the others as blocks.
@@ -1041,6 +1041,33 @@ def _cgm_items(
         )
 
 
+_FIRST_ROW_LINE = 3
+"""The line of a member's first row (after the metadata line and the header)."""
+
+
+def _whole_lines(text: str) -> bool:
+    """True when no line break of ``text`` falls inside quotes: every line is one whole CSV row.
+
+    Every line break, and the end, must follow an even number of quote characters (``""`` inside
+    quotes counts twice), counted over the UTF-8 bytes, in which neither character is ever part of
+    another.
+    """
+    if '"' not in text:
+        return True
+    data = np.frombuffer(text.encode(), np.uint8)
+    quotes = np.flatnonzero(data == ord('"'))
+    breaks = np.flatnonzero(data == ord("\n"))
+    return quotes.size % 2 == 0 and not (np.searchsorted(quotes, breaks) & 1).any()
+
+
+def _one_row(line: str, delimiter: str) -> list[str] | None:
+    """The cells of one line, ``None`` when it is not a well-formed row."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter, strict=True), [])
+    except csv.Error:
+        return None
+
+
 class _FileReader:
     """The state of reading one member: layout, timestamps, devices."""
 
@@ -1050,6 +1077,8 @@ class _FileReader:
         self.result = result
         self.layout = layout
         self.stamps = _Stamps(source.name)
+        self.backwards = False
+        """Whether the CGM rows are read from the end (:meth:`_cgm_cells`)."""
 
     def device(self, serial: str | None) -> str:
         """The result's key of the device a serial cell names, registered on first sight."""
@@ -1130,68 +1159,120 @@ class _FileReader:
         count, chunk_end = 0, _CHUNK_ROWS
         serial_text: str | None = None
         stream: _CgmStream | None = None
-        reader = csv.reader(self._lines(), delimiter=layout.delimiter, strict=True)
+        for line, cells in self._cgm_cells():
+            if len(cells) < width:
+                if not any(cell.strip() for cell in cells):
+                    continue
+                row = cells + [""] * (width - len(cells))
+            else:
+                row = cells
+            serial = row[i_serial] if i_serial >= 0 else ""
+            if serial != serial_text or stream is None:
+                serial_text = serial
+                stream = streams.get(serial)
+                if stream is None:
+                    key = serial.strip()
+                    stream = by_key.get(key)
+                    if stream is None:
+                        limits = cgm_limits_mgdl(key)
+                        stream = by_key[key] = _CgmStream(
+                            self.device(key), _GlucoseColumn(unit, limits, annotate_numbers=True)
+                        )
+                    streams[serial] = stream
+            stamp = row[i_stamp]
+            date, _, time = stamp.partition(" ")
+            day = days.get(date)
+            delta = times.get(time)
+            if day is None or delta is None:
+                wall = stamps.wall(stamp, line)
+                if wall is None:
+                    if not any(cell.strip() for cell in row):
+                        continue  # a blank row of delimiters
+                    reject(
+                        RejectedRow(
+                            line,
+                            "CGM row without a timestamp" if not stamp.strip() else _BAD_TIMESTAMP,
+                        )
+                    )
+                    continue
+            else:
+                wall = day + delta
+            text = row[i_value]
+            value = stream.glucose.cache.get(text)
+            if value is None:
+                try:
+                    value = stream.glucose.read(text, "CGM")
+                except _RowError as exc:
+                    reject(RejectedRow(line, str(exc)))
+                    continue
+            stream.walls.append(wall)
+            stream.lines.append(line)
+            stream.values.append(value)
+            count += 1
+            if count == chunk_end:
+                chunk_end += _CHUNK_ROWS
+                yield
+        self.result.rejected.sort(key=lambda rejected: rejected.line)  # read backwards: in file order
+
+    def _cgm_cells(self) -> Iterator[tuple[int, list[str]]]:
+        """``(line, cells)`` of the CGM rows, oldest first where the file allows (:meth:`_backwards`).
+
+        Read from its end, a file written newest first hands its readings over oldest first: the
+        order in which the store appends them to the end of its index of record identities, which
+        takes about two thirds of the time of inserting each before the previous one (SQLite,
+        ``benchmarks/store_once.py`` with the times reversed). A malformed row is rejected.
+        """
+        lines = list(self._lines())
+        self.backwards = self._backwards(lines)
+        if not self.backwards:
+            yield from self._cells_forwards()
+            return
+        delimiter = self.layout.delimiter
+        for stop in range(len(lines), 0, -_CHUNK_ROWS):
+            start = max(stop - _CHUNK_ROWS, 0)
+            chunk = lines[start:stop]
+            rows: list[list[str] | None]
+            try:
+                rows = list(csv.reader(chunk, delimiter=delimiter, strict=True))
+            except csv.Error:  # a malformed row among them; each line is one row
+                rows = [_one_row(line, delimiter) for line in chunk]
+            del lines[start:]  # read: their memory goes
+            first = start + _FIRST_ROW_LINE
+            for at in range(len(rows) - 1, -1, -1):
+                cells = rows[at]
+                if cells is None:
+                    self.result.rejected.append(RejectedRow(first + at, _MALFORMED_ROW))
+                    continue
+                yield first + at, cells
+
+    def _backwards(self, lines: list[str]) -> bool:
+        """True when the rows (``lines``, after the header) are best read from the end.
+
+        So they are when each line is one whole row (:func:`_whole_lines`) and the first row is
+        later than the last (Glooko writes newest first, but a file may have been re-sorted); a
+        row whose time cannot be read counts as later.
+        """
+        if len(lines) < 2 or not _whole_lines(self.source.text):  # noqa: PLR2004 - a first and a last row
+            return False
+        at = self.layout.columns["timestamp"]
+        walls = []
+        for line, text in ((_FIRST_ROW_LINE, lines[0]), (len(lines) + 2, lines[-1])):
+            cells = _one_row(text, self.layout.delimiter)
+            walls.append(self.stamps.wall(cells[at], line) if cells and len(cells) > at else None)
+        first, last = walls
+        return first is None or last is None or first > last
+
+    def _cells_forwards(self) -> Iterator[tuple[int, list[str]]]:
+        reader = csv.reader(self._lines(), delimiter=self.layout.delimiter, strict=True)
         while True:  # one pass of the for loop per malformed row (the reader goes on after it)
             try:
                 for cells in reader:
-                    if len(cells) < width:
-                        if not any(cell.strip() for cell in cells):
-                            continue
-                        row = cells + [""] * (width - len(cells))
-                    else:
-                        row = cells
-                    line = reader.line_num + 2
-                    serial = row[i_serial] if i_serial >= 0 else ""
-                    if serial != serial_text or stream is None:
-                        serial_text = serial
-                        stream = streams.get(serial)
-                        if stream is None:
-                            key = serial.strip()
-                            stream = by_key.get(key)
-                            if stream is None:
-                                limits = cgm_limits_mgdl(key)
-                                stream = by_key[key] = _CgmStream(
-                                    self.device(key), _GlucoseColumn(unit, limits, annotate_numbers=True)
-                                )
-                            streams[serial] = stream
-                    stamp = row[i_stamp]
-                    date, _, time = stamp.partition(" ")
-                    day = days.get(date)
-                    delta = times.get(time)
-                    if day is None or delta is None:
-                        wall = stamps.wall(stamp, line)
-                        if wall is None:
-                            if not any(cell.strip() for cell in row):
-                                continue  # a blank row of delimiters
-                            reject(
-                                RejectedRow(
-                                    line,
-                                    "CGM row without a timestamp" if not stamp.strip() else _BAD_TIMESTAMP,
-                                )
-                            )
-                            continue
-                    else:
-                        wall = day + delta
-                    text = row[i_value]
-                    value = stream.glucose.cache.get(text)
-                    if value is None:
-                        try:
-                            value = stream.glucose.read(text, "CGM")
-                        except _RowError as exc:
-                            reject(RejectedRow(line, str(exc)))
-                            continue
-                    stream.walls.append(wall)
-                    stream.lines.append(line)
-                    stream.values.append(value)
-                    count += 1
-                    if count == chunk_end:
-                        chunk_end += _CHUNK_ROWS
-                        yield
+                    yield reader.line_num + 2, cells
             except csv.Error as exc:
                 _refuse_if_cut_off(self.source.name, reader.line_num + 2, exc)
-                reject(RejectedRow(reader.line_num + 2, _MALFORMED_ROW))
+                self.result.rejected.append(RejectedRow(reader.line_num + 2, _MALFORMED_ROW))
                 continue
-            break
+            return
 
     def _cgm_ahead(self, stream: _CgmStream, unit: str) -> Iterator[ParsedItem]:
         """The stream's readings read since the last chunk that are on days without a change."""
@@ -1212,13 +1293,15 @@ class _FileReader:
     def _cgm_resolved(
         self, key: str, stream: _CgmStream, *, fresh: bool = False
     ) -> tuple[npt.NDArray[np.intp], tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-        """Every reading of a stream in device order (its positions in file order), resolved.
+        """Every reading of a stream in device order (its positions as read), resolved.
 
         Rows written newest first are reversed (:func:`reads_newest_first`); ``fresh``: a new clock.
         """
         walls = np.array(stream.walls, np.int64)
-        at = np.arange(walls.size)
-        if reads_newest_first(walls):
+        at = np.arange(walls.size)  # the rows as read
+        if self.backwards:
+            at = at[::-1]  # in file order: the device order must not depend on how the file was read
+        if reads_newest_first(walls[at]):
             at = at[::-1]
         name = f"glooko|cgm|{key.strip()}"
         clock = self.ctx.fresh_clock(name) if fresh else self.ctx.clock(name)

@@ -230,28 +230,30 @@ def _wall_times(stamps: list[str]) -> tuple[npt.NDArray[np.int64], list[int]]:
 def _glucose_numbers(texts: list[str], *, decimal_comma: bool) -> npt.NDArray[np.float64]:
     """The numbers of glucose cells, NaN where a cell is not a finite number (:func:`parse_number`).
 
-    NumPy converts the column at once (Python's ``float`` rules); cells that do not start with a
-    digit (``Low``, ``High``, empty or odd cells) are set aside and read one by one.
+    A column of numbers is read by Python's ``float`` rules (inf and nan stay: refused by the
+    caller), each distinct text once (a sensor repeats a few hundred values). Where some cell is
+    not such a number, the cells that do not start with a digit (``Low``, ``High``, empty or odd
+    cells) are read by :func:`parse_number`; and where one that starts with a digit is no number,
+    or a cell holds ``_`` (which ``float`` would skip) or a point beside a decimal comma, every
+    cell is.
     """
     joined = "".join(texts)
     if "_" not in joined and not (decimal_comma and "." in joined):
-        cells = [text.replace(",", ".") for text in texts] if decimal_comma else texts
-        try:
-            return np.array(cells, np.float64)  # inf and nan stay: refused by the caller
-        except ValueError:
-            pass
-        odd = [at for at, cell in enumerate(cells) if not cell[:1].isdigit()]
-        cells = cells.copy()
-        for at in odd:
-            cells[at] = "nan"
-        try:
-            numbers = np.array(cells, np.float64)
-        except ValueError:  # a cell that starts with a digit but is no number: all one by one
-            pass
+        numbers: dict[str, float] = {}
+        odd: list[str] = []
+        for text in dict.fromkeys(texts):
+            cell = text.replace(",", ".") if decimal_comma else text
+            try:
+                numbers[text] = float(cell)
+            except ValueError:
+                if cell[:1].isdigit():
+                    break
+                odd.append(text)
         else:
-            for at in odd:
-                numbers[at] = _number_or_nan(texts[at], decimal_comma=decimal_comma)
-            return numbers
+            if odd:
+                odd += [text for text in numbers if not text[:1].isdigit()]
+                numbers.update((text, _number_or_nan(text, decimal_comma=decimal_comma)) for text in odd)
+            return np.fromiter(map(numbers.__getitem__, texts), np.float64, len(texts))
     return np.array([_number_or_nan(text, decimal_comma=decimal_comma) for text in texts], np.float64)
 
 

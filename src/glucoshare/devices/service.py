@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -52,17 +52,39 @@ def resolve_device(
         )
         session.add(device)
         session.flush()
-    for kind, value in sorted(set(identifiers)):
-        owner = session.scalar(
-            select(DeviceIdentifier).where(DeviceIdentifier.kind == kind, DeviceIdentifier.value == value)
-        )
+    wanted = sorted(set(identifiers))
+    owners = _identifier_owners(session, wanted)
+    for kind, value in wanted:
+        owner = owners.get((kind, value))
         if owner is None:
             session.add(DeviceIdentifier(device_seq=device.seq, kind=kind, value=value))
-        elif owner.device.patient_id != patient_id:
+        elif owner.device_seq != device.seq and owner.device.patient_id != patient_id:
             msg = f"{kind} {value} belongs to another patient's device"
             raise DeviceOwnedByAnotherPatientError(msg)
     session.flush()
     return device
+
+
+_LOOKUP_CHUNK = 500
+"""Identifier values looked up per query (far below either engine's limit on parameters)."""
+
+
+def _identifier_owners(
+    session: Session, wanted: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], DeviceIdentifier]:
+    """The recorded identifiers among ``wanted`` (kind, value), by (kind, value): a query per kind."""
+    found: dict[tuple[str, str], DeviceIdentifier] = {}
+    for kind in sorted({kind for kind, _ in wanted}):  # (kind, value) is the unique index
+        values = sorted(value for of_kind, value in wanted if of_kind == kind)
+        for start in range(0, len(values), _LOOKUP_CHUNK):
+            chunk = values[start : start + _LOOKUP_CHUNK]
+            rows = session.scalars(
+                select(DeviceIdentifier).where(
+                    DeviceIdentifier.kind == kind, DeviceIdentifier.value.in_(chunk)
+                )
+            )
+            found.update(((row.kind, row.value), row) for row in rows)
+    return found
 
 
 def list_devices(session: Session, patient_id: str) -> list[Device]:

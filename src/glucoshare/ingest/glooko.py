@@ -574,6 +574,35 @@ class _GlucoseColumn:
         self.floor, self.ceiling = written_limits(unit, limits_mgdl)
         self.annotate_numbers = annotate_numbers
         self.cache: dict[str, _Glucose] = {}
+        self.codes: dict[str, int] = {}
+        """Of each text read by :meth:`code`, the index of its value in :attr:`table`."""
+        self.table: list[_Glucose] = []
+        self._columns: (
+            tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]] | None
+        ) = None
+
+    def code(self, text: str, what: str) -> int:
+        """The index in :attr:`table` of a text's value, read on first sight (:meth:`read`).
+
+        A CGM row keeps this index: a sensor writes a few hundred distinct values, and the rows'
+        values become columns by indexing :meth:`columns` (NumPy) instead of row by row.
+        """
+        value = self.read(text, what)
+        code = self.codes[text] = len(self.table)
+        self.table.append(value)
+        self._columns = None
+        return code
+
+    def columns(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """:attr:`table` as columns: mg/dL, the number as written (NaN for a word), flagged at a limit."""
+        if self._columns is None:
+            table = self.table
+            self._columns = (
+                np.array([value[0] for value in table], np.float64),
+                np.array([np.nan if value[1] is None else value[1] for value in table], np.float64),
+                np.array([value[2] is not None for value in table], np.bool_),
+            )
+        return self._columns
 
     def read(self, text: str, what: str) -> _Glucose:
         """``(mg/dL, written number, annotation)``; :class:`_RowError` naming ``what`` otherwise."""
@@ -968,7 +997,8 @@ class _CgmStream:
     glucose: _GlucoseColumn
     walls: list[int] = dataclasses.field(default_factory=list)
     lines: list[int] = dataclasses.field(default_factory=list)
-    values: list[_Glucose] = dataclasses.field(default_factory=list)
+    codes: list[int] = dataclasses.field(default_factory=list)
+    """Each row's value, as its index in ``glucose.table`` (:meth:`_GlucoseColumn.code`)."""
     ahead_to: int = 0
     """The rows up to here were looked at for handing over ahead of the stream's end."""
     ahead: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = (
@@ -994,21 +1024,20 @@ def _cgm_items(
     first, last = int(at[0]), int(at[-1])
     if last - first + 1 == at.size:  # a run of rows (a chunk, or a whole stream): slices of the columns
         lines = np.array(stream.lines[first : last + 1], np.int64)
-        values = stream.values[first : last + 1]
+        codes = np.array(stream.codes[first : last + 1], np.intp)
     elif first - last + 1 == at.size:  # the same, newest first
         lines = np.array(stream.lines[last : first + 1][::-1], np.int64)
-        values = stream.values[last : first + 1][::-1]
+        codes = np.array(stream.codes[last : first + 1][::-1], np.intp)
     else:
         rows = at.tolist()
         lines = np.array([stream.lines[row] for row in rows], np.int64)
-        values = [stream.values[row] for row in rows]
-    count = len(values)
-    mgdl = np.fromiter((v[0] for v in values), np.float64, count)
-    written = np.fromiter((np.nan if v[1] is None else v[1] for v in values), np.float64, count)
-    flagged = np.fromiter((v[2] is not None for v in values), np.bool_, count)
+        codes = np.array([stream.codes[row] for row in rows], np.intp)
+    table = stream.glucose.table
+    all_mgdl, all_written, all_flagged = stream.glucose.columns()
+    mgdl, written, flagged = all_mgdl[codes], all_written[codes], all_flagged[codes]
     device = stream.device
     for row in np.flatnonzero(flagged).tolist():
-        value = values[row]
+        value = table[codes[row]]
         yield ParsedRecord(
             "cbg",
             "sensor",
@@ -1198,16 +1227,16 @@ class _FileReader:
             else:
                 wall = day + delta
             text = row[i_value]
-            value = stream.glucose.cache.get(text)
-            if value is None:
+            code = stream.glucose.codes.get(text)
+            if code is None:
                 try:
-                    value = stream.glucose.read(text, "CGM")
+                    code = stream.glucose.code(text, "CGM")
                 except _RowError as exc:
                     reject(RejectedRow(line, str(exc)))
                     continue
             stream.walls.append(wall)
             stream.lines.append(line)
-            stream.values.append(value)
+            stream.codes.append(code)
             count += 1
             if count == chunk_end:
                 chunk_end += _CHUNK_ROWS

@@ -1254,7 +1254,7 @@ class _FileReader:
         lines = list(self._lines())
         self.backwards = self._backwards(lines)
         if not self.backwards:
-            yield from self._cells_forwards()
+            yield from self._cells_forwards(lines)
             return
         delimiter = self.layout.delimiter
         for stop in range(len(lines), 0, -_CHUNK_ROWS):
@@ -1291,8 +1291,8 @@ class _FileReader:
         first, last = walls
         return first is None or last is None or first > last
 
-    def _cells_forwards(self) -> Iterator[tuple[int, list[str]]]:
-        reader = csv.reader(self._lines(), delimiter=self.layout.delimiter, strict=True)
+    def _cells_forwards(self, lines: list[str]) -> Iterator[tuple[int, list[str]]]:
+        reader = csv.reader(lines, delimiter=self.layout.delimiter, strict=True)
         while True:  # one pass of the for loop per malformed row (the reader goes on after it)
             try:
                 for cells in reader:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
 from glucoshare.accounts.models import Patient, User
@@ -28,13 +28,14 @@ from glucoshare.ingest.errors import (
     UnknownFormatError,
 )
 from glucoshare.ingest.schemas import IncomingFile
-from glucoshare.ingest.service import erase_patient, import_file, read_raw, remove_upload
+from glucoshare.ingest.service import erase_patient, import_file, import_files, read_raw, remove_upload
 from glucoshare.records.models import Record, Upload
 from glucoshare.records.service import delete_upload
 from glucoshare.simulator import simulate
 from glucoshare.simulator.timeline import Timeline
 from glucoshare.simulator.writers.dexcom_clarity import write_clarity
-from glucoshare.summaries.models import DailySummary
+from glucoshare.simulator.writers.glooko import GlookoOptions, write_glooko
+from glucoshare.summaries.models import DailySummary, SummaryBacklog
 from glucoshare.summaries.service import refresh_outdated
 from tests.conftest import table_snapshot
 from tests.ingest.helpers import committed_upload, profile, refused_unchanged
@@ -451,3 +452,41 @@ def test_the_records_among_reading_blocks_are_stored_as_the_blocks_go(
     first_block, records_before_the_second, second_block = calls[:3]
     assert first_block > 4000 < second_block
     assert 0 < records_before_the_second < 1000
+
+
+def test_an_archive_marks_the_days_of_all_its_files_at_once(
+    session: Session, settings: Settings, timeline: Timeline
+) -> None:
+    """The summaries an import outdates are noted once, covering every file of the archive.
+
+    A Glooko export is a file per kind of data, each its own upload; one note per file would update
+    the patient's backlog entry once for each, to the same covering span.
+    """
+    export = write_glooko(timeline, GlookoOptions(empty_files=False))
+    patient = _patient(session)
+    statements: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "summary_backlog" in statement:
+            statements.append(statement.split(None, 1)[0].upper())
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        uploads = import_files(
+            session,
+            settings=settings,
+            patient=patient,
+            files=[IncomingFile(export.file_name, export.data)],
+            timezone=None,
+            actor="test",
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    spans = [(u.first_ms, u.last_ms) for u in session.scalars(select(Upload)) if u.new_count]
+    assert len(spans) > 2  # several files with records
+    assert statements == ["INSERT"]
+    entry = session.get(SummaryBacklog, patient.id)
+    assert entry is not None
+    assert (entry.first_ms, entry.last_ms) == (min(f for f, _ in spans), max(last for _, last in spans))
+    assert sum(u.new for u in uploads) == session.scalar(select(func.count()).select_from(Record))

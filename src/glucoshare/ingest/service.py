@@ -685,6 +685,29 @@ def _inner(name: str, container: str) -> str:
     return name.removeprefix(container).lstrip("/") or name
 
 
+@dataclasses.dataclass(slots=True)
+class _OutdatedSpan:
+    """The instants (UTC ms) an import's new records span: their days' summaries are outdated.
+
+    Marked once per import (:meth:`mark`) rather than once per file: the backlog keeps one span per
+    patient, widened to cover each span marked (:func:`~glucoshare.summaries.service.mark_outdated`),
+    so one mark of the covering span leaves it as one mark per file would.
+    """
+
+    first_ms: int | None = None
+    last_ms: int | None = None
+
+    def add(self, first_ms: int, last_ms: int) -> None:
+        """Widen the span to cover ``first_ms`` to ``last_ms``."""
+        self.first_ms = first_ms if self.first_ms is None else min(self.first_ms, first_ms)
+        self.last_ms = last_ms if self.last_ms is None else max(self.last_ms, last_ms)
+
+    def mark(self, session: Session, patient_id: str) -> None:
+        """Note the span's days for recomputing, when the import added any record."""
+        if self.first_ms is not None and self.last_ms is not None:
+            mark_outdated(session, patient_id, self.first_ms, self.last_ms, "upload")
+
+
 def _store(
     session: Session,
     *,
@@ -695,11 +718,12 @@ def _store(
     parse: Callable[[], tuple[ParseResult, HourCounts]],
     batch_id: str | None,
     progress: ProgressCallback | None,
+    outdated: _OutdatedSpan,
 ) -> UploadOut:
     """Parse (``parse``: here or in the parse process) and store one recognised file as one upload.
 
-    The caller has kept the raw file (:func:`_store_raw`, while a parse process reads the first rows)
-    and owns the transaction.
+    The caller has kept the raw file (:func:`_store_raw`, while a parse process reads the first rows),
+    marks the days of ``outdated`` once all its files are stored, and owns the transaction.
     """
     incoming, source, importer = prepared.incoming, prepared.source, prepared.importer
     name, data, sha256 = incoming.name, incoming.data, prepared.sha256
@@ -745,7 +769,7 @@ def _store(
     upload.first_ms, upload.last_ms = builder.first_ms, builder.last_ms
     session.flush()
     if new and builder.first_ms is not None and builder.last_ms is not None:
-        mark_outdated(session, patient.id, builder.first_ms, builder.last_ms, "upload")
+        outdated.add(builder.first_ms, builder.last_ms)
     record_event(
         session,
         actor=actor,
@@ -791,9 +815,10 @@ def import_file(
         raise ArchiveRefusedError(msg)
     prepared = _prepare_one(settings, incoming, None)
     tasks = [ParseTask(prepared.source, prepared.importer, ())]
+    outdated = _OutdatedSpan()
     with _parser(session, settings, tasks, zone) as parse:
         _store_raw(session, patient.id, prepared.sha256, incoming.data)  # while a parse process reads
-        return _store(
+        out = _store(
             session,
             patient=patient,
             prepared=prepared,
@@ -802,7 +827,10 @@ def import_file(
             parse=functools.partial(parse, 0),
             batch_id=None,
             progress=progress,
+            outdated=outdated,
         )
+    outdated.mark(session, patient.id)
+    return out
 
 
 @contextlib.contextmanager
@@ -949,6 +977,7 @@ def _store_batch(
 ) -> list[UploadOut]:
     """Store the files of a prepared batch, one upload each (see :func:`import_files`)."""
     batch_id = new_id() if len(batch.files) > 1 else None
+    outdated = _OutdatedSpan()
     out: list[UploadOut] = []
     first_of: dict[str, int] = {}
     several = len(batch.files) > 1
@@ -964,6 +993,7 @@ def _store_batch(
             parse=functools.partial(parse, index),
             batch_id=batch_id,
             progress=callback,
+            outdated=outdated,
         )
         container = prepared.container
         if container is None and not several:
@@ -992,6 +1022,7 @@ def _store_batch(
         verb = "was" if len(left_out) == 1 else "were"
         note = f"{count}{where} {verb} not imported: {'; '.join(left_out)}"
         out[at] = out[at].model_copy(update={"warnings": [*out[at].warnings, note]})
+    outdated.mark(session, patient.id)
     return out
 
 

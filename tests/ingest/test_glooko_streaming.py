@@ -63,7 +63,7 @@ def _both(text: str, *, chunk: int) -> tuple[Outcome, Outcome]:
 def _forwards(text: str, *, chunk: int) -> Outcome:
     """The member read in chunks from its first row, as a file that cannot be read from its end is."""
     backwards = glooko._FileReader._backwards
-    glooko._FileReader._backwards = lambda _self, _lines: False  # type: ignore[method-assign]
+    glooko._FileReader._backwards = lambda _self, *_rows: False  # type: ignore[method-assign]
     try:
         with streaming.chunks_of(glooko, chunk):
             return streaming.read(IMPORTER, text, "cgm_data_1.csv")

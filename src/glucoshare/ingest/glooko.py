@@ -96,6 +96,14 @@ from glucoshare.ingest.base import (
 from glucoshare.ingest.errors import MalformedFileError
 from glucoshare.ingest.localtime import day_offsets, wall_ms
 from glucoshare.ingest.numbers import parse_number
+from glucoshare.ingest.plain_columns import (
+    Offsets,
+    PlainRows,
+    distinct_texts,
+    first_space,
+    plain_rows,
+    small_distinct,
+)
 from glucoshare.records.vocabulary import MGDL_PER_MMOLL
 
 UNKNOWN_MANUFACTURER = "Unknown"
@@ -493,20 +501,29 @@ class _Stamps:
         date, sep, time = text.partition(" ")
         if not sep and "T" in text:
             date, _, time = text.partition("T")
-        time = time.strip()
+        day = self.day(date, line)
+        if day is None:
+            return None
+        delta = self.time(time.strip())
+        return None if delta is None else day + delta
+
+    def day(self, date: str, line: int) -> int | None:
+        """Milliseconds of midnight of a date part (``line``: the first row with it, for messages)."""
         day = self.days.get(date)
         if day is None:
-            found = self._day(date, line)
-            if found is None:
-                return None
-            day = self.days[date] = found
-        delta = self.times.get(time)
+            day = self._day(date, line)
+            if day is not None:
+                self.days[date] = day
+        return day
+
+    def time(self, text: str) -> int | None:
+        """Milliseconds since midnight of a (stripped) time part, ``None`` if invalid."""
+        delta = self.times.get(text)
         if delta is None:
-            found = _time_of_day(time)
-            if found is None:
-                return None
-            delta = self.times[time] = found
-        return day + delta
+            delta = _time_of_day(text)
+            if delta is not None:
+                self.times[text] = delta
+        return delta
 
     def _day(self, text: str, line: int) -> int | None:
         match = _DATE.fullmatch(text)
@@ -1176,11 +1193,14 @@ class _FileReader:
 
         Pauses (yields) after every :data:`_CHUNK_ROWS` readings.
         """
+        plain = self._plain_cgm_rows(by_key)
+        if plain is not None:
+            yield from plain
+            return
         layout = self.layout
         columns = layout.columns
         i_stamp, i_value = columns["timestamp"], columns["cgm_glucose"]
         i_serial = columns.get("serial", -1)
-        unit = layout.units["cgm_glucose"]
         width = layout.width
         reject = self.result.rejected.append
         days, times, stamps = self.stamps.days, self.stamps.times, self.stamps
@@ -1200,14 +1220,7 @@ class _FileReader:
                 serial_text = serial
                 stream = streams.get(serial)
                 if stream is None:
-                    key = serial.strip()
-                    stream = by_key.get(key)
-                    if stream is None:
-                        limits = cgm_limits_mgdl(key)
-                        stream = by_key[key] = _CgmStream(
-                            self.device(key), _GlucoseColumn(unit, limits, annotate_numbers=True)
-                        )
-                    streams[serial] = stream
+                    stream = streams[serial] = self._cgm_stream(by_key, serial)
             stamp = row[i_stamp]
             date, _, time = stamp.partition(" ")
             day = days.get(date)
@@ -1243,6 +1256,177 @@ class _FileReader:
                 yield
         self.result.rejected.sort(key=lambda rejected: rejected.line)  # read backwards: in file order
 
+    def _cgm_stream(self, by_key: dict[str, _CgmStream], serial: str) -> _CgmStream:
+        """The stream of a serial cell as written, made (and its device registered) on first sight."""
+        key = serial.strip()
+        stream = by_key.get(key)
+        if stream is None:
+            unit = self.layout.units["cgm_glucose"]
+            glucose = _GlucoseColumn(unit, cgm_limits_mgdl(key), annotate_numbers=True)
+            stream = by_key[key] = _CgmStream(self.device(key), glucose)
+        return stream
+
+    def _plain_cgm_rows(self, by_key: dict[str, _CgmStream]) -> Iterator[None] | None:
+        """What :meth:`_cgm_rows` does, for a plain member (:mod:`.plain_columns`), column by column.
+
+        The rows are cut into columns with NumPy, and each distinct date, time, value and serial
+        is read once, by the same code and with the same outcome (readings, rejected rows, errors,
+        devices in the same order) as row by row; the streams then take a chunk of rows at a time.
+        ``None`` when the member is not plain, or a timestamp is not a date, a space and a time:
+        then it is read row by row.
+        """
+        columns = self.layout.columns
+        data = self.source.text.encode()
+        offset = 0
+        for _ in range(_FIRST_ROW_LINE - 1):  # past the metadata line and the header
+            offset = data.find(b"\n", offset) + 1
+            if not offset:
+                return None
+        rows = plain_rows(data[offset:], self.layout.delimiter, self.layout.width)
+        if rows is None:
+            return None
+        count = len(rows)
+        self.backwards = count > 1 and self._backwards(rows.line(0), rows.line(count - 1), count)
+        order = np.arange(count - 1, -1, -1) if self.backwards else np.arange(count)
+        starts, ends = (rows.starts[::-1], rows.ends[::-1]) if self.backwards else (rows.starts, rows.ends)
+        at_stamp = columns["timestamp"]
+        stamp_starts, stamp_ends = starts[:, at_stamp], ends[:, at_stamp]
+        space = first_space(rows, stamp_starts, stamp_ends)
+        leading = rows.data[np.minimum(stamp_starts, rows.data.size - 1)]
+        digits = (leading >= ord("0")) & (leading <= ord("9"))
+        if space is None or not digits.all():
+            return None  # a blank stamp, or an unusual one (ISO with a T, a date alone): row by row
+        return self._plain_blocks(by_key, rows, (starts, ends, space), order + _FIRST_ROW_LINE)
+
+    def _plain_blocks(
+        self,
+        by_key: dict[str, _CgmStream],
+        rows: PlainRows,
+        cells: tuple[Offsets, Offsets, Offsets],
+        lines: npt.NDArray[np.intp],
+    ) -> Iterator[None]:
+        """Read the rows into their streams, pausing after every :data:`_CHUNK_ROWS` readings.
+
+        ``cells``: where each row's cells start and end, and its stamp's first space, in the order
+        read. The rows pause where row by row reading pauses. They are read in blocks, the first of
+        a chunk's rows and each next one twice as large, so that the first readings go at once and
+        the store is not kept waiting while a large rest is read.
+        """
+        starts, ends, space = cells
+        streams: list[_CgmStream] = []  # each once: serials that differ in spaces share a stream
+        filled, chunk_end = 0, _CHUNK_ROWS
+        begin, size = 0, _CHUNK_ROWS
+        while begin < lines.size:
+            block = slice(begin, begin + size)
+            begin, size = begin + size, size * 2
+            stream_of, walls, kept_lines, codes = self._plain_block(
+                by_key, streams, rows, (starts[block], ends[block], space[block]), lines[block]
+            )
+            start, total = 0, walls.size
+            while start < total:
+                stop = min(start + chunk_end - filled, total)
+                for index, stream in enumerate(streams):
+                    at: slice | npt.NDArray[np.intp] = slice(start, stop)
+                    if len(streams) > 1:
+                        at = start + np.flatnonzero(stream_of[start:stop] == index)
+                    stream.walls += walls[at].tolist()
+                    stream.lines += kept_lines[at].tolist()
+                    stream.codes += codes[at].tolist()
+                filled, start = filled + stop - start, stop
+                if filled == chunk_end:
+                    chunk_end += _CHUNK_ROWS
+                    yield
+        self.result.rejected.sort(key=lambda rejected: rejected.line)  # in file order, as row by row
+
+    def _plain_block(
+        self,
+        by_key: dict[str, _CgmStream],
+        streams: list[_CgmStream],
+        rows: PlainRows,
+        cells: tuple[Offsets, Offsets, Offsets],
+        lines: npt.NDArray[np.intp],
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """The readings of some rows: ``(stream, wall, line, value code)`` of each row kept, in order.
+
+        The rows' serials add their streams to ``streams`` (and ``by_key``) in the order first seen;
+        the rows that cannot be read are rejected as row by row.
+        """
+        starts, ends, space = cells
+        columns = self.layout.columns
+        at_stamp, at_serial, at_value = (
+            columns["timestamp"],
+            columns.get("serial", -1),
+            columns["cgm_glucose"],
+        )
+        walls, readable = self._plain_walls(rows, (starts[:, at_stamp], space, ends[:, at_stamp]), lines)
+        if at_serial >= 0:
+            serials, serial_of, serial_first = distinct_texts(
+                rows, starts[:, at_serial], ends[:, at_serial], first=True
+            )
+        else:
+            serials, serial_of, serial_first = [""], np.zeros(lines.size, np.intp), np.zeros(1, np.intp)
+        assert serial_first is not None  # noqa: S101 - asked for; narrows the type for mypy
+        serial_stream = np.empty(len(serials), np.intp)
+        for index in np.argsort(serial_first, kind="stable").tolist():  # in the order first seen
+            stream = self._cgm_stream(by_key, serials[index])
+            known = next((at for at, seen in enumerate(streams) if seen is stream), None)
+            if known is None:
+                known = len(streams)
+                streams.append(stream)
+            serial_stream[index] = known
+        stream_of = serial_stream[serial_of]
+        values, value_of, _ = distinct_texts(rows, starts[:, at_value], ends[:, at_value])
+        reject = self.result.rejected.append
+        for row in np.flatnonzero(~readable).tolist():
+            reject(RejectedRow(int(lines[row]), _BAD_TIMESTAMP))
+        # Each (stream, value text) of a readable row, read once by the stream's glucose column.
+        readable_rows = np.flatnonzero(readable)
+        pairs, pair_of = small_distinct(stream_of[readable_rows] * len(values) + value_of[readable_rows])
+        pair_codes = np.empty(pairs.size, np.intp)
+        problems: dict[int, str] = {}
+        for index, pair in enumerate(pairs.tolist()):
+            glucose = streams[pair // len(values)].glucose
+            value = values[pair % len(values)]
+            code = glucose.codes.get(value)
+            if code is None:
+                try:
+                    code = glucose.code(value, "CGM")
+                except _RowError as exc:
+                    code, problems[index] = -1, str(exc)
+            pair_codes[index] = code
+        codes = pair_codes[pair_of]
+        for at in np.flatnonzero(codes < 0).tolist():
+            reject(RejectedRow(int(lines[readable_rows[at]]), problems[int(pair_of[at])]))
+        kept = readable_rows[codes >= 0]
+        return stream_of[kept], walls[kept], lines[kept], codes[codes >= 0]
+
+    def _plain_walls(
+        self, rows: PlainRows, stamps: tuple[Offsets, Offsets, Offsets], lines: npt.NDArray[np.intp]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """The wall time of each row (milliseconds) and whether it is readable, from its stamp cell.
+
+        ``stamps``: where each cell starts, its first space, and where it ends. Each distinct date
+        is read in the order the rows first hold it, so a date that cannot be read raises the
+        error row by row reading would raise first (:meth:`_Stamps.day`).
+        """
+        starts, space, ends = stamps
+        dates, date_of, date_first = distinct_texts(rows, starts, space, first=True)
+        assert date_first is not None  # noqa: S101 - asked for; narrows the type for mypy
+        days = np.zeros(len(dates), np.int64)
+        day_known = np.zeros(len(dates), np.bool_)
+        for index in np.argsort(date_first, kind="stable").tolist():
+            day = self.stamps.day(dates[index], int(lines[date_first[index]]))
+            if day is not None:
+                days[index], day_known[index] = day, True
+        times, time_of, _ = distinct_texts(rows, space + 1, ends)
+        deltas = np.zeros(len(times), np.int64)
+        time_known = np.zeros(len(times), np.bool_)
+        for index, text in enumerate(times):
+            delta = self.stamps.time(text.strip())
+            if delta is not None:
+                deltas[index], time_known[index] = delta, True
+        return days[date_of] + deltas[time_of], day_known[date_of] & time_known[time_of]
+
     def _cgm_cells(self) -> Iterator[tuple[int, list[str]]]:
         """``(line, cells)`` of the CGM rows, oldest first where the file allows (:meth:`_backwards`).
 
@@ -1252,7 +1436,8 @@ class _FileReader:
         ``benchmarks/store_once.py`` with the times reversed). A malformed row is rejected.
         """
         lines = list(self._lines())
-        self.backwards = self._backwards(lines)
+        whole = len(lines) > 1 and _whole_lines(self.source.text)
+        self.backwards = whole and self._backwards(lines[0], lines[-1], len(lines))
         if not self.backwards:
             yield from self._cells_forwards(lines)
             return
@@ -1274,22 +1459,19 @@ class _FileReader:
                     continue
                 yield first + at, cells
 
-    def _backwards(self, lines: list[str]) -> bool:
-        """True when the rows (``lines``, after the header) are best read from the end.
+    def _backwards(self, first: str, last: str, count: int) -> bool:
+        """True when ``count`` rows, one per line, from ``first`` to ``last``, are best read from the end.
 
-        So they are when each line is one whole row (:func:`_whole_lines`) and the first row is
-        later than the last (Glooko writes newest first, but a file may have been re-sorted); a
-        row whose time cannot be read counts as later.
+        So they are when the first row is later than the last (Glooko writes newest first, but a
+        file may have been re-sorted); a row whose time cannot be read counts as later.
         """
-        if len(lines) < 2 or not _whole_lines(self.source.text):  # noqa: PLR2004 - a first and a last row
-            return False
         at = self.layout.columns["timestamp"]
         walls = []
-        for line, text in ((_FIRST_ROW_LINE, lines[0]), (len(lines) + 2, lines[-1])):
+        for line, text in ((_FIRST_ROW_LINE, first), (count + _FIRST_ROW_LINE - 1, last)):
             cells = _one_row(text, self.layout.delimiter)
             walls.append(self.stamps.wall(cells[at], line) if cells and len(cells) > at else None)
-        first, last = walls
-        return first is None or last is None or first > last
+        first_wall, last_wall = walls
+        return first_wall is None or last_wall is None or first_wall > last_wall
 
     def _cells_forwards(self, lines: list[str]) -> Iterator[tuple[int, list[str]]]:
         reader = csv.reader(lines, delimiter=self.layout.delimiter, strict=True)

@@ -9,6 +9,7 @@ met, the daylight-saving counts, and the error a member is refused with.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator
@@ -74,27 +75,22 @@ def _read(text: str, *, plain: bool, chunk: int) -> Reading:
     )
 
 
-class _plain:  # noqa: N801 - used as a context manager
+@contextlib.contextmanager
+def _plain(*, allowed: bool) -> Iterator[list[bool]]:
     """Allow the column-by-column reading or not; lists, per member, whether it was taken."""
+    before = glooko._FileReader._plain_cgm_rows
+    taken: list[bool] = []
 
-    def __init__(self, *, allowed: bool) -> None:
-        self.allowed = allowed
-        self.taken: list[bool] = []
-        self.before = glooko._FileReader._plain_cgm_rows
+    def plain_cgm_rows(reader: glooko._FileReader, by_key: dict[str, Any]) -> Any:
+        found = before(reader, by_key) if allowed else None
+        taken.append(found is not None)
+        return found
 
-    def __enter__(self) -> list[bool]:
-        before, allowed, taken = self.before, self.allowed, self.taken
-
-        def plain_cgm_rows(reader: glooko._FileReader, by_key: dict[str, Any]) -> Any:
-            found = before(reader, by_key) if allowed else None
-            taken.append(found is not None)
-            return found
-
-        glooko._FileReader._plain_cgm_rows = plain_cgm_rows  # type: ignore[method-assign]
-        return self.taken
-
-    def __exit__(self, *_exc: object) -> None:
-        glooko._FileReader._plain_cgm_rows = self.before  # type: ignore[method-assign]
+    glooko._FileReader._plain_cgm_rows = plain_cgm_rows  # type: ignore[method-assign]
+    try:
+        yield taken
+    finally:
+        glooko._FileReader._plain_cgm_rows = before  # type: ignore[method-assign]
 
 
 def _member(rows: list[tuple[str, str, str]], *, newline: str, final: bool) -> str:
